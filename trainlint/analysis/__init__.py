@@ -1,0 +1,1 @@
+"""The shared program model: module index, abstract values, and training-action flow."""

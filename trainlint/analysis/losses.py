@@ -1,0 +1,59 @@
+"""Where losses are computed, and what flows into their input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import libcst as cst
+
+from trainlint.analysis import catalog
+from trainlint.analysis.module import ModuleModel
+from trainlint.analysis.values import Evaluator, Obj, TensorV, call_arg
+
+
+@dataclass(frozen=True)
+class LossCall:
+    """A call computing a library loss: ``F.cross_entropy(x, y)`` or ``criterion(x, y)``."""
+
+    call: cst.Call
+    qualname: str  # the functional or class name of the loss
+    input: cst.BaseExpression | None
+    target: cst.BaseExpression | None
+    constructor: cst.Call | None  # ``nn.CrossEntropyLoss(...)`` for module losses
+
+
+def loss_calls(module: ModuleModel, ev: Evaluator, family: frozenset[str]) -> Iterator[LossCall]:
+    """Calls in ``module`` that compute one of the losses in ``family`` (qualified names)."""
+    for call in module.calls:
+        for qualname in ev.callee(call, module) & family:
+            yield LossCall(call, qualname, call_arg(call, 0, "input"), call_arg(call, 1, "target"), None)
+            break
+        else:
+            for value in ev.eval(call.func, module):
+                if isinstance(value, Obj) and value.qualname in family:
+                    yield LossCall(call, value.qualname, call_arg(call, 0, "input"), call_arg(call, 1, "target"), value.call)
+                    break
+
+
+def input_kinds(loss: LossCall, module: ModuleModel, ev: Evaluator) -> list[TensorV]:
+    return ev.tensor_kinds(loss.input, module) if loss.input is not None else []
+
+
+def describe_origin(tensor: TensorV, module: ModuleModel) -> str:
+    """``F.softmax(...) at model.py:23`` or ``the softmax on line 12``."""
+    if tensor.module is module:
+        line = module.line_of(tensor.origin)
+        return f"the {_verb(tensor)} on line {line}" if line else f"a {_verb(tensor)}"
+    return f"the {_verb(tensor)} at {tensor.module.where(tensor.origin)}"
+
+
+def short_name(qualname: str) -> str:
+    return qualname.rsplit(".", 1)[-1]
+
+
+def _verb(tensor: TensorV) -> str:
+    return {"probs": "softmax", "log_probs": "log_softmax", "sigmoid": "sigmoid"}.get(tensor.kind, tensor.kind)
+
+
+__all__ = ["LossCall", "catalog", "describe_origin", "input_kinds", "loss_calls", "short_name"]

@@ -1,0 +1,330 @@
+"""One pass over a parsed file: parents, source order, scopes, bindings, calls and loops.
+
+Everything later analyses need about a single module is indexed here once, so that rules
+never re-walk the tree.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Union
+
+import libcst as cst
+from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+
+from trainlint.analysis.names import dotted, module_dotted, relative_prefix, terminal_name
+from trainlint.analysis.walk import iter_children
+
+ScopeNode = Union[cst.Module, cst.FunctionDef, cst.ClassDef, cst.Lambda]
+Loop = Union[cst.For, cst.While]
+BindingKind = Literal["assign", "aug", "for", "with", "param", "import", "def", "class"]
+
+# Nodes whose bodies run only on some paths: used to decide whether an assignment or an
+# action dominates a later point.
+CONDITIONAL = (cst.If, cst.Else, cst.For, cst.While, cst.Try, cst.ExceptHandler, cst.IfExp,
+               cst.BooleanOperation, cst.Match if hasattr(cst, "Match") else cst.If)
+
+
+@dataclass(eq=False)
+class Scope:
+    node: ScopeNode
+    parent: Scope | None
+    bindings: dict[str, list[Binding]] = field(default_factory=lambda: defaultdict(list))
+
+    @property
+    def is_function(self) -> bool:
+        return isinstance(self.node, (cst.FunctionDef, cst.Lambda))
+
+
+@dataclass(eq=False)
+class Binding:
+    """One place where a name gets a value.
+
+    ``value`` is the expression the name is bound from (the right-hand side, the iterable of
+    a ``for``, a parameter's default); ``path`` indexes into tuple unpacking of that value.
+    """
+
+    name: str
+    kind: BindingKind
+    node: cst.CSTNode
+    value: cst.BaseExpression | None
+    path: tuple[int, ...]
+    order: int
+    scope: Scope
+    qualname: str | None = None
+
+
+@dataclass(eq=False)
+class AttrAssignment:
+    """``self.<attr> = value`` inside a method of a class."""
+
+    value: cst.BaseExpression
+    path: tuple[int, ...]
+    method: cst.FunctionDef
+
+
+class ModuleModel:
+    """The index of one parsed module."""
+
+    def __init__(self, path: Path, tree: cst.Module, dotted_name: str) -> None:
+        self.path = path
+        self.tree = tree
+        self.dotted_name = dotted_name
+        self.parent: dict[cst.CSTNode, cst.CSTNode] = {}
+        self.order: dict[cst.CSTNode, int] = {}
+        self.scopes: dict[cst.CSTNode, Scope] = {}
+        self.calls: list[cst.Call] = []
+        self.calls_by_name: dict[str, list[cst.Call]] = defaultdict(list)
+        self.loops: list[Loop] = []
+        self.functions: list[cst.FunctionDef] = []
+        self.classes: dict[str, cst.ClassDef] = {}
+        self.class_of_method: dict[cst.FunctionDef, cst.ClassDef] = {}
+        self.self_attrs: dict[cst.ClassDef, dict[str, list[AttrAssignment]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+        self.aug_assigns: list[cst.AugAssign] = []
+        self.assigns: list[cst.Assign] = []
+        self._positions: Mapping[cst.CSTNode, CodeRange] | None = None
+        self.module_scope = Scope(tree, None)
+        self.scopes[tree] = self.module_scope
+        _Indexer(self).run()
+
+    def span_of(self, node: cst.CSTNode) -> CodeRange | None:
+        """Position of ``node``; computed for the whole file on first use, because it costs
+        about as much as parsing and most files never need it."""
+        if self._positions is None:
+            wrapper = MetadataWrapper(self.tree, unsafe_skip_copy=True)
+            self._positions = wrapper.resolve(PositionProvider)
+        return self._positions.get(node)
+
+    def line_of(self, node: cst.CSTNode) -> int | None:
+        where = self.span_of(node)
+        return where.start.line if where is not None else None
+
+    def where(self, node: cst.CSTNode) -> str:
+        """``model.py:23``: a short location for messages that point into this module."""
+        line = self.line_of(node)
+        return f"{self.path.name}:{line}" if line is not None else self.path.name
+
+    # -- structural queries -------------------------------------------------------------
+
+    def ancestors(self, node: cst.CSTNode) -> list[cst.CSTNode]:
+        """Parents of ``node``, innermost first."""
+        chain: list[cst.CSTNode] = []
+        current = self.parent.get(node)
+        while current is not None:
+            chain.append(current)
+            current = self.parent.get(current)
+        return chain
+
+    def scope_of(self, node: cst.CSTNode) -> Scope:
+        for ancestor in self.ancestors(node):
+            scope = self.scopes.get(ancestor)
+            if scope is not None and not isinstance(ancestor, cst.ClassDef):
+                return scope
+        return self.module_scope
+
+    def enclosing_function(self, node: cst.CSTNode) -> cst.FunctionDef | None:
+        for ancestor in self.ancestors(node):
+            if isinstance(ancestor, cst.FunctionDef):
+                return ancestor
+        return None
+
+    def enclosing_loops(self, node: cst.CSTNode) -> list[Loop]:
+        """Loops around ``node`` inside its own function, innermost first."""
+        loops: list[Loop] = []
+        for ancestor in self.ancestors(node):
+            if isinstance(ancestor, (cst.FunctionDef, cst.Lambda, cst.ClassDef)):
+                break
+            if isinstance(ancestor, (cst.For, cst.While)) and not self._in_loop_header(
+                node, ancestor
+            ):
+                loops.append(ancestor)
+        return loops
+
+    def _in_loop_header(self, node: cst.CSTNode, loop: Loop) -> bool:
+        header = loop.iter if isinstance(loop, cst.For) else loop.test
+        return self.is_within(node, header)
+
+    def is_within(self, node: cst.CSTNode, container: cst.CSTNode) -> bool:
+        return node is container or container in self.ancestors(node)
+
+    def conditional_ancestors(self, node: cst.CSTNode, stop: cst.CSTNode | None = None) -> list[
+        cst.CSTNode
+    ]:
+        """Branch bodies and loops between ``node`` and ``stop`` (or its scope)."""
+        found: list[cst.CSTNode] = []
+        for ancestor in self.ancestors(node):
+            if ancestor is stop or isinstance(ancestor, (cst.FunctionDef, cst.Lambda, cst.ClassDef)):
+                break
+            if isinstance(ancestor, CONDITIONAL):
+                found.append(ancestor)
+        return found
+
+    def dominates(self, earlier: cst.CSTNode, later: cst.CSTNode) -> bool:
+        """Approximately: does every path to ``later`` pass through ``earlier``?"""
+        later_ancestors = set(map(id, self.ancestors(later)))
+        return all(id(a) in later_ancestors for a in self.conditional_ancestors(earlier))
+
+    def method_class(self, function: cst.FunctionDef | None) -> cst.ClassDef | None:
+        return self.class_of_method.get(function) if function is not None else None
+
+
+class _Indexer:
+    """Builds a :class:`ModuleModel` in one recursive walk."""
+
+    def __init__(self, model: ModuleModel) -> None:
+        self.m = model
+        self.counter = 0
+
+    def run(self) -> None:
+        self._visit(self.m.tree, None, self.m.module_scope, None)
+
+    def _visit(
+        self,
+        node: cst.CSTNode,
+        parent: cst.CSTNode | None,
+        scope: Scope,
+        cls: cst.ClassDef | None,
+    ) -> None:
+        m = self.m
+        if parent is not None:
+            m.parent[node] = parent
+        m.order[node] = self.counter
+        self.counter += 1
+        inner_scope, inner_cls = self._record(node, scope, cls)
+        for child in iter_children(node):
+            self._visit(child, node, inner_scope, inner_cls)
+
+    def _record(
+        self, node: cst.CSTNode, scope: Scope, cls: cst.ClassDef | None
+    ) -> tuple[Scope, cst.ClassDef | None]:
+        """Index ``node``; return the scope and class its children live in."""
+        m = self.m
+        if isinstance(node, cst.Call):
+            m.calls.append(node)
+            name = terminal_name(node.func)
+            if name:
+                m.calls_by_name[name].append(node)
+        elif isinstance(node, (cst.For, cst.While)):
+            m.loops.append(node)
+            if isinstance(node, cst.For):
+                self._bind_target(node.target, node.iter, (), "for", node, scope, cls)
+        elif isinstance(node, cst.Assign):
+            m.assigns.append(node)
+            for target in node.targets:
+                self._bind_target(target.target, node.value, (), "assign", node, scope, cls)
+        elif isinstance(node, cst.AnnAssign) and node.value is not None:
+            self._bind_target(node.target, node.value, (), "assign", node, scope, cls)
+        elif isinstance(node, cst.AugAssign):
+            m.aug_assigns.append(node)
+            self._bind_target(node.target, node.value, (), "aug", node, scope, cls)
+        elif isinstance(node, cst.NamedExpr):
+            self._bind_target(node.target, node.value, (), "assign", node, scope, cls)
+        elif isinstance(node, cst.WithItem) and node.asname is not None:
+            self._bind_target(node.asname.name, node.item, (), "with", node, scope, cls)
+        elif isinstance(node, (cst.Import, cst.ImportFrom)):
+            self._bind_import(node, scope)
+        elif isinstance(node, cst.FunctionDef):
+            return self._enter_function(node, scope, cls)
+        elif isinstance(node, cst.ClassDef):
+            self._bind(node.name.value, "class", node, None, (), scope)
+            m.classes.setdefault(node.name.value, node)
+            class_scope = Scope(node, scope)
+            m.scopes[node] = class_scope
+            return class_scope, node
+        elif isinstance(node, cst.Lambda):
+            lambda_scope = Scope(node, scope)
+            m.scopes[node] = lambda_scope
+            self._bind_params(node.params, lambda_scope)
+            return lambda_scope, cls
+        return scope, cls
+
+    def _enter_function(
+        self, node: cst.FunctionDef, scope: Scope, cls: cst.ClassDef | None
+    ) -> tuple[Scope, cst.ClassDef | None]:
+        m = self.m
+        m.functions.append(node)
+        self._bind(node.name.value, "def", node, None, (), scope)
+        if isinstance(scope.node, cst.ClassDef):
+            m.class_of_method[node] = scope.node
+        function_scope = Scope(node, scope)
+        m.scopes[node] = function_scope
+        self._bind_params(node.params, function_scope)
+        # Methods of a class keep ``cls`` so that ``self.x = ...`` is attributed to it.
+        return function_scope, scope.node if isinstance(scope.node, cst.ClassDef) else cls
+
+    def _bind_params(self, params: cst.Parameters, scope: Scope) -> None:
+        every = [*params.posonly_params, *params.params, *params.kwonly_params]
+        for extra in (params.star_arg, params.star_kwarg):
+            if isinstance(extra, cst.Param):
+                every.append(extra)
+        for param in every:
+            self._bind(param.name.value, "param", param, param.default, (), scope)
+
+    def _bind_import(self, node: cst.Import | cst.ImportFrom, scope: Scope) -> None:
+        if isinstance(node, cst.Import):
+            for alias in node.names:
+                full = module_dotted(alias.name)
+                if alias.asname is not None:
+                    local = terminal_name(alias.asname.name) or full
+                    qual = full
+                else:
+                    local = full.split(".")[0]
+                    qual = local
+                self._bind(local, "import", node, None, (), scope, qual)
+            return
+        if isinstance(node.names, cst.ImportStar):
+            return
+        base = "." * relative_prefix(node.relative) + module_dotted(node.module)
+        for alias in node.names:
+            name = dotted(alias.name) or ""
+            local = terminal_name(alias.asname.name) if alias.asname else name
+            joiner = "" if base.endswith(".") or not base else "."
+            self._bind(local or name, "import", node, None, (), scope, f"{base}{joiner}{name}")
+
+    def _bind_target(
+        self,
+        target: cst.BaseExpression,
+        value: cst.BaseExpression,
+        path: tuple[int, ...],
+        kind: BindingKind,
+        stmt: cst.CSTNode,
+        scope: Scope,
+        cls: cst.ClassDef | None,
+    ) -> None:
+        if isinstance(target, cst.Name):
+            self._bind(target.value, kind, stmt, value, path, scope)
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            for index, element in enumerate(target.elements):
+                inner = element.value
+                if isinstance(inner, cst.StarredElement):
+                    continue
+                self._bind_target(inner, value, (*path, index), kind, stmt, scope, cls)
+        elif (
+            isinstance(target, cst.Attribute)
+            and isinstance(target.value, cst.Name)
+            and target.value.value == "self"
+            and cls is not None
+            and isinstance(scope.node, cst.FunctionDef)
+            and kind in ("assign", "with")
+        ):
+            self.m.self_attrs[cls][target.attr.value].append(
+                AttrAssignment(value, path, scope.node)
+            )
+
+    def _bind(
+        self,
+        name: str,
+        kind: BindingKind,
+        node: cst.CSTNode,
+        value: cst.BaseExpression | None,
+        path: tuple[int, ...],
+        scope: Scope,
+        qualname: str | None = None,
+    ) -> None:
+        order = self.m.order.get(node, self.counter)
+        scope.bindings[name].append(Binding(name, kind, node, value, path, order, scope, qualname))

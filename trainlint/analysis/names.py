@@ -1,0 +1,55 @@
+"""Dotted names and the import table that turns local aliases into qualified names."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+
+def dotted(expr: cst.BaseExpression) -> str | None:
+    """``torch.nn.functional`` for a Name/Attribute chain, else ``None``."""
+    parts: list[str] = []
+    while isinstance(expr, cst.Attribute):
+        parts.append(expr.attr.value)
+        expr = expr.value
+    if not isinstance(expr, cst.Name):
+        return None
+    parts.append(expr.value)
+    return ".".join(reversed(parts))
+
+
+def root_name(expr: cst.BaseExpression) -> str | None:
+    """The leftmost name of an attribute/call/subscript chain (``self`` for ``self.a.b()``)."""
+    while True:
+        if isinstance(expr, cst.Name):
+            return expr.value
+        if isinstance(expr, cst.Attribute):
+            expr = expr.value
+        elif isinstance(expr, cst.Call):
+            expr = expr.func
+        elif isinstance(expr, cst.Subscript):
+            expr = expr.value
+        else:
+            return None
+
+
+def terminal_name(expr: cst.BaseExpression) -> str | None:
+    """The rightmost identifier: ``optimizer`` for ``self.optimizer``, ``step`` for ``opt.step``."""
+    if isinstance(expr, cst.Name):
+        return expr.value
+    if isinstance(expr, cst.Attribute):
+        return expr.attr.value
+    if isinstance(expr, cst.Subscript):
+        return terminal_name(expr.value)
+    return None
+
+
+def module_dotted(node: cst.Attribute | cst.Name | None) -> str:
+    """Text of an ``import``/``from`` module reference (``None`` for ``from . import x``)."""
+    if node is None:
+        return ""
+    return dotted(node) or ""
+
+
+def relative_prefix(dots: object) -> int:
+    """How many leading dots a ``from ... import`` has."""
+    return len(dots) if isinstance(dots, (list, tuple)) else 0

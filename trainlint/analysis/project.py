@@ -1,0 +1,116 @@
+"""The set of files being analysed and the local modules they import.
+
+Files are parsed on demand and at most once: a file that another file imports is indexed
+the first time an analysis follows that import, whether or not it was named on the
+command line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import libcst as cst
+
+from trainlint.analysis.module import ModuleModel
+
+_ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+
+
+def find_project_root(start: Path) -> Path:
+    """The nearest ancestor holding a project marker, else ``start`` itself."""
+    start = start.resolve()
+    base = start if start.is_dir() else start.parent
+    for candidate in (base, *base.parents):
+        if any((candidate / marker).exists() for marker in _ROOT_MARKERS):
+            return candidate
+    return base
+
+
+class Project:
+    """Parses and indexes modules lazily; resolves ``import`` statements to local files."""
+
+    def __init__(self) -> None:
+        self._models: dict[Path, ModuleModel | None] = {}
+        self._roots: dict[Path, Path] = {}
+        self._symbols: dict[tuple[Path, str], tuple[ModuleModel, str] | None] = {}
+
+    def add(self, path: Path, tree: cst.Module) -> ModuleModel:
+        """Register a module the caller already parsed."""
+        resolved = path.resolve()
+        model = ModuleModel(resolved, tree, resolved.stem)
+        self._models[resolved] = model
+        return model
+
+    def loaded(self) -> list[ModuleModel]:
+        return [model for model in self._models.values() if model is not None]
+
+    def load(self, path: Path) -> ModuleModel | None:
+        """The index of a local file, parsing it on first use (``None`` if unparsable)."""
+        resolved = path.resolve()
+        if resolved not in self._models:
+            self._models[resolved] = self._parse(resolved)
+        return self._models[resolved]
+
+    @staticmethod
+    def _parse(path: Path) -> ModuleModel | None:
+        try:
+            source = path.read_bytes()
+            tree = cst.parse_module(source)
+        except (OSError, cst.ParserSyntaxError, UnicodeDecodeError, ValueError):
+            return None
+        return ModuleModel(path, tree, path.stem)
+
+    def _root_for(self, directory: Path) -> Path:
+        root = self._roots.get(directory)
+        if root is None:
+            root = find_project_root(directory)
+            self._roots[directory] = root
+        return root
+
+    def resolve_symbol(self, importer: ModuleModel, qualname: str) -> tuple[ModuleModel, str] | None:
+        """Find ``pkg.mod.Name`` (or ``.mod.Name``) among local files near ``importer``.
+
+        Returns the module defining the symbol and the symbol's name in it, or ``None`` when
+        the import is not a local file (a library such as ``torch``).
+        """
+        key = (importer.path.parent, qualname)
+        if key not in self._symbols:
+            self._symbols[key] = self._resolve_symbol(importer, qualname)
+        return self._symbols[key]
+
+    def _resolve_symbol(
+        self, importer: ModuleModel, qualname: str
+    ) -> tuple[ModuleModel, str] | None:
+        level = len(qualname) - len(qualname.lstrip("."))
+        parts = qualname.lstrip(".").split(".")
+        if len(parts) < 2 and level == 0:
+            return None
+        directory = importer.path.parent
+        if level:
+            for _ in range(level - 1):
+                directory = directory.parent
+            bases = [directory]
+        else:
+            root = self._root_for(directory)
+            bases = [directory, *[p for p in directory.parents if root in (p, *p.parents)]]
+        for base in bases:
+            found = self._find_in(base, parts)
+            if found is not None:
+                return found
+        return None
+
+    def _find_in(self, base: Path, parts: list[str]) -> tuple[ModuleModel, str] | None:
+        module_parts, symbol = parts[:-1], parts[-1]
+        for candidate in _module_files(base, module_parts):
+            if candidate.is_file():
+                model = self.load(candidate)
+                if model is not None:
+                    return model, symbol
+        return None
+
+
+def _module_files(base: Path, parts: list[str]) -> list[Path]:
+    if not parts:
+        return [base / "__init__.py"]
+    stem = base.joinpath(*parts)
+    return [stem.with_suffix(".py"), stem / "__init__.py"]

@@ -1,0 +1,167 @@
+"""Running the rules over files: prefilter, parse, analyse, suppress, locate."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libcst as cst
+
+from trainlint.analysis.flow import Flow
+from trainlint.analysis.module import ModuleModel
+from trainlint.analysis.project import Project
+from trainlint.analysis.values import Evaluator
+from trainlint.config import Settings, matches
+from trainlint.diagnostics import Diagnostic, FileError, Severity, Span
+from trainlint.files import discover
+from trainlint.rule import Context, Report, Rule
+from trainlint.sources import Source, SourceError, read_source
+
+PARSE_ERROR_CODE = "TL000"
+PARSE_ERROR_NAME = "parse-error"
+
+_NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Za-z0-9_\-]+(?:\s*,\s*[A-Za-z0-9_\-]+)*))?", re.IGNORECASE)
+_FILE_NOQA = re.compile(r"^\s*#\s*trainlint:\s*noqa\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass
+class LintResult:
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    errors: list[FileError] = field(default_factory=list)
+    files: int = 0
+
+    def extend(self, other: LintResult) -> None:
+        self.diagnostics.extend(other.diagnostics)
+        self.errors.extend(other.errors)
+        self.files += other.files
+
+
+class Linter:
+    """Lints files with one shared project model, so files can see each other."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.rules: list[Rule] = [rule() for rule in settings.active_rules()]
+        self.project = Project()
+        self.evaluator = Evaluator(self.project)
+        self.flow = Flow(self.evaluator)
+        self.parse_errors_enabled = settings.enabled(PARSE_ERROR_CODE)
+
+    def lint_paths(self, paths: Iterable[Path]) -> LintResult:
+        result = LintResult()
+        for file in discover(paths, self.settings):
+            result.extend(self.lint_file(file))
+        result.diagnostics.sort(key=Diagnostic.sort_key)
+        return result
+
+    def lint_file(self, path: Path) -> LintResult:
+        display = display_path(path)
+        result = LintResult(files=1)
+        try:
+            source = read_source(path)
+        except OSError as exc:
+            result.diagnostics.extend(self._parse_error(display, f"cannot read file: {exc.strerror or exc}", 1, 1))
+            return result
+        except SourceError as exc:
+            result.diagnostics.extend(self._parse_error(display, str(exc), exc.line, exc.column))
+            return result
+        if _FILE_NOQA.search(source.text):
+            return result
+        rules = [rule for rule in self.rules if rule.applies_to(source.text) and self._allowed(rule.code, path)]
+        if not rules:
+            return result
+        try:
+            tree = cst.parse_module(source.text)
+        except cst.ParserSyntaxError as exc:
+            message = f"syntax error: {exc.message}"
+            result.diagnostics.extend(self._parse_error(display, message, exc.raw_line, exc.raw_column + 1, source))
+            return result
+        model = self.project.add(path, tree)
+        reports = self._run_rules(rules, model, display, source, result)
+        result.diagnostics.extend(self._locate(reports, model, source, display))
+        return result
+
+    def _allowed(self, code: str, path: Path) -> bool:
+        ignored = self.settings.ignored_for(path)
+        return not any(matches(code, selector) for selector in ignored)
+
+    def _run_rules(
+        self, rules: list[Rule], model: ModuleModel, display: str, source: Source, result: LintResult
+    ) -> list[tuple[Rule, Report]]:
+        ctx = Context(model.path, display, source.text, model, self.project, self.evaluator, self.flow)
+        reports: list[tuple[Rule, Report]] = []
+        for rule in rules:
+            try:
+                reports.extend((rule, report) for report in rule.check(ctx))
+            except Exception as exc:  # noqa: BLE001 - one broken rule must not stop the run
+                result.errors.append(FileError(display, f"internal error in {rule.code} ({type(exc).__name__}: {exc}); please report it"))
+        return reports
+
+    def _locate(
+        self, reports: list[tuple[Rule, Report]], model: ModuleModel, source: Source, display: str
+    ) -> Iterator[Diagnostic]:
+        if not reports:
+            return
+        lines = source.text.splitlines()
+        seen: set[tuple[str, int, int]] = set()
+        for rule, report in reports:
+            where = model.span_of(report.node)
+            if where is None:
+                continue
+            start, end = where.start, where.end
+            if (rule.code, start.line, start.column) in seen or _suppressed(lines, start.line, rule):
+                continue
+            seen.add((rule.code, start.line, start.column))
+            cell, line = source.locate(start.line)
+            _, end_line = source.locate(end.line)
+            yield Diagnostic(
+                code=rule.code,
+                name=rule.name,
+                severity=report.severity or rule.severity,
+                message=report.message or rule.message,
+                hint=report.hint or rule.hint,
+                path=display,
+                span=Span(line, start.column + 1, end_line, end.column + 1),
+                cell=cell,
+                fix=report.fix,
+            )
+
+    def _parse_error(
+        self, display: str, message: str, line: int, column: int, source: Source | None = None
+    ) -> list[Diagnostic]:
+        if not self.parse_errors_enabled:
+            return []
+        cell, local = source.locate(line) if source is not None else (None, line)
+        return [
+            Diagnostic(
+                code=PARSE_ERROR_CODE,
+                name=PARSE_ERROR_NAME,
+                severity=Severity.ERROR,
+                message=message,
+                hint="Fix the file so Python can parse it; trainlint skipped it.",
+                path=display,
+                span=Span(local, column, local, column),
+                cell=cell,
+            )
+        ]
+
+
+def _suppressed(lines: list[str], line: int, rule: type[Rule] | Rule) -> bool:
+    if not 0 < line <= len(lines):
+        return False
+    match = _NOQA.search(lines[line - 1])
+    if match is None:
+        return False
+    codes = match.group("codes")
+    if not codes:
+        return True
+    return any(matches(rule.code, code) for code in re.split(r"\s*,\s*", codes))
+
+
+def display_path(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()

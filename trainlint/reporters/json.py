@@ -1,0 +1,22 @@
+"""``--format json``: the versioned machine-readable contract (see README)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from trainlint.linter import LintResult
+
+NAME = "json"
+SCHEMA_VERSION = 1
+
+
+def render(result: LintResult, stream: TextIO) -> None:
+    payload = {
+        "version": SCHEMA_VERSION,
+        "diagnostics": [d.to_dict() for d in result.diagnostics],
+        "errors": [e.to_dict() for e in result.errors],
+    }
+    json.dump(payload, stream, indent=2)
+    stream.write("\n")

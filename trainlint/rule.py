@@ -1,0 +1,134 @@
+"""The rule interface and the registry that discovers rules through entry points.
+
+Built-in rules are found exactly like third-party ones: the ``trainlint.rules``
+entry-point group names a module or package; every :class:`Rule` subclass defined in it
+(or in its submodules) with a ``code`` is registered.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import libcst as cst
+
+from trainlint.diagnostics import Severity
+
+if TYPE_CHECKING:
+    from trainlint.analysis.flow import Flow
+    from trainlint.analysis.module import ModuleModel
+    from trainlint.analysis.project import Project
+    from trainlint.analysis.values import Evaluator
+
+ENTRY_POINT_GROUP = "trainlint.rules"
+BUILTIN_RULES = "trainlint.rules"
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a rule yields: a node of the file being checked, optionally overriding the
+    rule's default message, hint or severity, and optionally carrying a fix."""
+
+    node: cst.CSTNode
+    message: str | None = None
+    hint: str | None = None
+    severity: Severity | None = None
+    fix: Any = None
+
+
+@dataclass
+class Context:
+    """Everything a rule may look at for one file."""
+
+    path: Path
+    display_path: str
+    source: str
+    model: ModuleModel
+    project: Project
+    evaluator: Evaluator
+    flow: Flow
+
+
+class Rule:
+    """Base class of every rule. Subclasses set the class attributes and implement check."""
+
+    code: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    severity: ClassVar[Severity] = Severity.ERROR
+    summary: ClassVar[str] = ""  # one line for `trainlint rules`
+    message: ClassVar[str] = ""  # default message of a report
+    hint: ClassVar[str] = ""  # default "what to do"
+    # Cheap text prefilter: the rule runs only on files containing one of these strings.
+    triggers: ClassVar[tuple[str, ...]] = ()
+    # "safe", "unsafe", or None when the rule has no autofix.
+    fix_safety: ClassVar[str | None] = None
+
+    def check(self, ctx: Context) -> Iterator[Report]:
+        raise NotImplementedError
+
+    @classmethod
+    def applies_to(cls, source: str) -> bool:
+        return not cls.triggers or any(trigger in source for trigger in cls.triggers)
+
+
+@lru_cache(maxsize=1)
+def all_rules() -> tuple[type[Rule], ...]:
+    """Every registered rule class, sorted by code."""
+    found: dict[str, type[Rule]] = {}
+    for target in _entry_point_targets():
+        for rule in _rules_in(target):
+            other = found.get(rule.code)
+            if other is not None and other is not rule:
+                raise RuntimeError(f"rule code {rule.code} is defined twice ({other.__module__}, {rule.__module__})")
+            found[rule.code] = rule
+    return tuple(sorted(found.values(), key=lambda r: r.code))
+
+
+def rule_by_code(code: str) -> type[Rule] | None:
+    wanted = code.strip()
+    for rule in all_rules():
+        if wanted.upper() == rule.code or wanted == rule.name:
+            return rule
+    return None
+
+
+def _entry_point_targets() -> Iterator[object]:
+    seen: set[str] = set()
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        seen.add(entry.value)
+        yield entry.load()
+    # Running from a source checkout that was never installed has no entry-point metadata;
+    # the built-in package is then loaded by the same name the entry point would use.
+    if BUILTIN_RULES not in seen:
+        yield importlib.import_module(BUILTIN_RULES)
+
+
+def _rules_in(target: object) -> Iterator[type[Rule]]:
+    if isinstance(target, type) and issubclass(target, Rule):
+        yield target
+        return
+    if not isinstance(target, ModuleType):
+        return
+    modules = [target]
+    if hasattr(target, "__path__"):
+        modules += [
+            importlib.import_module(f"{target.__name__}.{info.name}")
+            for info in pkgutil.iter_modules(target.__path__)
+            if not info.name.startswith("_")
+        ]
+    for module in modules:
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Rule)
+                and value.code
+                and value.__module__ == module.__name__
+            ):
+                yield value

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from trainlint.analysis.catalog import CROSS_ENTROPY
+from trainlint.analysis.losses import describe_origin, input_kinds, loss_calls, short_name
+from trainlint.diagnostics import Severity
+from trainlint.rule import Context, Report, Rule
+
+
+class SoftmaxBeforeCrossEntropy(Rule):
+    code = "TL101"
+    name = "softmax-before-cross-entropy"
+    severity = Severity.ERROR
+    summary = "Probabilities (softmax output) are passed as the input of cross-entropy."
+    message = "softmax output is passed to cross-entropy, which applies log_softmax itself"
+    hint = "Pass the raw logits to the loss; apply softmax only where you need probabilities (metrics, inference)."
+    triggers = ("cross_entropy", "CrossEntropyLoss")
+
+    def check(self, ctx: Context) -> Iterator[Report]:
+        for loss in loss_calls(ctx.model, ctx.evaluator, CROSS_ENTROPY):
+            kinds = input_kinds(loss, ctx.model, ctx.evaluator)
+            probs = [k for k in kinds if k.kind == "probs"]
+            if probs:
+                yield Report(
+                    loss.call,
+                    message=(
+                        f"{short_name(loss.qualname)} receives probabilities from {describe_origin(probs[0], ctx.model)}; "
+                        "it applies log_softmax itself, so the loss saturates and gradients vanish"
+                    ),
+                )
+                continue
+            logs = [k for k in kinds if k.kind == "log_probs"]
+            if logs:
+                yield Report(
+                    loss.call,
+                    severity=Severity.INFO,
+                    message=(
+                        f"{short_name(loss.qualname)} receives log-probabilities from {describe_origin(logs[0], ctx.model)}; "
+                        "the extra log_softmax is redundant (the result is identical)"
+                    ),
+                    hint="Drop the log_softmax, or keep it and use nll_loss / NLLLoss to make the intent explicit.",
+                )

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from trainlint.analysis.catalog import BCE_WITH_LOGITS
+from trainlint.analysis.losses import describe_origin, input_kinds, loss_calls, short_name
+from trainlint.diagnostics import Severity
+from trainlint.rule import Context, Report, Rule
+
+
+class SigmoidBeforeBCEWithLogits(Rule):
+    code = "TL102"
+    name = "sigmoid-before-bce-with-logits"
+    severity = Severity.ERROR
+    summary = "A sigmoid output is passed as the input of BCEWithLogitsLoss."
+    message = "sigmoid output is passed to BCEWithLogitsLoss, which applies sigmoid itself"
+    hint = "Pass the raw logits to BCEWithLogitsLoss (or keep the sigmoid and use BCELoss, which is less stable)."
+    triggers = ("binary_cross_entropy_with_logits", "BCEWithLogitsLoss")
+
+    def check(self, ctx: Context) -> Iterator[Report]:
+        for loss in loss_calls(ctx.model, ctx.evaluator, BCE_WITH_LOGITS):
+            sigmoids = [k for k in input_kinds(loss, ctx.model, ctx.evaluator) if k.kind == "sigmoid"]
+            if sigmoids:
+                yield Report(
+                    loss.call,
+                    message=(
+                        f"{short_name(loss.qualname)} receives the output of {describe_origin(sigmoids[0], ctx.model)}; "
+                        "it applies sigmoid again, squashing predictions into [0.5, 0.73] and stalling training"
+                    ),
+                )
