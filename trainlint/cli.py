@@ -97,8 +97,9 @@ def check(
 def list_rules() -> None:
     """List every rule with its code, name and severity."""
     table = Table(title="trainlint rules")
-    for column in ("Code", "Name", "Severity", "Fix", "Summary"):
-        table.add_column(column)
+    for column in ("Code", "Name", "Severity", "Fix"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("Summary")
     for rule in all_rules():
         table.add_row(rule.code, rule.name, rule.severity.value, rule.fix_safety or "", rule.summary)
     Console().print(table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from trainlint.analysis.values import Evaluator
 from trainlint.config import Settings, matches
 from trainlint.diagnostics import Diagnostic, FileError, Severity, Span
 from trainlint.files import discover
+from trainlint.notebook import first_cell_syntax_error
 from trainlint.rule import Context, Report, Rule
 from trainlint.sources import Source, SourceError, read_source
 
@@ -52,9 +54,19 @@ class Linter:
     def lint_paths(self, paths: Iterable[Path]) -> LintResult:
         result = LintResult()
         for file in discover(paths, self.settings):
-            result.extend(self.lint_file(file))
+            result.extend(self.lint_file_safely(file))
         result.diagnostics.sort(key=Diagnostic.sort_key)
         return result
+
+    def lint_file_safely(self, path: Path) -> LintResult:
+        """:meth:`lint_file`, turning a crash of the analyser into a per-file error."""
+        try:
+            return self.lint_file(path)
+        except RecursionError:
+            message = "internal error: the file is nested too deeply to analyse"
+        except Exception as exc:  # noqa: BLE001 - one broken file must not stop the run
+            message = f"internal error ({type(exc).__name__}: {exc}); please report it"
+        return LintResult(errors=[FileError(display_path(path), message)], files=1)
 
     def lint_file(self, path: Path) -> LintResult:
         display = display_path(path)
@@ -71,17 +83,37 @@ class Linter:
             return result
         rules = [rule for rule in self.rules if rule.applies_to(source.text) and self._allowed(rule.code, path)]
         if not rules:
+            # No rule can fire: CPython's own parser still reports syntax errors, at a
+            # fraction of libcst's cost.
+            result.diagnostics.extend(self._syntax_check(display, source))
             return result
         try:
             tree = cst.parse_module(source.text)
         except cst.ParserSyntaxError as exc:
-            message = f"syntax error: {exc.message}"
-            result.diagnostics.extend(self._parse_error(display, message, exc.raw_line, exc.raw_column + 1, source))
+            where = (f"syntax error: {exc.message}", exc.raw_line, exc.raw_column + 1)
+            result.diagnostics.extend(self._syntax_error(display, source, where))
             return result
         model = self.project.add(path, tree)
         reports = self._run_rules(rules, model, display, source, result)
         result.diagnostics.extend(self._locate(reports, model, source, display))
         return result
+
+    def _syntax_check(self, display: str, source: Source) -> list[Diagnostic]:
+        try:
+            compile(source.text, display, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+        except SyntaxError as exc:
+            return self._syntax_error(display, source, (f"syntax error: {exc.msg}", exc.lineno or 1, exc.offset or 1))
+        except ValueError as exc:
+            return self._parse_error(display, f"cannot parse: {exc}", 1, 1, source)
+        return []
+
+    def _syntax_error(self, display: str, source: Source, where: tuple[str, int, int]) -> list[Diagnostic]:
+        """A parse error at ``where`` (message, line, column) of the joined text; in a
+        notebook, the first cell that fails on its own is blamed instead, because an error
+        in the joined text can surface only in a later cell."""
+        located = first_cell_syntax_error(source) if source.cells else None
+        message, line, column = located or where
+        return self._parse_error(display, message, line, column, source)
 
     def _allowed(self, code: str, path: Path) -> bool:
         ignored = self.settings.ignored_for(path)

@@ -52,12 +52,19 @@ def decode_python(data: bytes) -> str:
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
     except SyntaxError as exc:
-        raise SourceError(f"cannot determine the file's encoding: {exc}") from None
+        # detect_encoding also fails on undecodable bytes in the first two lines; the UTF-8
+        # decoding error below is then the more useful message.
+        encoding = "utf-8"
+        reason = str(exc)
+    else:
+        reason = ""
     try:
         text = data.decode(encoding)
     except (UnicodeDecodeError, LookupError) as exc:
         line = data[: getattr(exc, "start", 0)].count(b"\n") + 1
         raise SourceError(f"file is not valid {encoding}: {exc}", line=line) from None
+    if reason:
+        raise SourceError(f"cannot determine the file's encoding: {reason}")
     if "\x00" in text:
         raise SourceError("file contains null bytes (binary file?)")
     return text.removeprefix("\ufeff")

@@ -138,6 +138,8 @@ class Flow:
             return [*header, *self._suite(statement.body, module, depth).items]
         if isinstance(statement, cst.Try):
             items = self._suite(statement.body, module, depth).items
+            if statement.orelse is not None:  # runs when the body did not raise
+                items = [*items, *self._suite(statement.orelse.body, module, depth).items]
             if statement.finalbody is not None:
                 items = [*items, *self._suite(statement.finalbody.body, module, depth).items]
             return items
@@ -183,6 +185,8 @@ class Flow:
         """Inline the actions of user functions the call enters."""
         alternatives: list[Seq] = []
         for function in self.ev.functions_called(call, module):
+            if function.node.name.value == "forward":
+                continue  # a model's forward pass never clears, steps or backpropagates
             key = id(function.node)
             if key in self._expanding:
                 continue
@@ -354,7 +358,7 @@ class Flow:
             return None
         verdicts = {
             self.frequency(call, caller, depth + 1)
-            for caller in self.ev.project.loaded()
+            for caller in self.ev.project.callers_of(function.name.value, module)
             for call in caller.calls_by_name.get(function.name.value, [])
         }
         verdicts.discard(None)
@@ -410,7 +414,8 @@ def _relocate(block: Seq, site: cst.CSTNode) -> Seq:
     items: list[Item] = []
     for item in block.items:
         if isinstance(item, Event):
-            items.append(item if item.site is not None else replace(item, site=site))
+            # The outermost call wins: nested helpers still report at the analysed block's call.
+            items.append(replace(item, site=site))
         elif isinstance(item, Seq):
             items.append(_relocate(item, site))
         elif isinstance(item, Branch):

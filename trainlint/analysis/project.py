@@ -13,6 +13,8 @@ import libcst as cst
 
 from trainlint.analysis.module import ModuleModel
 
+# Sibling files scanned for call sites; bounded so huge flat folders stay cheap.
+MAX_SIBLINGS = 64
 _ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 
 
@@ -32,6 +34,7 @@ class Project:
     def __init__(self) -> None:
         self._models: dict[Path, ModuleModel | None] = {}
         self._roots: dict[Path, Path] = {}
+        self._directory_texts: dict[Path, list[tuple[Path, str]]] = {}
         self._symbols: dict[tuple[Path, str], tuple[ModuleModel, str] | None] = {}
 
     def add(self, path: Path, tree: cst.Module) -> ModuleModel:
@@ -43,6 +46,33 @@ class Project:
 
     def loaded(self) -> list[ModuleModel]:
         return [model for model in self._models.values() if model is not None]
+
+    def callers_of(self, function: str, near: ModuleModel) -> list[ModuleModel]:
+        """Loaded modules plus sibling files of ``near`` that mention ``function(``.
+
+        Call sites in sibling scripts matter (``engine.py`` defines ``train_one_epoch``,
+        ``train.py`` calls it), whichever file the run happens to analyse first.
+        """
+        needle = f"{function}("
+        importer_hint = near.path.stem
+        for sibling, text in self._siblings(near.path.parent):
+            # Only files that call the function *and* can import its module qualify;
+            # parsing every file that mentions ``forward(`` would cost a parse per file.
+            if sibling not in self._models and needle in text and importer_hint in text:
+                self.load(sibling)
+        return self.loaded()
+
+    def _siblings(self, directory: Path) -> list[tuple[Path, str]]:
+        cached = self._directory_texts.get(directory)
+        if cached is None:
+            cached = []
+            for file in sorted(directory.glob("*.py"))[:MAX_SIBLINGS]:
+                try:
+                    cached.append((file.resolve(), file.read_text(encoding="utf-8", errors="replace")))
+                except OSError:
+                    continue
+            self._directory_texts[directory] = cached
+        return cached
 
     def load(self, path: Path) -> ModuleModel | None:
         """The index of a local file, parsing it on first use (``None`` if unparsable)."""

@@ -333,8 +333,12 @@ class Evaluator:
             positional = positional[1:]
         index = positional.index(param) if param in positional else None
         seen = 0
-        for caller in self.project.loaded():
-            for call in caller.calls_by_name.get(function.name.value, []):
+        name = _called_as(function, module)
+        # Methods are called through objects of any name; only module-level functions are
+        # worth looking for in sibling files.
+        callers = self.project.loaded() if is_method else self.project.callers_of(name, module)
+        for caller in callers:
+            for call in caller.calls_by_name.get(name, []):
                 if seen >= MAX_CALL_SITES:
                     return
                 arg = call_arg(call, index, param)
@@ -347,8 +351,11 @@ class Evaluator:
         for index in path:
             picked: list[Value] = []
             for value in current:
-                if isinstance(value, SeqV) and index < len(value.node.elements):
-                    element = value.node.elements[index].value
+                elements = value.node.elements if isinstance(value, SeqV) else ()
+                if -len(elements) <= index < len(elements) and not any(
+                    isinstance(e, cst.StarredElement) for e in elements
+                ):
+                    element = elements[index].value
                     picked.extend(self.eval(element, value.module))
             current = picked
         return current
@@ -398,6 +405,9 @@ class Evaluator:
         func = call.func
         if isinstance(func, cst.Attribute):
             method = func.attr.value
+            if method == "prepare" and any(o.qualname in catalog.ACCELERATORS for o in self.objects(func.value, module)):
+                yield from self._prepared(call, module)
+                return
             if method in catalog.TENSOR_METHOD_KINDS:
                 receiver = self.eval(func.value, module)
                 if not any(isinstance(v, (LibRef, Instance, ClassRef)) for v in receiver):
@@ -411,6 +421,16 @@ class Evaluator:
                 return
         for callee in self.eval(func, module):
             yield from self._apply(callee, call, module)
+
+    def _prepared(self, call: cst.Call, module: ModuleModel) -> tuple[Value, ...]:
+        """``accelerator.prepare(model, optimizer, loader, scheduler)`` returns its arguments,
+        wrapped but with the same meaning, in the same order (one argument: not a tuple)."""
+        args = [arg.value for arg in call.args if arg.keyword is None and not arg.star]
+        if len(args) != len(call.args):
+            return ()
+        if len(args) == 1:
+            return self.eval(args[0], module)
+        return (SeqV(cst.Tuple([cst.Element(arg) for arg in args]), module),)
 
     def _apply(self, callee: Value, call: cst.Call, module: ModuleModel) -> Iterator[Value]:
         if isinstance(callee, LibRef):
@@ -489,6 +509,14 @@ def _reaching_in(bindings: list[Binding], use: cst.Name, module: ModuleModel) ->
 def _is_own_target(binding: Binding, use: cst.Name, module: ModuleModel) -> bool:
     """``x = f(x)``: the use on the right-hand side does not see this very binding."""
     return binding.kind != "param" and module.is_within(use, binding.node)
+
+
+def _called_as(function: cst.FunctionDef, module: ModuleModel) -> str:
+    """The name call sites use: ``Trainer(model)`` invokes ``Trainer.__init__``."""
+    cls = module.method_class(function)
+    if cls is not None and function.name.value == "__init__":
+        return cls.name.value
+    return function.name.value
 
 
 def _is_static(function: cst.FunctionDef) -> bool:

@@ -1,0 +1,160 @@
+"""Jupyter notebooks as analysable Python text.
+
+Code cells are joined in order, one after the other, so that names defined in one cell are
+seen by the next. IPython syntax that is not Python is blanked *line for line* (replaced by
+``pass`` at the line's indentation), so every line of the joined text still maps to the
+same line of its cell:
+
+- line magics (``%matplotlib inline``, ``%pip install ...``) and shell lines (``!nvidia-smi``),
+  including ``files = !ls`` assignments and backslash-continued lines;
+- help lines (``model?``, ``??torch.load``);
+- automagic package installs without a prefix (``pip install timm``);
+- for cell magics, only the ``%%`` line when the body is still Python run by the kernel
+  (``%%time``, ``%%timeit``, ``%%capture``, ...); any other cell magic (``%%bash``,
+  ``%%writefile``, ``%%html``, ...) blanks the whole cell, whose body is not executed Python.
+
+Markdown and raw cells are skipped but still count when numbering cells, as Jupyter does.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from trainlint.sources import Source, SourceError
+
+# Cell magics whose body the kernel runs as Python.
+PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun", "debug", "memit", "mprun", "skip"})
+
+_LINE_MAGIC = re.compile(r"^\s*(?:[\w.,\s\[\]()*]+=\s*)?[%!]")
+_HELP = re.compile(r"^\s*(?:\?{1,2}[\w.]+|[\w.\[\]()]+\?{1,2})\s*$")
+_AUTOMAGIC_INSTALL = re.compile(r"^\s*(?:pip|conda|mamba)\s+[A-Za-z]")
+_CELL_MAGIC = re.compile(r"^\s*%%(?P<name>\w+)")
+
+Cell = tuple[int, list[str]]  # (1-based number among all cells, lines of Python)
+
+
+def notebook_source(path: Path, data: bytes) -> Source:
+    """The Python text of a notebook's code cells; raises :class:`SourceError` when the
+    file is not a readable notebook."""
+    notebook = _load(data)
+    if not _is_python(notebook):
+        return Source(path, "")
+    text_lines: list[str] = []
+    cells: list[tuple[int, int]] = []
+    for number, lines in _code_cells(notebook):
+        if lines:
+            cells.append((number, len(text_lines) + 1))
+            text_lines.extend(lines)
+    return Source(path, "".join(f"{line}\n" for line in text_lines), cells)
+
+
+def first_cell_syntax_error(source: Source) -> tuple[str, int, int] | None:
+    """(message, line of the joined text, column) of the first code cell that CPython
+    cannot parse on its own, or ``None``.
+
+    Parsing the joined text can blame the wrong cell (an unclosed bracket at the end of one
+    cell fails in the next); parsing each cell alone always blames the right one.
+    """
+    lines = [f"{line}\n" for line in source.text.split("\n")[:-1]]
+    starts = [start for _, start in source.cells]
+    for start, end in zip(starts, [*starts[1:], len(lines) + 1]):
+        chunk = "".join(lines[start - 1 : end - 1])
+        try:
+            ast.parse(chunk)
+        except SyntaxError as exc:
+            return f"syntax error: {exc.msg}", start + (exc.lineno or 1) - 1, exc.offset or 1
+        except ValueError:
+            continue
+    return None
+
+
+def _load(data: bytes) -> dict[str, Any]:
+    try:
+        notebook = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"notebook is not valid UTF-8: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"notebook is not valid JSON: {exc.msg}", exc.lineno, exc.colno) from None
+    if not isinstance(notebook, dict):
+        raise SourceError("notebook is not a JSON object")
+    return notebook
+
+
+def _is_python(notebook: dict[str, Any]) -> bool:
+    """False only for notebooks that declare another kernel language (R, Julia, ...)."""
+    metadata = notebook.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    language_info, kernelspec = metadata.get("language_info"), metadata.get("kernelspec")
+    language = (language_info.get("name") if isinstance(language_info, dict) else None) or (
+        kernelspec.get("language") if isinstance(kernelspec, dict) else None
+    )
+    return not isinstance(language, str) or language.lower() in ("python", "ipython", "python3")
+
+
+def _raw_cells(notebook: dict[str, Any]) -> tuple[list[Any], str]:
+    """The cell list and the key holding a cell's text: ``source`` (nbformat 4) or
+    ``input`` (nbformat 3, cells inside ``worksheets``)."""
+    if "cells" in notebook:
+        cells, key = notebook["cells"], "source"
+    elif isinstance(notebook.get("worksheets"), list):
+        cells = [c for sheet in notebook["worksheets"] if isinstance(sheet, dict) for c in sheet.get("cells", [])]
+        key = "input"
+    else:
+        raise SourceError("notebook has no 'cells' list")
+    if not isinstance(cells, list):
+        raise SourceError("notebook 'cells' is not a list")
+    return cells, key
+
+
+def _code_cells(notebook: dict[str, Any]) -> Iterator[Cell]:
+    cells, key = _raw_cells(notebook)
+    for number, cell in enumerate(cells, start=1):
+        if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
+            raise SourceError(f"cell {number} is not a notebook cell (no 'cell_type')")
+        if cell["cell_type"] == "code":
+            yield number, _python_lines(_cell_text(cell.get(key, ""), number))
+
+
+def _cell_text(source: Any, number: int) -> str:
+    """A cell's text: stored as one string or as a list of lines (each ending with ``\\n``)."""
+    if isinstance(source, str):
+        return source
+    if isinstance(source, list) and all(isinstance(part, str) for part in source):
+        return "".join(source)
+    raise SourceError(f"cell {number} has a 'source' that is neither a string nor a list of strings")
+
+
+def _python_lines(code: str) -> list[str]:
+    """The cell's lines with IPython-only lines blanked, line count unchanged."""
+    # Only real newlines separate lines: str.splitlines would also split on form feeds and
+    # other characters that the Python parser keeps inside a line.
+    lines = code.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    magic = _CELL_MAGIC.match(lines[0]) if lines else None
+    if magic is None:
+        return list(_blank_ipython(lines))
+    if magic.group("name") not in PYTHON_CELL_MAGICS:
+        return ["" for _ in lines]
+    return ["", *_blank_ipython(lines[1:])]
+
+
+def _blank_ipython(lines: list[str]) -> Iterator[str]:
+    continued = False
+    for line in lines:
+        if continued or _is_ipython_line(line):
+            # A continued shell line (``!pip install \``) blanks the lines it swallows.
+            continued = line.rstrip().endswith("\\")
+            indent = line[: len(line) - len(line.lstrip())]
+            yield f"{indent}pass" if line.strip() else ""
+        else:
+            yield line
+
+
+def _is_ipython_line(line: str) -> bool:
+    return bool(_LINE_MAGIC.match(line) or _HELP.match(line) or _AUTOMAGIC_INSTALL.match(line))

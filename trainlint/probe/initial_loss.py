@@ -1,0 +1,152 @@
+"""The ``initial_loss`` check: is the loss at step 0 what an untrained model should give?
+
+A freshly initialised classifier predicts roughly uniformly, so cross-entropy starts near
+``log C`` and BCE-with-logits near ``log 2``; a regressor predicting ~0 starts near the
+target's mean square. Far above means over-confident logits (huge init, unnormalized inputs,
+wrong loss reduction); far below means the labels leak into the inputs or the loss is wrong.
+The lower bound uses the batch's label-prior entropy, so a head whose bias is initialised
+to the class prior (a good practice) is not flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from trainlint.diagnostics import Finding
+from trainlint.probe.codes import finding
+from trainlint.probe.task import Kind, Task
+
+WARN_HIGH, ERROR_HIGH, WARN_LOW = 1.5, 3.0, 0.5
+
+
+@dataclass(frozen=True)
+class Expectation:
+    value: float
+    label: str  # e.g. "log 10"
+    floor: float  # the lowest plausible value at initialization (label-prior entropy)
+
+
+def check_initial_loss(
+    loss: float, task: Task, logits: torch.Tensor | None, targets: Any
+) -> tuple[list[Finding], str]:
+    """Findings and a one-line summary for the report's verdict table."""
+    scale = _logit_scale(logits)
+    details: dict[str, Any] = {"loss": loss, **scale}
+    if not math.isfinite(loss):
+        return [
+            finding(
+                "P304",
+                f"the initial loss is {loss}",
+                "Check the inputs and outputs for NaN/Inf, and log/division of zero in the loss.",
+                subject="loss",
+                details=details,
+            )
+        ], f"loss {loss}"
+    expectation = expect(task, logits, targets)
+    if expectation is None:
+        return [
+            finding(
+                "P305",
+                f"initial loss {loss:.4g} ({task.loss_name}: no expected value for this task)",
+                "Pass a standard loss (CrossEntropyLoss, BCEWithLogitsLoss, MSELoss...) for a "
+                "task-aware check.",
+                subject="loss",
+                details=details,
+            )
+        ], f"loss {loss:.4g} (no expectation)"
+    details.update(expected=expectation.value, expected_label=expectation.label)
+    summary = f"loss {loss:.4g}, expected ≈ {expectation.label} = {expectation.value:.4g}"
+    return _compare(loss, expectation, task, details, scale), summary
+
+
+def expect(task: Task, logits: torch.Tensor | None, targets: Any) -> Expectation | None:
+    if not isinstance(targets, torch.Tensor):
+        return None
+    if task.classification:
+        return _classification(task, logits, targets)
+    if task.binary and targets.dtype.is_floating_point:
+        return _binary(targets)
+    if task.regression and targets.dtype.is_floating_point:
+        mean = float(targets.double().pow(2).mean() if task.kind is Kind.REGRESSION else targets.double().abs().mean())
+        label = "mean(y²)" if task.kind is Kind.REGRESSION else "mean(|y|)"
+        return Expectation(mean, label, mean) if mean > 1e-8 else None
+    return None
+
+
+def _classification(task: Task, logits: torch.Tensor | None, targets: torch.Tensor) -> Expectation | None:
+    if logits is None or logits.dim() < 2:
+        return None
+    classes = int(logits.shape[task.class_dim])
+    if classes < 2:
+        return None
+    if targets.dtype.is_floating_point:
+        floor = 0.0  # soft labels: their own entropy is the floor, assume nothing
+    else:
+        valid = targets if task.ignore_index is None else targets[targets != task.ignore_index]
+        if valid.numel() == 0 or int(valid.min()) < 0 or int(valid.max()) >= classes:
+            return None
+        floor = _entropy(torch.bincount(valid.flatten(), minlength=classes).double())
+    return Expectation(math.log(classes), f"log {classes}", floor)
+
+
+def _binary(targets: torch.Tensor) -> Expectation:
+    """``log 2`` at zero logits; the floor is the mean per-label prior entropy."""
+    flat = targets.double().reshape(targets.shape[0], -1) if targets.dim() else targets.double().reshape(1, 1)
+    prior = flat.mean(dim=0).clamp(0.0, 1.0)
+    entropy = -(prior * prior.clamp_min(1e-12).log() + (1 - prior) * (1 - prior).clamp_min(1e-12).log())
+    return Expectation(math.log(2), "log 2", float(entropy.mean()))
+
+
+def _entropy(counts: torch.Tensor) -> float:
+    p = counts / counts.sum()
+    p = p[p > 0]
+    return float(-(p * p.log()).sum())
+
+
+def _logit_scale(logits: torch.Tensor | None) -> dict[str, float]:
+    if logits is None or not logits.dtype.is_floating_point or logits.numel() < 2:
+        return {}
+    values = logits.detach().double()
+    values = values[torch.isfinite(values)]
+    if values.numel() < 2:
+        return {}
+    return {"logit_std": float(values.std()), "logit_absmax": float(values.abs().max())}
+
+
+def _compare(
+    loss: float, expectation: Expectation, task: Task, details: dict[str, Any], scale: dict[str, float]
+) -> list[Finding]:
+    ratio = loss / expectation.value
+    details["ratio"] = ratio
+    scale_text = f" (logit std {scale['logit_std']:.3g}, max |logit| {scale['logit_absmax']:.3g})" if scale else ""
+    head = f"initial loss {loss:.4g} is {ratio:.2f}x the expected {expectation.label} = {expectation.value:.4g}"
+    if ratio > WARN_HIGH:
+        code = "P301" if ratio > ERROR_HIGH else "P302"
+        hint = (
+            "The model is confidently wrong before training: check the initialization scale "
+            "(no huge std, zero-init the last layer or scale it down), input normalization, "
+            "and that the loss uses reduction='mean'."
+        )
+        if task.regression:
+            hint = (
+                "The initial predictions are much larger than the targets: check the output "
+                "layer's initialization and the input/target scaling."
+            )
+        return [finding(code, head + scale_text, hint, subject="loss", details=details)]
+    if loss < WARN_LOW * expectation.floor:
+        return [
+            finding(
+                "P303",
+                f"initial loss {loss:.4g} is below half of what an untrained model can reach "
+                f"({expectation.floor:.4g}, the label-prior entropy){scale_text}",
+                "Check that the targets do not leak into the inputs, that the loss is not "
+                "divided twice (reduction='sum' then '/ N**2'), and that the right labels are used.",
+                subject="loss",
+                details=details | {"floor": expectation.floor},
+            )
+        ]
+    return []
