@@ -210,3 +210,32 @@ def test_classifier_fixture_reports_its_marked_loss_and_optimizer_bugs() -> None
 
 def test_healthy_fixture_is_silent_for_every_rule() -> None:
     assert lint_files(_project("healthy_project")) == []
+
+
+def test_lightning_hparams_resolve_to_init_defaults() -> None:
+    _check(
+        """
+import torch
+import lightning as L
+
+class Quiet(L.LightningModule):
+    def __init__(self, model, lr=1e-3, weight_decay=0.0):
+        super().__init__()
+        self.model = model
+        self.save_hyperparameters(ignore=["model"])
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+class Decayed(L.LightningModule):
+    def __init__(self, model, lr=1e-3, weight_decay=1e-4):
+        super().__init__()
+        self.model = model
+        self.save_hyperparameters(ignore=["model"])
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)  # expect: TL401, TL402
+""",
+        "TL401",
+        "TL402",
+    )

@@ -90,8 +90,11 @@ class Linter:
         try:
             tree = cst.parse_module(source.text)
         except cst.ParserSyntaxError as exc:
-            where = (f"syntax error: {exc.message}", exc.raw_line, exc.raw_column + 1)
-            result.diagnostics.extend(self._syntax_error(display, source, where))
+            # CPython's parser pinpoints the mistake better than libcst's; libcst's message
+            # is kept for code CPython accepts but libcst cannot parse.
+            where = (f"syntax error (libcst): {exc.message}", exc.raw_line, exc.raw_column + 1)
+            precise = self._syntax_check(display, source)
+            result.diagnostics.extend(precise or self._syntax_error(display, source, where))
             return result
         model = self.project.add(path, tree)
         reports = self._run_rules(rules, model, display, source, result)

@@ -147,13 +147,16 @@ def _python_lines(code: str) -> list[str]:
 def _blank_ipython(lines: list[str]) -> Iterator[str]:
     continued = False
     for line in lines:
-        if continued or _is_ipython_line(line):
-            # A continued shell line (``!pip install \``) blanks the lines it swallows.
-            continued = line.rstrip().endswith("\\")
-            indent = line[: len(line) - len(line.lstrip())]
-            yield f"{indent}pass" if line.strip() else ""
+        if continued:
+            # A line swallowed by a continued shell line (``!pip install \``).
+            yield ""
+        elif _is_ipython_line(line):
+            # ``pass`` at the same indentation keeps an enclosing block non-empty.
+            yield f"{line[: len(line) - len(line.lstrip())]}pass"
         else:
             yield line
+            continue
+        continued = line.rstrip().endswith("\\")
 
 
 def _is_ipython_line(line: str) -> bool:

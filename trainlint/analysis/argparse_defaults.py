@@ -1,4 +1,4 @@
-"""Numbers that come from command-line defaults: ``args.weight_decay`` is resolved to the
+"""Numbers that come from command-line (and Lightning hyper-parameter) defaults: ``args.weight_decay`` is resolved to the
 ``default=`` of ``parser.add_argument('--weight-decay', '--wd', default=1e-4)``.
 
 Scripts rarely hard-code hyper-parameters; they read them from ``argparse``. The default
@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import libcst as cst
 
 from trainlint.analysis.module import ModuleModel
+from trainlint.analysis.names import dotted
 from trainlint.analysis.values import ClassRef, DictV, Evaluator, Instance, Lit, SeqV, call_arg, literal_value
 
 
@@ -25,6 +26,23 @@ def resolve_number(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator)
         return direct
     if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and _unknown(expr.value, module, ev):
         return argparse_default(expr.attr.value, module, ev)
+    if isinstance(expr, cst.Attribute) and dotted(expr.value) == "self.hparams":
+        return _hparam(expr, module, ev)
+    return None
+
+
+def _hparam(expr: cst.Attribute, module: ModuleModel, ev: Evaluator) -> float | None:
+    """Lightning's ``self.hparams.<name>`` is the ``__init__`` parameter ``<name>`` saved
+    by ``save_hyperparameters()``: its default, or the value passed where it is built."""
+    cls = module.method_class(module.enclosing_function(expr))
+    if cls is None:
+        return None
+    for method in module.functions:
+        if method.name.value == "__init__" and module.method_class(method) is cls:
+            params = method.params
+            for param in (*params.posonly_params, *params.params, *params.kwonly_params):
+                if param.name.value == expr.attr.value:
+                    return ev.number(param.name, module)
     return None
 
 

@@ -19,6 +19,7 @@ function without visible callers has no caller-provided mode or gradient context
 from __future__ import annotations
 
 import enum
+import weakref
 from dataclasses import dataclass, replace
 
 import libcst as cst
@@ -102,10 +103,18 @@ def disables_grad(expr: cst.BaseExpression) -> bool:
 
 def iterates_eval_data(loop: Loop) -> bool:
     """The loop walks a validation/test loader (judged by its name)."""
-    if not isinstance(loop, cst.For):
-        return False
-    name = (dotted(_unwrap_iteration(loop.iter)) or "").lower()
-    return any(word in name for word in EVAL_DATA_WORDS) or "dev" in name.split("_")
+    return isinstance(loop, cst.For) and is_eval_name(dotted(loop_iterable(loop)) or "")
+
+
+def loop_iterable(loop: cst.For) -> cst.BaseExpression:
+    """The data a ``for`` walks: ``loader`` in ``enumerate(tqdm(loader))``."""
+    return _unwrap_iteration(loop.iter)
+
+
+def is_eval_name(name: str) -> bool:
+    """``val_loader``, ``testloader``, ``eval_dataset``, ``dev_ds``: names of held-out data."""
+    lowered = name.lower()
+    return any(word in lowered for word in EVAL_DATA_WORDS) or "dev" in lowered.replace(".", "_").split("_")
 
 
 def _decorated_grad_off(function: cst.FunctionDef) -> bool:
@@ -174,7 +183,11 @@ class Modes:
         if all(verdict is None for verdict in verdicts):
             return None  # no caller switches the mode (or there is no visible caller)
         modes = {verdict.mode if verdict is not None else Mode.TRAIN for verdict in verdicts}
-        return ModeSwitch(modes.pop() if len(modes) == 1 else Mode.UNKNOWN, None, None, False)
+        if len(modes) > 1:
+            return ModeSwitch(Mode.UNKNOWN, None, None, False)
+        # Callers agree: keep a switch they made, so messages can point at it.
+        switch = next(verdict for verdict in verdicts if verdict is not None)
+        return replace(switch, direct=False)
 
     def _left_by_helpers(self, call: cst.Call, module: ModuleModel, depth: int) -> Mode | None:
         """The mode user functions entered by ``call`` leave behind, if they switch it."""
@@ -337,6 +350,17 @@ class Modes:
         return steps
 
 
+_SHARED: weakref.WeakKeyDictionary[Flow, Modes] = weakref.WeakKeyDictionary()
+
+
+def modes_for(evaluator: Evaluator, flow: Flow) -> Modes:
+    """One :class:`Modes` per lint run, so the rules of every file share its memos."""
+    modes = _SHARED.get(flow)
+    if modes is None:
+        modes = _SHARED[flow] = Modes(evaluator, flow)
+    return modes
+
+
 def model_expression(call: cst.Call) -> cst.BaseExpression | None:
     """What is called as a model: ``model`` in ``model(x)`` and in ``model.forward(x)``."""
     func = call.func
@@ -345,3 +369,9 @@ def model_expression(call: cst.Call) -> cst.BaseExpression | None:
     if isinstance(func, (cst.Name, cst.Attribute)):
         return func
     return None
+
+
+def model_name(call: cst.Call) -> str:
+    """``model``, ``self.net``: how a model call names its model, for messages."""
+    target = model_expression(call)
+    return (dotted(target) if target is not None else None) or "the model"

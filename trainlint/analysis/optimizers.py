@@ -106,7 +106,7 @@ def whole_model_params(expr: cst.BaseExpression, module: ModuleModel, ev: Evalua
         return None
     func = expr.func
     if isinstance(func, cst.Attribute) and func.attr.value in ("parameters", "named_parameters") and not expr.args:
-        return _model_text(func.value, module) if _is_whole_model(func.value, module, ev) else None
+        return module.tree.code_for_node(func.value) if _is_whole_model(func.value, module, ev) else None
     if isinstance(func, cst.Name) and func.value in ("list", "tuple") and len(expr.args) == 1:
         return whole_model_params(expr.args[0].value, module, ev, depth + 1)
     if isinstance(func, cst.Name) and func.value == "filter" and len(expr.args) == 2 and _mentions_requires_grad(expr.args[0].value):
@@ -240,7 +240,3 @@ def _whole_name(name: cst.Name, module: ModuleModel, ev: Evaluator) -> bool:
 
 def _is_torch_module(instance: Instance, ev: Evaluator) -> bool:
     return any(q.startswith("torch.nn.") for q in ev.base_qualnames(instance.cls))
-
-
-def _model_text(receiver: cst.BaseExpression, module: ModuleModel) -> str:
-    return module.tree.code_for_node(receiver)

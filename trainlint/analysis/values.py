@@ -244,6 +244,8 @@ class Evaluator:
 
     def _eval(self, expr: cst.BaseExpression, module: ModuleModel) -> Iterable[Value]:
         if isinstance(expr, cst.Name):
+            if expr.value in ("True", "False", "None"):
+                return (Lit(literal_value(expr)),)
             return self._eval_name(expr, module)
         if isinstance(expr, cst.Attribute):
             return self._eval_attribute(expr, module)

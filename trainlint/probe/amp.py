@@ -212,7 +212,7 @@ def _longest_run(flags: list[bool]) -> int:
     return longest
 
 
-def autocast_error(exc: BaseException, setup: AmpSetup) -> Finding:
+def autocast_error(exc: BaseException, setup: AmpSetup, module: str | None) -> Finding:
     """User code that fails under autocast: an error only when the user trains that way."""
     on_cpu = setup.device.type == "cpu" and setup.amp_dtype is None
     hint = (
@@ -227,4 +227,5 @@ def autocast_error(exc: BaseException, setup: AmpSetup) -> Finding:
         exc,
         hint,
         severity=Severity.ERROR if setup.amp_dtype is not None else Severity.INFO,
+        module=module,
     )

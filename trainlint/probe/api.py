@@ -25,7 +25,7 @@ from trainlint.probe.batches import (
     zero_inputs,
 )
 from trainlint.probe.codes import CHECKS, finding
-from trainlint.probe.errors import is_out_of_memory, raised
+from trainlint.probe.errors import ModuleStack, is_out_of_memory, raised
 from trainlint.probe.gradient_flow import GradientRecorder
 from trainlint.probe.optimizer_check import (
     ProbeOptimizer,
@@ -39,6 +39,7 @@ from trainlint.probe.state import ModelState, RngState
 from trainlint.probe.task import UNKNOWN, Task, infer_dict_task, infer_task
 
 GRADIENT_BATCHES = 3
+CONFIRM_STEPS = 3
 
 
 class _Stop(Exception):
@@ -130,6 +131,7 @@ class _Session:
         self.grad_norms: list[tuple[str, float]] = []
         self.curve: list[float] = []
         self.outputs_finite = True
+        self.modules_running = ModuleStack()
 
     # ----------------------------------------------------------------- lifecycle
     def run(self, device: torch.device) -> ProbeReport:
@@ -144,7 +146,7 @@ class _Session:
             self.model.to(device)
             if not self.model.training:
                 self.model.train()  # probe training, not inference; per-module flags come back later
-            with torch.enable_grad():
+            with torch.enable_grad(), self.modules_running.watching(self.model):
                 out_of_memory = self._stages()
         finally:
             self.batches = []
@@ -198,7 +200,7 @@ class _Session:
 
     def _fail(self, code: str, doing: str, exc: BaseException, hint: str) -> _Stop:
         """Record user code that raised; the caller raises the returned stop."""
-        self._add([raised(code, doing, exc, hint)])
+        self._add([raised(code, doing, exc, hint, module=self.modules_running.pop_culprit())])
         if is_out_of_memory(exc):
             return _Stop("out of memory")
         return _Stop(f"{doing} raised")
@@ -251,6 +253,7 @@ class _Session:
                     return
                 self._backward(loss, index)
         self._update_ratio()
+        self._confirm_suspects()
 
     def _checked_step(self, runner: Runner, batch: Any, first: bool) -> tuple[Forward, torch.Tensor]:
         """Forward, the pre-loss target check (the data gate), then the loss."""
@@ -318,6 +321,25 @@ class _Session:
         ratios = gradient_flow.update_ratios(self.recorder, held, self.state.host_copies(self.recorder.params))
         self._add(gradient_flow.update_ratio_findings(ratios))
 
+    def _confirm_suspects(self) -> None:
+        """A few reference steps before judging "no/zero gradient" or "dead units".
+
+        Zero-initialised paths (a zero last layer, LoRA's B, ReZero gates) block gradients
+        only until the first update; overfitting later adds more evidence when it runs.
+        """
+        if self.recorder.suspects_cleared():
+            return
+        self._restart()
+        runner = self._runner()
+        opt = reference_optimizer(self.model).build()
+        with self.recorder.watching_calls():
+            for _ in range(CONFIRM_STEPS):
+                opt.zero_grad(set_to_none=True)
+                _, loss = runner.step_loss(self.batches[0])
+                loss.backward()
+                self.recorder.record(gradient_batch=False)
+                opt.step()
+
     def _overfit(self) -> None:
         if not self._wants("overfit_batch"):
             return
@@ -382,7 +404,7 @@ class _Session:
                 self._add(scaler_findings)
                 summary += f"; {scaler_summary}"
         except Exception as exc:  # noqa: BLE001 - user code under autocast
-            self._add([amp.autocast_error(exc, setup)])
+            self._add([amp.autocast_error(exc, setup, self.modules_running.pop_culprit())])
             if is_out_of_memory(exc):
                 raise _Stop("out of memory") from None
             summary = f"{dtype} autocast on {self.device.type}: could not run"

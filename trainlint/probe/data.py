@@ -15,7 +15,7 @@ from torch import nn
 from trainlint.diagnostics import Finding, Severity
 from trainlint.probe.batches import BatchKind, batch_size, split, tensors
 from trainlint.probe.codes import finding
-from trainlint.probe.task import Kind, Task
+from trainlint.probe.task import Kind, Task, class_axis
 
 # Largest |mean| or std of a "normalized" input; raw 0-255 pixels sit far above both.
 WARN_SCALE, INFO_SCALE = 20.0, 5.0
@@ -40,8 +40,8 @@ def check_inputs(batch: Any, kind: BatchKind, model: nn.Module) -> list[Finding]
 
 def check_targets(targets: Any, logits: torch.Tensor | None, task: Task) -> list[Finding]:
     """Class indices within ``[0, C)`` and integral; BCE targets within ``[0, 1]``."""
-    if not isinstance(targets, torch.Tensor) or targets.numel() == 0:
-        return []
+    if not isinstance(targets, torch.Tensor) or targets.numel() == 0 or not task.direct:
+        return []  # a wrapper around the loss may remap targets: nothing to assume
     if task.classification:
         return _class_targets(targets, logits, task)
     if task.binary and targets.dtype.is_floating_point:
@@ -176,9 +176,10 @@ def _token_ids(named: list[tuple[str, torch.Tensor]], model: nn.Module) -> list[
 
 
 def _class_targets(targets: torch.Tensor, logits: torch.Tensor | None, task: Task) -> list[Finding]:
-    classes = _class_count(logits, task)
+    axis = class_axis(task, logits, targets)
     if targets.dtype.is_floating_point:
-        return _float_class_targets(targets, logits, task)
+        return _float_class_targets(targets, logits, axis, task)
+    classes = int(logits.shape[axis]) if logits is not None and axis is not None else None
     valid = targets if task.ignore_index is None else targets[targets != task.ignore_index]
     if valid.numel() == 0:
         return []
@@ -202,14 +203,10 @@ def _class_targets(targets: torch.Tensor, logits: torch.Tensor | None, task: Tas
 
 
 def _float_class_targets(
-    targets: torch.Tensor, logits: torch.Tensor | None, task: Task
+    targets: torch.Tensor, logits: torch.Tensor | None, axis: int | None, task: Task
 ) -> list[Finding]:
     """Float targets are fine as class probabilities (logits' shape), not as indices."""
-    if logits is None or logits.dim() < 2 or targets.shape == logits.shape:
-        return []
-    index_shape = list(logits.shape)
-    del index_shape[task.class_dim]
-    if list(targets.shape) != index_shape:
+    if logits is None or axis is None or targets.shape == logits.shape:
         return []
     return [
         finding(
@@ -221,12 +218,6 @@ def _float_class_targets(
             details={"dtype": str(targets.dtype)},
         )
     ]
-
-
-def _class_count(logits: torch.Tensor | None, task: Task) -> int | None:
-    if logits is None or logits.dim() < 2:
-        return None
-    return int(logits.shape[task.class_dim])
 
 
 def _binary_targets(targets: torch.Tensor, task: Task) -> list[Finding]:

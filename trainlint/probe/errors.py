@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sysconfig
 import traceback
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Callable
 
 from trainlint.diagnostics import Finding, Severity
 from trainlint.probe.codes import finding
@@ -53,19 +55,25 @@ def raised(
     exc: BaseException,
     hint: str,
     severity: Severity | None = None,
-    subject: str | None = None,
+    module: str | None = None,
 ) -> Finding:
-    """A finding for user code that raised while the probe was ``doing`` something."""
+    """A finding for user code that raised while the probe was ``doing`` something.
+
+    The subject is the module that was running when it raised, else the user's line.
+    """
     where = user_frame(exc)
     details: dict[str, Any] = {"exception": type(exc).__name__, "error": str(exc)[:2000]}
     if where:
         details["location"] = where
+    if module:
+        details["module"] = module
     location = f" at {where}" if where else ""
+    inside = f" in `{module}`" if module else ""
     return finding(
         code,
-        f"{doing} raised {describe(exc)}{location}",
+        f"{doing} raised {describe(exc)}{inside}{location}",
         hint,
-        subject=subject or where,
+        subject=module or where,
         details=details,
         severity=severity,
     )
@@ -74,3 +82,44 @@ def raised(
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for CUDA (or other accelerator) out-of-memory errors."""
     return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
+
+
+class ModuleStack:
+    """Which modules are mid-forward, so an exception can name the module that raised.
+
+    Library-only tracebacks (an ``nn.Sequential`` of stock layers) have no user frame;
+    the innermost module that started but did not finish is then the best subject.
+    """
+
+    def __init__(self) -> None:
+        self._stack: list[str] = []
+
+    @contextlib.contextmanager
+    def watching(self, model: Any) -> Iterator[None]:
+        handles = []
+        for name, module in model.named_modules():
+            handles.append(module.register_forward_pre_hook(self._enter(name)))
+            handles.append(module.register_forward_hook(self._leave))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _enter(self, name: str) -> Callable[..., None]:
+        def hook(module: Any, args: Any) -> None:
+            if not name:
+                self._stack.clear()  # a new top-level forward: forget any aborted one
+            self._stack.append(name)
+
+        return hook
+
+    def _leave(self, module: Any, args: Any, output: Any) -> None:
+        if self._stack:
+            self._stack.pop()
+
+    def pop_culprit(self) -> str | None:
+        """The innermost unfinished non-root module (and forget the aborted forward)."""
+        culprit = next((name for name in reversed(self._stack) if name), None)
+        self._stack.clear()
+        return culprit

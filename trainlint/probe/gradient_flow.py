@@ -23,7 +23,8 @@ from trainlint.probe.names import ROOT, collapse, module_of
 # A layer is "dead" when this share of its units never gets a gradient.
 DEAD_WARN, DEAD_ERROR = 0.5, 0.9
 VANISH_RATIO, VANISH_ABS = 1e-3, 1e-5
-EXPLODE_ABS = 1e3
+# Exploding: norms growing towards the input (first/last) while already large, or absurd.
+EXPLODE_RATIO, EXPLODE_FIRST, EXPLODE_ABS = 1e3, 1.0, 1e6
 # Median ||update|| / ||weight|| after one step: info outside the first band, warn outside
 # the second (Adam at lr=1e-3 lands around 1e-3..5e-2 on typical layers).
 RATIO_INFO = (1e-4, 1e-1)
@@ -266,20 +267,24 @@ def _norm_findings(recorder: GradientRecorder) -> list[Finding]:
                     details={"first": first, "last": last, "ratio": first / last},
                 )
             )
-    if norms:
-        worst = max(norms, key=norms.__getitem__)
-        if norms[worst] > EXPLODE_ABS:
-            result.append(
-                finding(
-                    "P506",
-                    f"exploding gradients: |grad| of `{module_of(worst)}` is {norms[worst]:.3g} "
-                    "after one backward pass",
-                    "Lower the initialization scale, normalize inputs and activations, and "
-                    "clip gradients (`clip_grad_norm_`) as a safety net.",
-                    subject=module_of(worst),
-                    details={"norm": norms[worst]},
-                )
+    if not norms:
+        return result
+    worst = max(norms, key=norms.__getitem__)
+    growing = len(layers) >= 3 and norms[layers[-1]] > 0 and norms[layers[0]] > EXPLODE_FIRST and (
+        norms[layers[0]] / norms[layers[-1]] > EXPLODE_RATIO
+    )
+    if growing or norms[worst] > EXPLODE_ABS:
+        result.append(
+            finding(
+                "P506",
+                f"exploding gradients: |grad| of `{module_of(worst)}` is {norms[worst]:.3g} after "
+                f"one backward pass (last layer: {norms[layers[-1]]:.3g})",
+                "Lower the initialization scale, normalize inputs, activations and regression "
+                "targets, and clip gradients (`clip_grad_norm_`) as a safety net.",
+                subject=module_of(worst),
+                details={"norm": norms[worst], "last": norms[layers[-1]]},
             )
+        )
     return result
 
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from trainlint.diagnostics import Finding
+from trainlint.diagnostics import Finding, Severity
 from trainlint.probe.codes import finding
-from trainlint.probe.task import Kind, Task
+from trainlint.probe.task import Kind, Task, class_axis
 
 WARN_HIGH, ERROR_HIGH, WARN_LOW = 1.5, 3.0, 0.5
 
@@ -64,38 +64,58 @@ def check_initial_loss(
 
 
 def expect(task: Task, logits: torch.Tensor | None, targets: Any) -> Expectation | None:
-    if not isinstance(targets, torch.Tensor):
+    """The expected initial loss, scaled to the loss's reduction; None when unknown."""
+    if not isinstance(targets, torch.Tensor) or task.reduction not in ("mean", "sum"):
         return None
+    per_element = _per_element(task, logits, targets)
+    if per_element is None:
+        return None
+    expectation, count = per_element
+    if task.reduction == "sum":
+        return Expectation(expectation.value * count, f"{count} × {expectation.label}", expectation.floor * count)
+    return expectation
+
+
+def _per_element(task: Task, logits: torch.Tensor | None, targets: torch.Tensor) -> tuple[Expectation, int] | None:
     if task.classification:
         return _classification(task, logits, targets)
     if task.binary and targets.dtype.is_floating_point:
-        return _binary(targets)
+        return _binary(task, targets), targets.numel()
     if task.regression and targets.dtype.is_floating_point:
-        mean = float(targets.double().pow(2).mean() if task.kind is Kind.REGRESSION else targets.double().abs().mean())
+        values = targets.double()
+        mean = float(values.pow(2).mean() if task.kind is Kind.REGRESSION else values.abs().mean())
         label = "mean(y²)" if task.kind is Kind.REGRESSION else "mean(|y|)"
-        return Expectation(mean, label, mean) if mean > 1e-8 else None
+        return (Expectation(mean, label, mean), targets.numel()) if mean > 1e-8 else None
     return None
 
 
-def _classification(task: Task, logits: torch.Tensor | None, targets: torch.Tensor) -> Expectation | None:
-    if logits is None or logits.dim() < 2:
+def _classification(task: Task, logits: torch.Tensor | None, targets: torch.Tensor) -> tuple[Expectation, int] | None:
+    axis = class_axis(task, logits, targets)
+    if logits is None or axis is None:
         return None
-    classes = int(logits.shape[task.class_dim])
+    classes = int(logits.shape[axis])
     if classes < 2:
         return None
     if targets.dtype.is_floating_point:
-        floor = 0.0  # soft labels: their own entropy is the floor, assume nothing
-    else:
-        valid = targets if task.ignore_index is None else targets[targets != task.ignore_index]
-        if valid.numel() == 0 or int(valid.min()) < 0 or int(valid.max()) >= classes:
-            return None
-        floor = _entropy(torch.bincount(valid.flatten(), minlength=classes).double())
-    return Expectation(math.log(classes), f"log {classes}", floor)
+        # Soft labels: their own entropy is the floor, so assume none.
+        return Expectation(math.log(classes), f"log {classes}", 0.0), targets.numel() // classes
+    valid = targets if task.ignore_index is None else targets[targets != task.ignore_index]
+    if valid.numel() == 0 or int(valid.min()) < 0 or int(valid.max()) >= classes:
+        return None
+    floor = _entropy(torch.bincount(valid.flatten(), minlength=classes).double())
+    return Expectation(math.log(classes), f"log {classes}", floor), valid.numel()
 
 
-def _binary(targets: torch.Tensor) -> Expectation:
-    """``log 2`` at zero logits; the floor is the mean per-label prior entropy."""
+def _binary(task: Task, targets: torch.Tensor) -> Expectation:
+    """``log 2`` at zero logits; the floor is the mean per-label prior entropy.
+
+    ``pos_weight`` multiplies the positive terms, so the zero-logit loss grows with it.
+    """
     flat = targets.double().reshape(targets.shape[0], -1) if targets.dim() else targets.double().reshape(1, 1)
+    if task.pos_weight is not None:
+        weight = task.pos_weight.detach().double().to(flat.device)
+        factor = float((flat * weight + (1 - flat)).mean())
+        return Expectation(math.log(2) * factor, f"{factor:.3g} × log 2 (pos_weight)", 0.0)
     prior = flat.mean(dim=0).clamp(0.0, 1.0)
     entropy = -(prior * prior.clamp_min(1e-12).log() + (1 - prior) * (1 - prior).clamp_min(1e-12).log())
     return Expectation(math.log(2), "log 2", float(entropy.mean()))
@@ -122,6 +142,8 @@ def _compare(
 ) -> list[Finding]:
     ratio = loss / expectation.value
     details["ratio"] = ratio
+    # A wrapper around the loss may add terms or rescale: report, but do not accuse.
+    severity = None if task.direct else Severity.INFO
     scale_text = f" (logit std {scale['logit_std']:.3g}, max |logit| {scale['logit_absmax']:.3g})" if scale else ""
     head = f"initial loss {loss:.4g} is {ratio:.2f}x the expected {expectation.label} = {expectation.value:.4g}"
     if ratio > WARN_HIGH:
@@ -136,7 +158,7 @@ def _compare(
                 "The initial predictions are much larger than the targets: check the output "
                 "layer's initialization and the input/target scaling."
             )
-        return [finding(code, head + scale_text, hint, subject="loss", details=details)]
+        return [finding(code, head + scale_text, hint, subject="loss", details=details, severity=severity)]
     if loss < WARN_LOW * expectation.floor:
         return [
             finding(
@@ -147,6 +169,7 @@ def _compare(
                 "divided twice (reduction='sum' then '/ N**2'), and that the right labels are used.",
                 subject="loss",
                 details=details | {"floor": expectation.floor},
+                severity=severity,
             )
         ]
     return []

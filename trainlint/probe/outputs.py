@@ -13,7 +13,7 @@ import torch
 
 from trainlint.diagnostics import Finding
 from trainlint.probe.codes import finding
-from trainlint.probe.task import Kind, Task
+from trainlint.probe.task import Kind, Task, class_axis
 
 # Autograd nodes that only reshape or copy: the activation that produced the output sits
 # behind them (``softmax(x).view(...)`` still feeds probabilities to the loss).
@@ -42,11 +42,14 @@ def check_outputs(logits: torch.Tensor | None, targets: Any, task: Task) -> list
     values = logits.detach()
     if not bool(torch.isfinite(values).all()):
         return [_non_finite(values)]
+    if not task.direct:
+        return []  # a wrapper may apply log/log_softmax itself before the real loss
     producer = producer_name(logits)
-    if task.kind in (Kind.MULTICLASS, Kind.LOG_PROBS) and _is_distribution(values, producer, task):
+    axis = class_axis(task, values, targets)
+    if task.classification and _is_distribution(values, producer, axis):
         return [_probabilities(task, producer)]
-    if task.kind is Kind.LOG_PROBS and producer != "LogSoftmax" and not _rows_are_log_probs(values, task):
-        return [_raw_logits_to_nll(values, task)]
+    if task.kind is Kind.LOG_PROBS and axis is not None and producer != "LogSoftmax" and not _rows_are_log_probs(values, axis):
+        return [_raw_logits_to_nll(values, axis, task)]
     if task.kind is Kind.BINARY_LOGITS:
         return _squashed_binary(values, producer, task)
     if task.regression and isinstance(targets, torch.Tensor):
@@ -78,15 +81,15 @@ def _non_finite(values: torch.Tensor) -> Finding:
     )
 
 
-def _is_distribution(values: torch.Tensor, producer: str | None, task: Task) -> bool:
+def _is_distribution(values: torch.Tensor, producer: str | None, axis: int | None) -> bool:
     """Softmax output: an explicit Softmax node, or every row in [0, 1] summing to 1."""
     if producer == "Softmax":
         return True
-    if values.dim() < 2 or values.shape[task.class_dim] < 2:
+    if axis is None or values.shape[axis] < 2:
         return False
     if bool((values < 0).any()) or bool((values > 1).any()):
         return False
-    sums = values.double().sum(dim=task.class_dim)
+    sums = values.double().sum(dim=axis)
     return bool(((sums - 1).abs() <= SUM_TOLERANCE).all())
 
 
@@ -111,15 +114,13 @@ def _probabilities(task: Task, producer: str | None) -> Finding:
     )
 
 
-def _rows_are_log_probs(values: torch.Tensor, task: Task) -> bool:
-    if values.dim() < 2:
-        return True  # nothing to judge; NLLLoss itself rejects 1-D input for batches
-    lse = torch.logsumexp(values.double(), dim=task.class_dim)
+def _rows_are_log_probs(values: torch.Tensor, axis: int) -> bool:
+    lse = torch.logsumexp(values.double(), dim=axis)
     return bool((lse.abs() <= SUM_TOLERANCE).all())
 
 
-def _raw_logits_to_nll(values: torch.Tensor, task: Task) -> Finding:
-    lse = torch.logsumexp(values.double(), dim=task.class_dim)
+def _raw_logits_to_nll(values: torch.Tensor, axis: int, task: Task) -> Finding:
+    lse = torch.logsumexp(values.double(), dim=axis)
     return finding(
         "P203",
         f"{task.loss_name} expects log-probabilities but the outputs are not normalized "

@@ -20,7 +20,7 @@ from trainlint.diagnostics import Finding
 from trainlint.probe.batches import Forward, Runner
 from trainlint.probe.codes import finding
 from trainlint.probe.optimizer_check import ProbeOptimizer
-from trainlint.probe.task import Kind, Task
+from trainlint.probe.task import Kind, Task, class_axis
 
 TARGET_FRACTION = 0.05  # pass when the loss reaches 5% of its start
 FLAT, MOVED = 0.9, 0.98  # best/start above FLAT is "flat", above MOVED "did not move"
@@ -118,8 +118,9 @@ def _all_correct(forward: Forward, task: Task) -> bool:
     if logits is None or not isinstance(targets, torch.Tensor):
         return False
     logits = logits.detach()
-    if task.classification and not targets.dtype.is_floating_point and logits.dim() >= 2:
-        predicted = logits.argmax(dim=task.class_dim)
+    axis = class_axis(task, logits, targets)
+    if task.classification and not targets.dtype.is_floating_point and axis is not None:
+        predicted = logits.argmax(dim=axis)
         if predicted.shape != targets.shape:
             return False
         keep = targets != task.ignore_index if task.ignore_index is not None else torch.ones_like(targets, dtype=torch.bool)

@@ -15,7 +15,8 @@ class SoftmaxBeforeCrossEntropy(Rule):
     summary = "Probabilities (softmax output) are passed as the input of cross-entropy."
     message = "softmax output is passed to cross-entropy, which applies log_softmax itself"
     hint = "Pass the raw logits to the loss; apply softmax only where you need probabilities (metrics, inference)."
-    triggers = ("cross_entropy", "CrossEntropyLoss")
+    # "criterion"/"loss_fn": the loss object may be built in another file.
+    triggers = ("cross_entropy", "CrossEntropyLoss", "criterion", "loss_fn")
 
     def check(self, ctx: Context) -> Iterator[Report]:
         for loss in loss_calls(ctx.model, ctx.evaluator, CROSS_ENTROPY):

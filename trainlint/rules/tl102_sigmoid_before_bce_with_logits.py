@@ -15,7 +15,7 @@ class SigmoidBeforeBCEWithLogits(Rule):
     summary = "A sigmoid output is passed as the input of BCEWithLogitsLoss."
     message = "sigmoid output is passed to BCEWithLogitsLoss, which applies sigmoid itself"
     hint = "Pass the raw logits to BCEWithLogitsLoss (or keep the sigmoid and use BCELoss, which is less stable)."
-    triggers = ("binary_cross_entropy_with_logits", "BCEWithLogitsLoss")
+    triggers = ("binary_cross_entropy_with_logits", "BCEWithLogitsLoss", "criterion", "loss_fn")
 
     def check(self, ctx: Context) -> Iterator[Report]:
         for loss in loss_calls(ctx.model, ctx.evaluator, BCE_WITH_LOGITS):

@@ -15,7 +15,7 @@ class NllLossOnProbabilities(Rule):
     summary = "nll_loss / NLLLoss receives softmax probabilities instead of log-probabilities."
     message = "nll_loss expects log-probabilities but receives softmax probabilities"
     hint = "Use log_softmax instead of softmax before nll_loss, or pass the logits to cross_entropy."
-    triggers = ("nll_loss", "NLLLoss")
+    triggers = ("nll_loss", "NLLLoss", "criterion", "loss_fn")
 
     def check(self, ctx: Context) -> Iterator[Report]:
         for loss in loss_calls(ctx.model, ctx.evaluator, NLL):

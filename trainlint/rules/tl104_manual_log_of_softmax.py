@@ -33,8 +33,8 @@ class ManualLogOfSoftmax(Rule):
                 yield Report(
                     call,
                     message=(
-                        f"`{model.tree.code_for_node(call.func)}` is taken of probabilities from {describe_origin(probs, model)}; "
-                        "a probability that rounds to 0 gives -inf and the loss turns into inf/nan"
+                        f"log of the probabilities from {describe_origin(probs, model)}: as soon as one rounds to 0 "
+                        "it gives -inf, and the loss becomes inf or nan"
                     ),
                 )
 

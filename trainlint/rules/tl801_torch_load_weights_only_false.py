@@ -6,7 +6,7 @@ import libcst as cst
 
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted
-from trainlint.analysis.values import Evaluator, Lit, call_arg, literal_value
+from trainlint.analysis.values import Evaluator, call_arg, literal_value
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -47,7 +47,12 @@ def _is_loader(call: cst.Call, model: ModuleModel, ev: Evaluator) -> bool:
 
 
 def _certainly_false(flag: cst.BaseExpression, model: ModuleModel, ev: Evaluator) -> bool:
+    """``False``, or a name whose every reaching assignment is ``False`` (``UNSAFE = False``)."""
     if literal_value(flag) is False:
         return True
-    values = ev.eval(flag, model)
-    return bool(values) and all(isinstance(v, Lit) and v.value is False for v in values)
+    if not isinstance(flag, cst.Name):
+        return False
+    bindings = ev.reaching(flag, model)
+    return bool(bindings) and all(
+        b.kind == "assign" and not b.path and b.value is not None and literal_value(b.value) is False for b in bindings
+    )

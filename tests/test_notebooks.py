@@ -1,0 +1,110 @@
+"""Linting Jupyter notebooks: cell mapping, IPython syntax, malformed files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trainlint.config import Settings
+from trainlint.diagnostics import Diagnostic
+from trainlint.linter import Linter
+from trainlint.notebook import notebook_source
+from trainlint.sources import SourceError
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "notebooks"
+
+
+def _lint(path: Path, select: tuple[str, ...] = ()) -> list[Diagnostic]:
+    result = Linter(Settings(select=select, root=path.parent)).lint_paths([path])
+    assert not result.errors, result.errors
+    return result.diagnostics
+
+
+def _notebook(tmp_path: Path, *cells: dict[str, object]) -> Path:
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps({"cells": list(cells), "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    return path
+
+
+def _code(source: str | list[str]) -> dict[str, object]:
+    return {"cell_type": "code", "metadata": {}, "outputs": [], "source": source}
+
+
+def _markdown(text: str) -> dict[str, object]:
+    return {"cell_type": "markdown", "metadata": {}, "source": text}
+
+
+def test_training_notebook_findings_carry_cell_and_line() -> None:
+    found = [(d.code, d.cell, d.line) for d in _lint(FIXTURES / "train_mnist.ipynb")]
+    assert found == [("TL101", 7, 8), ("TL801", 9, 2)]
+
+
+def test_malformed_notebook_is_a_parse_error() -> None:
+    [diagnostic] = _lint(FIXTURES / "malformed.ipynb")
+    assert diagnostic.code == "TL000" and "not valid JSON" in diagnostic.message
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[1, 2]", "not a JSON object"),
+        ('{"metadata": {}}', "no 'cells'"),
+        ('{"cells": {}}', "not a list"),
+        ('{"cells": [{"source": "x"}]}', "cell 1"),
+        ('{"cells": [{"cell_type": "code", "source": 3}]}', "neither a string nor a list"),
+    ],
+)
+def test_wrong_structure_is_reported_not_raised(content: str, message: str) -> None:
+    with pytest.raises(SourceError, match=message):
+        notebook_source(Path("x.ipynb"), content.encode())
+
+
+def test_ipython_syntax_keeps_line_numbers(tmp_path: Path) -> None:
+    lines = [
+        "%load_ext autoreload\n",
+        "!pip install \\\n",
+        "    timm\n",
+        "files = !ls\n",
+        "torch.load?\n",
+        "pip install timm\n",
+        "for epoch in range(3):\n",
+        "    %time step()\n",
+        "import torch\n",
+        "torch.load('x.pt', weights_only=False)\n",
+    ]
+    path = _notebook(tmp_path, _markdown("# title"), _code(lines))
+    found = [(d.code, d.cell, d.line) for d in _lint(path)]
+    assert found == [("TL801", 2, 10)]
+
+
+def test_cell_magics(tmp_path: Path) -> None:
+    bash = _code("%%bash\necho $((1 + (2))\n")
+    timed = _code("%%time\nimport torch\nstate = torch.load('x.pt', weights_only=False)\n")
+    path = _notebook(tmp_path, bash, timed)
+    assert [(d.cell, d.line) for d in _lint(path)] == [(2, 3)]
+
+
+def test_syntax_error_blames_its_cell(tmp_path: Path) -> None:
+    path = _notebook(tmp_path, _code("import torch\nx = (1,\n"), _markdown("text"), _code("y = 2\nz = 3\n"))
+    for select in ((), ("TL801",)):  # without and with a rule that needs the libcst parse
+        [error] = _lint(path, select + ("TL000",) if select else ())
+        assert (error.code, error.cell, error.line) == ("TL000", 1, 2)
+
+
+def test_empty_cells_and_other_languages(tmp_path: Path) -> None:
+    path = _notebook(tmp_path, _code(""), _code(["import torch\n", "torch.load('a', weights_only=False)"]))
+    assert [(d.cell, d.line) for d in _lint(path)] == [(2, 2)]
+    r_notebook = {"cells": [_code("library(torch)\n")], "metadata": {"kernelspec": {"language": "R"}}}
+    assert notebook_source(Path("r.ipynb"), json.dumps(r_notebook).encode()).text == ""
+
+
+def test_json_output_has_cell_only_for_notebooks(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text("import torch\ntorch.load('a', weights_only=False)\n")
+    notebook = _notebook(tmp_path, _code("import torch\ntorch.load('a', weights_only=False)\n"))
+    [from_script] = _lint(script)
+    [from_notebook] = _lint(notebook)
+    assert "cell" not in from_script.to_dict()
+    assert from_notebook.to_dict()["cell"] == 1

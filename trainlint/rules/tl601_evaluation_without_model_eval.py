@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import libcst as cst
+
+from trainlint.analysis.model_summary import has_mode_layers
+from trainlint.analysis.module import Loop, ModuleModel
+from trainlint.analysis.modes import Mode, ModeSwitch, model_expression, model_name, modes_for
+from trainlint.analysis.names import dotted
+from trainlint.diagnostics import Severity
+from trainlint.rule import Context, Report, Rule
+
+
+class EvaluationWithoutModelEval(Rule):
+    code = "TL601"
+    name = "evaluation-without-model-eval"
+    severity = Severity.WARNING
+    summary = "An evaluation loop runs the model in training mode (no model.eval() on the way)."
+    message = "the model is evaluated in training mode: dropout stays active and batch norm uses batch statistics"
+    hint = "Call model.eval() before the evaluation loop, and model.train() before training resumes."
+    triggers = ("no_grad", "inference_mode", "val", "test", "eval")
+
+    def check(self, ctx: Context) -> Iterator[Report]:
+        modes = modes_for(ctx.evaluator, ctx.flow)
+        reported: set[int] = set()
+        for loop in ctx.model.loops:
+            call = modes.evaluation_call(loop, ctx.model)
+            if call is None or id(call) in reported:
+                continue
+            switch = modes.mode_at(call, ctx.model)
+            if not _in_eval_mode(switch, loop, ctx.model) and _mode_matters(call, ctx):
+                reported.add(id(call))
+                yield Report(call, message=_message(call, switch))
+
+
+def _in_eval_mode(switch: ModeSwitch | None, loop: Loop, module: ModuleModel) -> bool:
+    """Eval (or unknown) mode, or a ``model.train()`` written right before the loop on
+    purpose (Monte-Carlo dropout); ``None`` means never switched: training mode."""
+    if switch is None:
+        return False
+    if switch.mode is not Mode.TRAIN:
+        return True
+    return switch.direct and switch.module is module and not _loop_between(switch.call, loop, module)
+
+
+def _loop_between(start: cst.CSTNode | None, loop: Loop, module: ModuleModel) -> bool:
+    """A loop (training, typically) runs after ``start`` and before ``loop``."""
+    if start is None:
+        return True
+    first, last = module.order[start], module.order[loop]
+    return any(first < module.order[other] < last and not module.is_within(loop, other) for other in module.loops)
+
+
+def _mode_matters(call: cst.Call, ctx: Context) -> bool:
+    """False only when every layer of the model is known and none depends on the mode."""
+    target = model_expression(call)
+    return target is None or has_mode_layers(ctx.evaluator.eval(target, ctx.model), ctx.evaluator) is not False
+
+
+def _message(call: cst.Call, switch: ModeSwitch | None) -> str:
+    name = model_name(call)
+    if switch is not None and switch.call is not None and switch.module is not None:
+        callee = dotted(switch.call.func) or "the call"
+        cause = f"`{callee}()` at {switch.module.where(switch.call)} leaves it in training mode"
+    else:
+        cause = "nothing on the way here calls model.eval()"
+    return (
+        f"`{name}` runs in an evaluation loop in training mode: {cause}; dropout stays active and "
+        "batch norm normalizes with (and updates) batch statistics, so the metrics are wrong"
+    )

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import libcst as cst
+
+from trainlint.analysis import catalog
+from trainlint.analysis.module import ModuleModel
+from trainlint.analysis.modes import is_eval_name, loop_iterable
+from trainlint.analysis.names import dotted
+from trainlint.analysis.values import Evaluator, Instance, Lit, Obj, call_arg, literal_value
+from trainlint.diagnostics import Severity
+from trainlint.rule import Context, Report, Rule
+
+# Arguments (keyword, position) that decide the order themselves: a sampler may shuffle
+# (DistributedSampler, RandomSampler, weighted sampling), so the loader is not judged.
+ORDER_ARGUMENTS = (("sampler", 3), ("batch_sampler", 4))
+SHUFFLE_POSITION = 2
+# Datasets that stream: a DataLoader cannot shuffle them (``shuffle=True`` raises).
+STREAMING_MARKERS = ("Iterable", "IterDataPipe", "WebDataset", "Stream")
+
+
+class TrainLoaderNotShuffled(Rule):
+    code = "TL604"
+    name = "train-loader-not-shuffled"
+    severity = Severity.WARNING
+    summary = "The DataLoader that drives training is built without shuffle=True or a sampler."
+    message = "the training DataLoader does not shuffle: every epoch sees the batches in the same order"
+    hint = "Pass shuffle=True to the training DataLoader (or a sampler such as DistributedSampler); keep shuffle=False for validation/test loaders."
+    triggers = ("DataLoader",)
+
+    def check(self, ctx: Context) -> Iterator[Report]:
+        reported: set[int] = set()
+        for loop, _ in ctx.flow.training_loops(ctx.model):
+            if not isinstance(loop, cst.For):
+                continue
+            for loader in _loaders(loop_iterable(loop), ctx.model, ctx.evaluator):
+                if loader.module is ctx.model and id(loader.call) not in reported and _unshuffled(loader, ctx.evaluator):
+                    reported.add(id(loader.call))
+                    yield Report(loader.call)
+
+
+def _loaders(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> list[Obj]:
+    """DataLoaders ``expr`` may be, also through ``accelerator.prepare(..., loader, ...)``."""
+    found = [obj for obj in ev.objects(expr, module) if obj.qualname in catalog.DATA_LOADERS]
+    if found or not isinstance(expr, cst.Name):
+        return found
+    for binding in ev.reaching(expr, module):
+        value = binding.value
+        if isinstance(value, cst.Call) and _is_prepare(value, module, ev) and len(binding.path) <= 1:
+            argument = call_arg(value, binding.path[0] if binding.path else 0, None)
+            if argument is not None:
+                found.extend(_loaders(argument, module, ev))
+    return found
+
+
+def _is_prepare(call: cst.Call, module: ModuleModel, ev: Evaluator) -> bool:
+    """``accelerator.prepare(...)`` hands its arguments back, wrapped, in the same order."""
+    func = call.func
+    return (
+        isinstance(func, cst.Attribute)
+        and func.attr.value == "prepare"
+        and any(obj.qualname in catalog.ACCELERATORS for obj in ev.objects(func.value, module))
+    )
+
+
+def _unshuffled(loader: Obj, ev: Evaluator) -> bool:
+    call = loader.call
+    if any(arg.star for arg in call.args) or any(call_arg(call, position, name) is not None for name, position in ORDER_ARGUMENTS):
+        return False  # **kwargs may shuffle; a sampler orders the data itself
+    shuffle = call_arg(call, SHUFFLE_POSITION, "shuffle")
+    if shuffle is not None and not _provably_false(shuffle, loader.module, ev):
+        return False
+    dataset = call_arg(call, 0, "dataset")
+    return (
+        dataset is not None
+        and not _streams(dataset, loader.module, ev)
+        and not _held_out(loader, dataset, ev)
+    )
+
+
+def _held_out(loader: Obj, dataset: cst.BaseExpression, ev: Evaluator) -> bool:
+    """A validation/test loader that also reaches the loop (``run_epoch(val_loader, train=False)``
+    shares the loop with training): judged by the loader's and dataset's names and by
+    ``train=False`` / ``split="test"`` on the dataset."""
+    module = loader.module
+    target = module.parent.get(loader.call)
+    names = [dotted(dataset) or ""]
+    if isinstance(target, cst.Assign):
+        names.extend(dotted(t.target) or "" for t in target.targets)
+    if any(is_eval_name(name) for name in names):
+        return True
+    for obj in ev.objects(dataset, module):
+        train = call_arg(obj.call, None, "train")
+        split = call_arg(obj.call, None, "split")
+        if (train is not None and literal_value(train) is False) or (
+            split is not None and is_eval_name(str(literal_value(split)))
+        ):
+            return True
+    return False
+
+
+def _provably_false(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bool:
+    if literal_value(expr) is False:
+        return True
+    values = ev.eval(expr, module)
+    return bool(values) and all(isinstance(v, Lit) and v.value is False for v in values)
+
+
+def _streams(dataset: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bool:
+    """An IterableDataset (user subclass or library stream), or ``load_dataset(..., streaming=True)``."""
+    for value in ev.eval(dataset, module):
+        if isinstance(value, Instance) and any(m in q for q in ev.base_qualnames(value.cls) for m in STREAMING_MARKERS):
+            return True
+        if isinstance(value, Obj) and (any(m in value.qualname for m in STREAMING_MARKERS) or _streaming_flag(value.call)):
+            return True
+    return False
+
+
+def _streaming_flag(call: cst.Call) -> bool:
+    streaming = call_arg(call, None, "streaming")
+    return streaming is not None and literal_value(streaming) is True
