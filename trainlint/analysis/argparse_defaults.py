@@ -67,7 +67,8 @@ _ABSENT = object()
 
 def _search_order(module: ModuleModel, ev: Evaluator) -> Iterator[ModuleModel]:
     yield module
-    yield from (other for other in ev.project.loaded() if other is not module)
+    # Options declared in a sibling config module; other folders are other scripts.
+    yield from (o for o in ev.project.loaded() if o is not module and o.path.parent == module.path.parent)
 
 
 def _default_in(dest: str, module: ModuleModel, ev: Evaluator) -> object:

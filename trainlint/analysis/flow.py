@@ -356,11 +356,7 @@ class Flow:
         function = module.enclosing_function(node)
         if function is None or depth >= 3:
             return None
-        verdicts = {
-            self.frequency(call, caller, depth + 1)
-            for caller in self.ev.project.callers_of(function.name.value, module)
-            for call in caller.calls_by_name.get(function.name.value, [])
-        }
+        verdicts = {self.frequency(call, caller, depth + 1) for call, caller in self.ev.call_sites(function, module)}
         verdicts.discard(None)
         return verdicts.pop() if len(verdicts) == 1 else None
 

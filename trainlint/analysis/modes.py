@@ -151,13 +151,7 @@ class Modes:
 
     def callers(self, function: cst.FunctionDef, module: ModuleModel) -> list[tuple[cst.Call, ModuleModel]]:
         """Call sites of ``function`` in the loaded project (and sibling scripts)."""
-        name = function.name.value
-        return [
-            (call, caller)
-            for caller in self.ev.project.callers_of(name, module)
-            for call in caller.calls_by_name.get(name, [])
-            if any(f.node is function for f in self.ev.functions_called(call, caller))
-        ]
+        return self.ev.call_sites(function, module)
 
     # -- train/eval mode -----------------------------------------------------------------------
 
@@ -231,9 +225,11 @@ class Modes:
         return bool(sites) and all(self.grad_disabled(call, caller, depth + 1) for call, caller in sites)
 
     def _grad_off_locally(self, node: cst.CSTNode, module: ModuleModel, function: cst.FunctionDef | None) -> bool:
+        if function is not None and _decorated_grad_off(function):
+            return True
         for ancestor in module.ancestors(node):
             if ancestor is function:
-                return _decorated_grad_off(ancestor)
+                break
             if isinstance(ancestor, cst.With) and module.is_within(node, ancestor.body):
                 if any(disables_grad(item.item) for item in ancestor.items):
                     return True
@@ -245,19 +241,31 @@ class Modes:
             for call in self.calls_in(function, module)
         )
 
-    def disables_grad_after(self, call: cst.Call, module: ModuleModel) -> bool:
-        """Does the code after ``call`` (same function, or a helper it calls) evaluate: run
-        without gradients or walk held-out data? Tells an evaluation's ``model.eval()`` from
-        a frozen teacher's."""
+    def evaluates_after(self, call: cst.Call, module: ModuleModel) -> bool:
+        """Does the code after ``call`` (same function, or a helper it calls) evaluate: an
+        evaluation loop, or work without gradients outside any training loop? Tells an
+        evaluation's ``model.eval()`` from a frozen teacher's."""
         function = module.enclosing_function(call)
         if function is not None and _decorated_grad_off(function):
             return True
         later = [c for c in self.calls_in(function, module) if module.order[c] > module.order[call]]
-        if any(disables_grad(c) or self._helper_disables_grad(c, module) for c in later):
+        if any(
+            (disables_grad(c) or self._helper_disables_grad(c, module)) and not self._in_training_loop(c, module)
+            for c in later
+        ):
             return True
         return any(
-            module.order[loop] > module.order[call] and module.enclosing_function(loop) is function and iterates_eval_data(loop)
+            module.order[loop] > module.order[call]
+            and module.enclosing_function(loop) is function
+            and self.evaluation_call(loop, module) is not None
             for loop in module.loops
+        )
+
+    def _in_training_loop(self, node: cst.CSTNode, module: ModuleModel) -> bool:
+        return any(
+            event.action is Action.BACKWARD
+            for loop in module.enclosing_loops(node)
+            for event in self.flow.events(self.flow.loop_body(loop, module))
         )
 
     def _helper_disables_grad(self, call: cst.Call, module: ModuleModel) -> bool:

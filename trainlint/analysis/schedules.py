@@ -253,11 +253,9 @@ class Schedules:
         function = module.enclosing_function(node)
         if function is None or depth >= MAX_LIFT:
             return [loops]
-        name = function.name.value
         chains = [
             loops + outer
-            for caller in self.ev.project.callers_of(name, module)
-            for site in caller.calls_by_name.get(name, [])
+            for site, caller in self.ev.call_sites(function, module)
             for outer in self._loop_chains(site, caller, depth + 1)
         ]
         return chains or [loops]
@@ -277,10 +275,8 @@ class Schedules:
         function = module.enclosing_function(node)
         if function is None or depth >= MAX_LIFT:
             return
-        name = function.name.value
-        for caller in self.ev.project.callers_of(name, module):
-            for site in caller.calls_by_name.get(name, []):
-                yield from self.iteration_blocks(site, caller, depth + 1)
+        for site, caller in self.ev.call_sites(function, module):
+            yield from self.iteration_blocks(site, caller, depth + 1)
 
     # -- the shared check of TL301 / TL302 ------------------------------------------------
 

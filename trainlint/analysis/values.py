@@ -334,19 +334,38 @@ class Evaluator:
         if is_method and positional:
             positional = positional[1:]
         index = positional.index(param) if param in positional else None
-        seen = 0
+        for call, caller in self.call_sites(function, module)[:MAX_CALL_SITES]:
+            arg = call_arg(call, index, param)
+            if arg is not None:
+                yield from self.eval(arg, caller)
+
+    def call_sites(self, function: cst.FunctionDef, module: ModuleModel) -> list[tuple[cst.Call, ModuleModel]]:
+        """Calls of ``function`` (defined in ``module``) in loaded modules and sibling scripts."""
         name = _called_as(function, module)
-        # Methods are called through objects of any name; only module-level functions are
-        # worth looking for in sibling files.
-        callers = self.project.loaded() if is_method else self.project.callers_of(name, module)
-        for caller in callers:
-            for call in caller.calls_by_name.get(name, []):
-                if seen >= MAX_CALL_SITES:
-                    return
-                arg = call_arg(call, index, param)
-                if arg is not None:
-                    seen += 1
-                    yield from self.eval(arg, caller)
+        return [
+            (call, caller)
+            for caller in self.project.callers_of(name, module)
+            for call in caller.calls_by_name.get(name, [])
+            if self.may_call(call, caller, function, module)
+        ]
+
+    def may_call(
+        self, call: cst.Call, caller: ModuleModel, function: cst.FunctionDef, module: ModuleModel
+    ) -> bool:
+        """Does ``call`` (in ``caller``) invoke ``function``? A same-named function of another
+        script must not lend it its arguments. Unresolvable receivers count only within the
+        defining module."""
+        targets = self.eval(call.func, caller)
+        if not targets:
+            return caller is module
+        for target in targets:
+            if isinstance(target, FuncRef) and target.node is function:
+                return True
+            if isinstance(target, ClassRef) and any(
+                isinstance(s, cst.FunctionDef) and s is function for s in _class_body(target.node)
+            ):
+                return True
+        return False
 
     def _select(self, values: Iterable[Value], path: tuple[int, ...]) -> list[Value]:
         current = list(values)

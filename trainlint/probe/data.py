@@ -46,6 +46,8 @@ def check_targets(targets: Any, logits: torch.Tensor | None, task: Task) -> list
         return _class_targets(targets, logits, task)
     if task.binary and targets.dtype.is_floating_point:
         return _binary_targets(targets, task)
+    if task.regression and targets.dtype.is_floating_point:
+        return _scale("targets", targets, "P111")
     return []
 
 
@@ -66,7 +68,7 @@ def _non_finite(name: str, tensor: torch.Tensor, code: str) -> list[Finding]:
     ]
 
 
-def _scale(name: str, tensor: torch.Tensor) -> list[Finding]:
+def _scale(name: str, tensor: torch.Tensor, code: str = "P106") -> list[Finding]:
     finite = tensor[torch.isfinite(tensor)].double()
     if finite.numel() < 2:
         return []
@@ -75,13 +77,17 @@ def _scale(name: str, tensor: torch.Tensor) -> list[Finding]:
     if scale <= INFO_SCALE:
         return []
     severity = Severity.WARNING if scale > WARN_SCALE else Severity.INFO
+    effect = (
+        "large inputs give large initial activations and slow, unstable training"
+        if code == "P106"
+        else "the output layer must learn a large offset and scale, which takes many steps"
+    )
     return [
         finding(
-            "P106",
-            f"`{name}` is far from normalized (mean {mean:.3g}, std {std:.3g}); large inputs "
-            "give large initial activations and slow, unstable training",
-            "Standardize the inputs (e.g. `transforms.Normalize(mean, std)` or "
-            "`(x - mean) / std` with statistics from the training set).",
+            code,
+            f"`{name}` is far from normalized (mean {mean:.3g}, std {std:.3g}); {effect}",
+            "Standardize with statistics from the training set, `(v - mean) / std` (for "
+            "targets, invert it at prediction time).",
             subject=name,
             details={"mean": mean, "std": std},
             severity=severity,

@@ -328,7 +328,8 @@ def update_ratios(
     ratios = {}
     for name in _weight_layers(recorder):
         param = recorder.params[name]
-        if id(param) not in optimized or name not in before:
+        # Zero-gradient layers are reported on their own; their ratio of 0 would skew the median.
+        if id(param) not in optimized or name not in before or name not in recorder.evidence.nonzero:
             continue
         old = before[name].to(param.device, non_blocking=False)
         norm = float(old.float().norm())

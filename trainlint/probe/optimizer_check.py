@@ -163,7 +163,7 @@ def _missing(
 def _frozen(named: list[tuple[str, nn.Parameter]], optimizer: torch.optim.Optimizer) -> list[Finding]:
     held = _optimized_ids(optimizer)
     frozen = [name for name, p in named if not p.requires_grad and id(p) in held]
-    universe = [name for name, p in named if not p.requires_grad]
+    universe = [name for name, _ in named]
     return [
         finding(
             "P602",

@@ -23,7 +23,8 @@ from trainlint.probe.optimizer_check import ProbeOptimizer
 from trainlint.probe.task import Kind, Task, class_axis
 
 TARGET_FRACTION = 0.05  # pass when the loss reaches 5% of its start
-FLAT, MOVED = 0.9, 0.98  # best/start above FLAT is "flat", above MOVED "did not move"
+MOVED = 0.98  # a best loss above 98% of the start means the loss did not move
+IMPROVING = 0.02  # the last quarter of a run lowers the best loss by 2% of the start
 SAME_AS_CONTROL = 0.9  # real-input best no better than 90% of the zero-input best
 OSCILLATION_SHARE, OSCILLATION_AMPLITUDE = 0.4, 0.05
 StepCallback = Callable[[int, float], None]
@@ -56,12 +57,16 @@ class Curve:
         return bool(self.losses) and math.isfinite(self.start) and self.start > 0
 
     @property
-    def flat(self) -> bool:
-        return self.best > FLAT * self.start
-
-    @property
     def moved(self) -> bool:
         return self.best < MOVED * self.start
+
+    @property
+    def improving(self) -> bool:
+        """Still going down at the end: the last quarter beats everything before it."""
+        if len(self.losses) < 20 or self.nonfinite:
+            return False
+        cut = len(self.losses) * 3 // 4
+        return min(self.losses[cut:]) < min(self.losses[:cut]) - IMPROVING * self.start
 
     @property
     def rising(self) -> bool:
@@ -190,7 +195,7 @@ def judge(runs: Runs, max_steps: int) -> list[Finding]:
                 details=details,
             )
         ]
-    if model_curve.flat:
+    if not model_curve.moved:
         return [
             finding(
                 "P403",
@@ -202,15 +207,16 @@ def judge(runs: Runs, max_steps: int) -> list[Finding]:
                 details=details,
             )
         ]
-    if model_curve.best <= 0.5 * model_curve.start:
+    if model_curve.improving or model_curve.best <= 0.5 * model_curve.start:
         return [_still_improving(model_curve, max_steps, details)]
     return [
         finding(
             "P405",
-            f"the loss decreases too slowly to memorise one batch ({model_curve.start:.4g} → "
-            f"best {model_curve.best:.4g} in {len(model_curve.losses)} steps)",
-            "Check the learning rate, normalization and initialization; a model too small "
-            "for the batch also shows this.",
+            f"the loss plateaus at {model_curve.best / model_curve.start:.0%} of its start while "
+            f"overfitting one batch ({model_curve.start:.4g} → best {model_curve.best:.4g} in "
+            f"{len(model_curve.losses)} steps)",
+            "Check the learning rate, normalization (inputs and regression targets) and "
+            "initialization; a model far too small for the batch also shows this.",
             subject="model",
             details=details,
         )

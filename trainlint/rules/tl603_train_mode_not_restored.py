@@ -35,7 +35,7 @@ def _unrestored_evaluation(steps: list[Step], index: int, modes: Modes) -> bool:
     """``steps[index]`` is an evaluation's ``model.eval()`` and the next backward pass of the
     loop (this iteration or, wrapping around, the next one) comes before any ``train()``."""
     step = steps[index]
-    if step.kind != Mode.EVAL.value or not modes.disables_grad_after(step.call, step.module):
+    if step.kind != Mode.EVAL.value or not modes.evaluates_after(step.call, step.module):
         return False
     for later in (*steps[index + 1:], *steps[:index]):
         if later.kind == "backward":
@@ -46,11 +46,11 @@ def _unrestored_evaluation(steps: list[Step], index: int, modes: Modes) -> bool:
 
 
 def _message(step: Step) -> str:
-    switch = step.module.where(step.call)
+    switch = f"`{dotted(step.call.func) or 'model.eval'}()`"
     if step.anchor is step.call:
-        where = f"`{dotted(step.call.func) or 'model.eval'}()` here"
+        where = f"{switch} here"
     else:
-        where = f"`{dotted(step.anchor.func) or 'this call'}()` (model.eval() at {switch})"
+        where = f"`{dotted(step.anchor.func) or 'this call'}()` ({switch} at {step.module.where(step.call)})"
     return (
         f"{where} leaves the model in eval mode and the loop's next backward pass runs before any "
         "model.train(): later epochs train without dropout and with frozen batch-norm statistics"
