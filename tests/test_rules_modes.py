@@ -123,6 +123,31 @@ with torch.no_grad():
     for x, _ in test_loader:
         samples = torch.stack([model(x) for _ in range(20)])
 ''',
+    "recomputing_batch_norm_statistics_on_purpose": MODEL + '''
+@torch.no_grad()
+def update_bn(loader, model):
+    momenta = {m: m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+    model.train()
+    for module in momenta:
+        module.momentum = None
+    for x, _ in loader:
+        model(x)
+''',
+    "helper_trains_between_train_switch_and_evaluation": MODEL + '''
+def train_epoch(model, loader, opt):
+    for x, y in loader:
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+def fit(model, opt):
+    for epoch in range(10):
+        model.train()
+        train_epoch(model, train_loader, opt)
+        with torch.no_grad():
+            for x, y in val_loader:
+                predictions = model(x).argmax(1)  # expect: TL601
+''',
     "model_without_dropout_or_batch_norm": '''
 import torch
 import torch.nn as nn
@@ -397,3 +422,12 @@ def _marked_bugs(files: dict[str, str]) -> list[tuple[str, int, str]]:
         for number, line in enumerate(text.splitlines(), start=1)
         for code in re.findall(r"#\s*BUG:\s*(TL\d+)", line)
     )
+
+
+def test_unrestored_mode_is_reported_once_in_the_tightest_loop() -> None:
+    source = TL603_CASES["evaluate_switches_and_train_never_restores"] + '''
+for seed in range(3):
+    main(model, opt)
+'''
+    found = [d.line for d in lint_snippet(source, select=["TL603"])]
+    assert found == expected_lines(source, "TL603")

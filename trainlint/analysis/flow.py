@@ -20,7 +20,7 @@ import libcst as cst
 from trainlint.analysis import catalog
 from trainlint.analysis.module import Loop, ModuleModel
 from trainlint.analysis.names import dotted, terminal_name
-from trainlint.analysis.values import Evaluator, FuncRef, Obj, call_arg
+from trainlint.analysis.values import Evaluator, FuncRef, Lit, Obj, call_arg
 from trainlint.analysis.walk import iter_children
 
 MAX_EXPANSION_DEPTH = 4
@@ -255,7 +255,8 @@ class Flow:
 
     def object_kind(self, expr: cst.BaseExpression, module: ModuleModel) -> str | None:
         """``optimizer`` / ``scheduler`` / ``scaler`` / ``None`` for a receiver expression."""
-        values = self.ev.eval(expr, module)
+        # ``scaler=None`` / ``scheduler=None`` parameters are optional objects, not another kind.
+        values = tuple(v for v in self.ev.eval(expr, module) if v != Lit(None))
         for value in values:
             if isinstance(value, Obj):
                 if value.qualname in catalog.GRAD_SCALERS:

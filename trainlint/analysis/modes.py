@@ -19,6 +19,7 @@ function without visible callers has no caller-provided mode or gradient context
 from __future__ import annotations
 
 import enum
+import re
 import weakref
 from dataclasses import dataclass, replace
 
@@ -34,11 +35,11 @@ MAX_CALLER_DEPTH = 3
 MAX_EXPANSION_DEPTH = 4
 
 GRAD_OFF_CONTEXTS = frozenset({"no_grad", "inference_mode"})
-# Words in a loader's name that mark held-out data: ``val_loader``, ``testloader``, ``eval_dataloader``.
-EVAL_DATA_WORDS = ("val", "test", "eval", "holdout")
+# Word starts in a loader's name that mark held-out data: ``val_loader``, ``testloader``, ``eval_dataloader``.
+EVAL_DATA_PREFIXES = ("val", "test", "eval", "holdout")
 MODEL_NAMES = ("model", "net", "network")
 # Things called like models that are not: tokenizers and processors return inputs.
-NOT_MODELS = ("Tokenizer", "Processor", "FeatureExtractor", "ImageProcessor")
+NOT_MODELS = ("Tokenizer", "Processor", "FeatureExtractor")
 LIBRARY_MODEL_PREFIXES = ("torchvision.models.", "timm.", "transformers.", "torch.hub.")
 
 
@@ -52,7 +53,8 @@ class Mode(str, enum.Enum):
 class ModeSwitch:
     """The switch that decides the mode at a point. ``call`` is the ``.eval()``/``.train()``
     call itself, or the call of a helper that leaves the mode behind; ``direct`` tells
-    which. ``None`` call: the mode comes from call sites of the function."""
+    which (a switch made at a call site of the function is not direct). ``None`` call: the
+    call sites disagree."""
 
     mode: Mode
     call: cst.Call | None
@@ -112,9 +114,10 @@ def loop_iterable(loop: cst.For) -> cst.BaseExpression:
 
 
 def is_eval_name(name: str) -> bool:
-    """``val_loader``, ``testloader``, ``eval_dataset``, ``dev_ds``: names of held-out data."""
-    lowered = name.lower()
-    return any(word in lowered for word in EVAL_DATA_WORDS) or "dev" in lowered.replace(".", "_").split("_")
+    """``val_loader``, ``self.testloader``, ``eval_dataset``, ``dev_ds``: names of held-out
+    data (but not ``values``, ``interval`` or ``device``)."""
+    words = re.split(r"[^a-z]+", name.lower())
+    return "dev" in words or any(w.startswith(EVAL_DATA_PREFIXES) and not w.startswith("value") for w in words)
 
 
 def _decorated_grad_off(function: cst.FunctionDef) -> bool:
@@ -164,10 +167,7 @@ class Modes:
         for call in self.calls_in(function, module):
             if module.order[call] >= before:
                 break
-            direct = mode_set_by(call, module, self.ev)
-            mode = direct if direct is not None else self._left_by_helpers(call, module, depth)
-            if mode is not None:
-                decided = ModeSwitch(mode, call, module, direct is not None)
+            decided = self._switch_by(call, module, depth) or decided
         if decided is not None or function is None or depth >= MAX_CALLER_DEPTH:
             return decided
         return self._mode_at_entry(function, module, depth)
@@ -182,6 +182,12 @@ class Modes:
         # Callers agree: keep a switch they made, so messages can point at it.
         switch = next(verdict for verdict in verdicts if verdict is not None)
         return replace(switch, direct=False)
+
+    def _switch_by(self, call: cst.Call, module: ModuleModel, depth: int) -> ModeSwitch | None:
+        """The switch ``call`` makes itself, or through the helpers it enters."""
+        direct = mode_set_by(call, module, self.ev)
+        mode = direct if direct is not None else self._left_by_helpers(call, module, depth)
+        return ModeSwitch(mode, call, module, direct is not None) if mode is not None else None
 
     def _left_by_helpers(self, call: cst.Call, module: ModuleModel, depth: int) -> Mode | None:
         """The mode user functions entered by ``call`` leave behind, if they switch it."""
@@ -204,9 +210,8 @@ class Modes:
         try:
             last: Mode | None = None
             for call in self.calls_in(function, module):
-                direct = mode_set_by(call, module, self.ev)
-                mode = direct if direct is not None else self._left_by_helpers(call, module, depth)
-                last = mode if mode is not None else last
+                switch = self._switch_by(call, module, depth)
+                last = switch.mode if switch is not None else last
         finally:
             self._active.discard(key)
         self._exit_modes[key] = last
@@ -311,15 +316,26 @@ class Modes:
     def evaluation_call(self, loop: Loop, module: ModuleModel) -> cst.Call | None:
         """The first model call of an evaluation loop: a loop that runs a model without a
         backward pass or optimizer step, under ``no_grad`` or over held-out data."""
+        held_out = iterates_eval_data(loop)
+        # Cheap syntactic checks first: evaluating every call of every loop is what costs.
+        if not held_out and not self._may_skip_grad(loop, module):
+            return None
         calls = self.model_calls(loop, module)
         if not calls:
             return None
         actions = {event.action for event in self.flow.events(self.flow.loop_body(loop, module))}
         if actions & {Action.BACKWARD, Action.STEP}:
             return None
-        if iterates_eval_data(loop) or self.grad_disabled(calls[0], module):
+        if held_out or self.grad_disabled(calls[0], module):
             return calls[0]
         return None
+
+    def _may_skip_grad(self, loop: Loop, module: ModuleModel) -> bool:
+        """Gradients are off around the loop, or some of its body turns them off."""
+        function = module.enclosing_function(loop)
+        return self.grad_disabled(loop, module) or any(
+            disables_grad(call) for call in self.calls_in(function, module) if module.is_within(call, loop.body)
+        )
 
     # -- one loop iteration, helpers expanded -----------------------------------------------------
 
@@ -328,6 +344,14 @@ class Modes:
         function = module.enclosing_function(loop)
         calls = [c for c in self.calls_in(function, module) if module.is_within(c, loop.body)]
         return self._steps(calls, module, 0)
+
+    def trains_between(self, start: cst.Call, end: cst.CSTNode, module: ModuleModel) -> bool:
+        """Does a backward pass run (in the same function, helpers expanded) after ``start``
+        and before ``end``?"""
+        function = module.enclosing_function(start)
+        first, last = module.order[start], module.order[end]
+        between = [c for c in self.calls_in(function, module) if first < module.order[c] < last]
+        return any(step.kind == "backward" for step in self._steps(between, module, 0))
 
     def _steps(self, calls: list[cst.Call], module: ModuleModel, depth: int) -> list[Step]:
         steps: list[Step] = []

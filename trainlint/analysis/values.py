@@ -309,7 +309,14 @@ class Evaluator:
         target, symbol = local
         found: list[Value] = []
         for binding in target.module_scope.bindings.get(symbol, []):
-            found.extend(self._eval_binding(binding, target))
+            key = id(binding)
+            if key in self._active:
+                continue  # an import cycle: a re-export that leads back to itself
+            self._active.add(key)
+            try:
+                found.extend(self._eval_binding(binding, target))
+            finally:
+                self._active.discard(key)
         return tuple(found) or (LibRef(qualname.lstrip(".")),)
 
     def _param_values(self, binding: Binding, module: ModuleModel) -> list[Value]:

@@ -89,7 +89,10 @@ def _select(checks: Iterable[str] | None) -> tuple[str, ...]:
 
 def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
     if device is not None:
-        return torch.device(device)
+        resolved = torch.device(device)
+        if resolved.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {resolved} requested but CUDA is not available")
+        return resolved
     for tensor in [*model.parameters(), *model.buffers()]:
         return tensor.device
     return torch.device("cpu")
@@ -143,7 +146,6 @@ class _Session:
         out_of_memory = False
         try:
             state.detach_grads()
-            self.model.to(device)
             if not self.model.training:
                 self.model.train()  # probe training, not inference; per-module flags come back later
             with torch.enable_grad(), self.modules_running.watching(self.model):
@@ -178,7 +180,7 @@ class _Session:
 
     def _restart(self) -> None:
         """Initial weights, no grads, seeded RNGs: every stage starts from the same point."""
-        self.state.restore_values()
+        self.state.reset_values()
         self.state.detach_grads()
         self.rng.seed(self.seed, self.device)
 
@@ -207,6 +209,10 @@ class _Session:
 
     # ----------------------------------------------------------------- stages
     def _data(self) -> None:
+        try:
+            self.model.to(self.device)
+        except Exception as exc:  # noqa: BLE001 - custom .to() overrides, out of memory
+            raise self._fail("P299", f"moving the model to {self.device}", exc, "Free device memory or probe on another device.") from None
         try:
             drawn = draw(self.loader)
         except Exception as exc:  # noqa: BLE001 - user code

@@ -174,9 +174,9 @@ def _findings_table(findings: list[Finding]) -> Table:
     return table
 
 
-def _norm_chart(norms: list[tuple[str, float]]) -> Table:
+def _norm_chart(norms: list[tuple[str, float]]) -> Group:
     """Per-layer gradient norms as bars on a log scale (orders of magnitude are what matter)."""
-    table = Table(title="Gradient norm per layer (log scale)", title_justify="left", box=None)
+    table = Table(box=None)
     table.add_column("layer", overflow="fold")
     table.add_column("|grad|", justify="right", no_wrap=True)
     table.add_column("", no_wrap=True)
@@ -190,7 +190,7 @@ def _norm_chart(norms: list[tuple[str, float]]) -> Table:
         else:
             bar = Text("·" if value == 0 else "NaN/Inf", style="red")
         table.add_row(layer, f"{value:.2e}", bar)
-    return table
+    return Group(Text("Gradient norm per layer (log scale)", style="italic"), table)
 
 
 def _sparkline(values: list[float]) -> Text:

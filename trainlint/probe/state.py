@@ -39,7 +39,7 @@ class _ModuleRecord:
 
 
 class ModelState:
-    """Host snapshot of a model; ``restore_values`` between stages, ``restore`` at the end."""
+    """Host snapshot of a model; ``reset_values`` between stages, ``restore`` at the end."""
 
     def __init__(self, model: nn.Module) -> None:
         self._records = [
@@ -62,27 +62,44 @@ class ModelState:
         """The host snapshot of each named tensor (the values before the probe touched it)."""
         return {name: self._saved[id(t)].host for name, t in tensors.items() if id(t) in self._saved}
 
-    def restore_values(self) -> None:
-        """Put back module registries, weights and buffers (not grads or flags)."""
+    def reset_values(self) -> None:
+        """Between stages: copy the snapshot into the tensors in use now, on their device.
+
+        After ``model.to(device)`` the parameters live on the probe device (buffers are even
+        new objects), so values are copied in place rather than the originals swapped back.
+        """
+        with torch.no_grad():
+            for record in self._records:
+                for live, saved in _pairs(record.module._parameters, record.parameters):
+                    live.copy_(self._saved[id(saved)].host)
+                for live, saved in _pairs(record.module._buffers, record.buffers):
+                    live.copy_(self._saved[id(saved)].host)
+
+    def restore(self) -> None:
+        """Everything, on the original devices: registries, values, grads and flags."""
         for record in self._records:
             _refill(record.module._parameters, record.parameters)
             _refill(record.module._buffers, record.buffers)
         with torch.no_grad():
             for saved in self._saved.values():
-                tensor = saved.tensor
-                if not _same_storage(tensor, saved.alias):
-                    tensor.data = saved.alias
+                if not _same_storage(saved.tensor, saved.alias):
+                    saved.tensor.data = saved.alias
                 saved.alias.copy_(saved.host)
-
-    def restore(self) -> None:
-        """Everything: values, ``.grad``, ``requires_grad`` and train/eval flags."""
-        self.restore_values()
         for saved in self._saved.values():
             if saved.tensor.is_leaf:
                 saved.tensor.requires_grad_(saved.requires_grad)
             saved.tensor.grad = saved.grad
         for record in self._records:
             record.module.training = record.training
+
+
+def _pairs(live: dict[str, Any], saved: dict[str, Any]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(tensor in use, original) for every slot that held a tensor at snapshot time."""
+    return [
+        (live[name], original)
+        for name, original in saved.items()
+        if original is not None and isinstance(live.get(name), torch.Tensor) and live[name].shape == original.shape
+    ]
 
 
 def _unique_modules(model: nn.Module) -> list[nn.Module]:

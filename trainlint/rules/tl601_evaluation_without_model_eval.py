@@ -6,7 +6,7 @@ import libcst as cst
 
 from trainlint.analysis.model_summary import has_mode_layers
 from trainlint.analysis.module import Loop, ModuleModel
-from trainlint.analysis.modes import Mode, ModeSwitch, model_expression, model_name, modes_for
+from trainlint.analysis.modes import Mode, Modes, ModeSwitch, model_expression, model_name, modes_for
 from trainlint.analysis.names import dotted
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
@@ -29,27 +29,25 @@ class EvaluationWithoutModelEval(Rule):
             if call is None or id(call) in reported:
                 continue
             switch = modes.mode_at(call, ctx.model)
-            if not _in_eval_mode(switch, loop, ctx.model) and _mode_matters(call, ctx):
+            if not _in_eval_mode(switch, loop, ctx.model, modes) and _mode_matters(call, ctx):
                 reported.add(id(call))
                 yield Report(call, message=_message(call, switch))
 
 
-def _in_eval_mode(switch: ModeSwitch | None, loop: Loop, module: ModuleModel) -> bool:
-    """Eval (or unknown) mode, or a ``model.train()`` written right before the loop on
-    purpose (Monte-Carlo dropout); ``None`` means never switched: training mode."""
+def _in_eval_mode(switch: ModeSwitch | None, loop: Loop, module: ModuleModel, modes: Modes) -> bool:
+    """Eval (or unknown) mode, or a ``model.train()`` written before the loop on purpose
+    (Monte-Carlo dropout, recomputing batch-norm statistics) with no training in between;
+    ``None`` means never switched: training mode."""
     if switch is None:
         return False
     if switch.mode is not Mode.TRAIN:
         return True
-    return switch.direct and switch.module is module and not _loop_between(switch.call, loop, module)
-
-
-def _loop_between(start: cst.CSTNode | None, loop: Loop, module: ModuleModel) -> bool:
-    """A loop (training, typically) runs after ``start`` and before ``loop``."""
-    if start is None:
-        return True
-    first, last = module.order[start], module.order[loop]
-    return any(first < module.order[other] < last and not module.is_within(loop, other) for other in module.loops)
+    return (
+        switch.direct
+        and switch.module is module
+        and switch.call is not None
+        and not modes.trains_between(switch.call, loop, module)
+    )
 
 
 def _mode_matters(call: cst.Call, ctx: Context) -> bool:

@@ -19,14 +19,20 @@ class TrainModeNotRestored(Rule):
 
     def check(self, ctx: Context) -> Iterator[Report]:
         modes = modes_for(ctx.evaluator, ctx.flow)
-        reported: set[int] = set()
+        # One report per eval switch, in the tightest loop that shows the problem: an epoch
+        # loop inside ``main()`` is reported, not also a ``for seed in seeds: main()`` around it.
+        tightest: dict[int, tuple[int, Step]] = {}
         for loop in ctx.model.loops:
             steps = modes.iteration_steps(loop, ctx.model)
             if not any(step.kind == "backward" for step in steps):
                 continue
             for index, step in enumerate(steps):
-                if id(step.anchor) in reported or not _unrestored_evaluation(steps, index, modes):
-                    continue
+                known = tightest.get(id(step.call))
+                if (known is None or len(steps) < known[0]) and _unrestored_evaluation(steps, index, modes):
+                    tightest[id(step.call)] = (len(steps), step)
+        reported: set[int] = set()
+        for _, step in tightest.values():
+            if id(step.anchor) not in reported:
                 reported.add(id(step.anchor))
                 yield Report(step.anchor, message=_message(step))
 

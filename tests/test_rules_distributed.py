@@ -1,0 +1,124 @@
+"""TL701: a shuffling DistributedSampler whose epoch is never advanced."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from trainlint.testing import expected_lines, lint_files, lint_snippet
+
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "ddp_train.py"
+
+
+def _lines(source: str) -> list[int]:
+    return sorted(d.line for d in lint_snippet(source, ["TL701"]) if d.code == "TL701")
+
+
+def _check(source: str) -> None:
+    assert _lines(source) == expected_lines(source, "TL701")
+
+
+LOOP = """
+for epoch in range(epochs):
+{set_epoch}    for x, y in loader:
+        optimizer.zero_grad()
+        criterion(model(x), y).backward()
+        optimizer.step()
+"""
+
+
+def test_sampler_in_a_builder_function_without_set_epoch() -> None:
+    _check(
+        """
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+class Data:
+    def __init__(self, dataset):
+        self.sampler = DistributedSampler(dataset)  # expect: TL701
+        self.loader = DataLoader(dataset, 32, False, self.sampler)
+
+data = Data(train_set)
+loader = data.loader
+"""
+        + LOOP.format(set_epoch="")
+    )
+
+
+def test_set_epoch_on_the_sampler_or_the_loader_under_a_guard() -> None:
+    prelude = """
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+sampler = DistributedSampler(train_set) if distributed else None
+loader = DataLoader(train_set, batch_size=32, sampler=sampler)
+"""
+    _check(prelude + LOOP.format(set_epoch="    if distributed:\n        sampler.set_epoch(epoch)\n"))
+    _check(prelude + LOOP.format(set_epoch="    loader.sampler.set_epoch(epoch)\n"))
+
+
+def test_set_epoch_in_a_helper_of_the_epoch_loop() -> None:
+    _check(
+        """
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+def start_epoch(loader, epoch):
+    loader.sampler.set_epoch(epoch)
+
+loader = DataLoader(train_set, batch_size=32, sampler=DistributedSampler(train_set))
+"""
+        + LOOP.format(set_epoch="    start_epoch(loader, epoch)\n")
+    )
+
+
+def test_unshuffled_held_out_and_single_epoch_samplers_are_silent() -> None:
+    _check(
+        """
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+loader = DataLoader(train_set, batch_size=32, sampler=DistributedSampler(train_set, shuffle=False))
+"""
+        + LOOP.format(set_epoch="")
+    )
+    _check(
+        """
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+loader = DataLoader(train_set, batch_size=32, sampler=DistributedSampler(train_set))
+for x, y in loader:
+    optimizer.zero_grad()
+    criterion(model(x), y).backward()
+    optimizer.step()
+"""
+    )
+
+
+def test_sampler_built_in_another_file_is_reported_at_the_epoch_loop() -> None:
+    data = """
+from torch.utils.data import DataLoader, DistributedSampler
+
+def make_loader(dataset):
+    return DataLoader(dataset, batch_size=32, sampler=DistributedSampler(dataset))
+"""
+    train = """
+import torch
+from data import make_loader
+
+loader = make_loader(train_set)
+for epoch in range(epochs):  # expect: TL701
+    for x, y in loader:
+        optimizer.zero_grad()
+        criterion(model(x), y).backward()
+        optimizer.step()
+"""
+    found = lint_files({"data.py": data, "train.py": train}, ["TL701"])
+    assert [(Path(d.path).name, d.line) for d in found] == [("train.py", line) for line in expected_lines(train, "TL701")]
+
+
+def test_ddp_fixture_reports_exactly_its_marked_bug() -> None:
+    source = FIXTURE.read_text(encoding="utf-8")
+    marked = [n for n, line in enumerate(source.splitlines(), start=1) if re.search(r"#\s*BUG:\s*TL701", line)]
+    assert marked and _lines(source) == marked
