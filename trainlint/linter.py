@@ -87,6 +87,10 @@ class Linter:
             # fraction of libcst's cost.
             result.diagnostics.extend(self._syntax_check(display, source))
             return result
+        # A file that an earlier file imports was parsed then; parse it only once.
+        known = self.project.get(path) if not source.cells else None
+        if known is not None:
+            return self._analyse(known, rules, display, source, result)
         try:
             tree = cst.parse_module(source.text)
         except cst.ParserSyntaxError as exc:
@@ -96,7 +100,11 @@ class Linter:
             precise = self._syntax_check(display, source)
             result.diagnostics.extend(precise or self._syntax_error(display, source, where))
             return result
-        model = self.project.add(path, tree)
+        return self._analyse(self.project.add(path, tree), rules, display, source, result)
+
+    def _analyse(
+        self, model: ModuleModel, rules: list[Rule], display: str, source: Source, result: LintResult
+    ) -> LintResult:
         reports = self._run_rules(rules, model, display, source, result)
         result.diagnostics.extend(self._locate(reports, model, source, display))
         return result

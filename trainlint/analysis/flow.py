@@ -25,6 +25,11 @@ from trainlint.analysis.walk import iter_children
 
 MAX_EXPANSION_DEPTH = 4
 MAX_PATHS = 512
+# Terminal names of the calls that can be training actions (see ``classify``).
+ACTION_NAMES = frozenset(
+    {"zero_grad", "zero_", "backward", "step", "clip_grad_norm_", "clip_grad_value_", "clip_grad_norm",
+     "unscale_", "update"}
+)
 
 
 class Action(str, enum.Enum):
@@ -89,6 +94,7 @@ class Flow:
         self._functions: dict[int, Seq] = {}
         self._expanding: set[int] = set()
         self._batch: dict[int, bool] = {}
+        self._loops: dict[int, Seq] = {}
 
     # -- building -----------------------------------------------------------------------
 
@@ -105,7 +111,11 @@ class Flow:
         return block
 
     def loop_body(self, loop: Loop, module: ModuleModel) -> Seq:
-        return self._suite(loop.body, module, 0)
+        key = id(loop)
+        body = self._loops.get(key)
+        if body is None:
+            body = self._loops[key] = self._suite(loop.body, module, 0)
+        return body
 
     def _suite(self, suite: cst.BaseSuite, module: ModuleModel, depth: int) -> Seq:
         if isinstance(suite, cst.SimpleStatementSuite):
@@ -173,11 +183,15 @@ class Flow:
         return items
 
     def _call(self, call: cst.Call, module: ModuleModel, depth: int) -> list[Item]:
-        event = self.classify(call, module)
-        if event is not None:
-            closure = self._closure_events(call, module, depth) if event.action is Action.STEP else []
-            return [*closure, event]
-        if depth >= MAX_EXPANSION_DEPTH:
+        # Syntactic filters first: evaluating every call of every function is what would
+        # make the linter slow, and only these names or user-defined callables can act.
+        name = terminal_name(call.func)
+        if name in ACTION_NAMES:
+            event = self.classify(call, module)
+            if event is not None:
+                closure = self._closure_events(call, module, depth) if event.action is Action.STEP else []
+                return [*closure, event]
+        if depth >= MAX_EXPANSION_DEPTH or not self.ev.project.may_be_user_callable(call.func, module):
             return []
         return self._expand(call, module, depth)
 
@@ -187,19 +201,28 @@ class Flow:
         for function in self.ev.functions_called(call, module):
             if function.node.name.value == "forward":
                 continue  # a model's forward pass never clears, steps or backpropagates
-            key = id(function.node)
-            if key in self._expanding:
-                continue
-            self._expanding.add(key)
-            try:
-                body = self._suite(function.node.body, function.module, depth + 1)
-            finally:
-                self._expanding.discard(key)
-            alternatives.append(_relocate(body, call))
+            body = self._helper_block(function, depth + 1)
+            if body is not None:
+                alternatives.append(_relocate(body, call))
         alternatives = [_without_returns(alternative) for alternative in alternatives]
         if len(alternatives) > 1:
             return [Branch(alternatives)]
         return list(alternatives[0].items) if alternatives else []
+
+    def _helper_block(self, function: FuncRef, depth: int) -> Seq | None:
+        """A helper's block, built once (``None`` while it is being built: recursion)."""
+        key = id(function.node)
+        body = self._functions.get(key)
+        if body is None:
+            if key in self._expanding:
+                return None
+            self._expanding.add(key)
+            try:
+                body = self._suite(function.node.body, function.module, depth)
+            finally:
+                self._expanding.discard(key)
+            self._functions[key] = body
+        return body
 
     def _closure_events(self, call: cst.Call, module: ModuleModel, depth: int) -> list[Item]:
         """``optimizer.step(closure)``: the closure runs (clears, backward) before the step."""

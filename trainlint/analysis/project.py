@@ -11,7 +11,9 @@ from pathlib import Path
 
 import libcst as cst
 
+from trainlint.analysis.catalog import KNOWN_LIBRARIES
 from trainlint.analysis.module import ModuleModel
+from trainlint.analysis.names import root_name, terminal_name
 
 # Sibling files scanned for call sites; bounded so huge flat folders stay cheap.
 MAX_SIBLINGS = 64
@@ -34,6 +36,7 @@ class Project:
     def __init__(self) -> None:
         self._models: dict[Path, ModuleModel | None] = {}
         self._roots: dict[Path, Path] = {}
+        self._defined: set[str] = set()  # names of functions and classes in loaded modules
         self._directory_texts: dict[Path, list[tuple[Path, str]]] = {}
         self._symbols: dict[tuple[Path, str], tuple[ModuleModel, str] | None] = {}
 
@@ -41,8 +44,33 @@ class Project:
         """Register a module the caller already parsed."""
         resolved = path.resolve()
         model = ModuleModel(resolved, tree, resolved.stem)
-        self._models[resolved] = model
+        self._register(resolved, model)
         return model
+
+    def get(self, path: Path) -> ModuleModel | None:
+        """The index of ``path`` if some analysis already loaded it."""
+        return self._models.get(path.resolve())
+
+    def _register(self, path: Path, model: ModuleModel | None) -> None:
+        self._models[path] = model
+        if model is not None:
+            self._defined.update(f.name.value for f in model.functions)
+            self._defined.update(model.classes)
+
+    def may_be_user_callable(self, func: cst.BaseExpression, module: ModuleModel) -> bool:
+        """Cheap syntactic test: could this call enter a function defined in the project?
+        True for names defined in a loaded module and for names imported from a module
+        that is not a known library (it may be a local file not loaded yet)."""
+        name = terminal_name(func)
+        if name is None:
+            return False
+        if name in self._defined:
+            return True
+        root = root_name(func)
+        for binding in module.module_scope.bindings.get(root or "", []):
+            if binding.kind == "import" and (binding.qualname or "").lstrip(".").split(".")[0] not in KNOWN_LIBRARIES:
+                return True
+        return False
 
     def loaded(self) -> list[ModuleModel]:
         return [model for model in self._models.values() if model is not None]
@@ -78,7 +106,7 @@ class Project:
         """The index of a local file, parsing it on first use (``None`` if unparsable)."""
         resolved = path.resolve()
         if resolved not in self._models:
-            self._models[resolved] = self._parse(resolved)
+            self._register(resolved, self._parse(resolved))
         return self._models[resolved]
 
     @staticmethod
