@@ -63,7 +63,7 @@ class Curve:
     @property
     def improving(self) -> bool:
         """Still going down at the end: the last quarter beats everything before it."""
-        if len(self.losses) < 20 or self.nonfinite:
+        if len(self.losses) < 8 or self.nonfinite:
             return False
         cut = len(self.losses) * 3 // 4
         return min(self.losses[cut:]) < min(self.losses[:cut]) - IMPROVING * self.start

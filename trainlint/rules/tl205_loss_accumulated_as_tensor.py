@@ -31,7 +31,8 @@ class LossAccumulatedAsTensor(Rule):
     summary = "A running total adds the loss tensor itself, keeping every iteration's autograd graph alive."
     message = "the loss tensor is added to a running total, which keeps each iteration's graph in memory"
     hint = "Accumulate a number instead: `total += loss.item()` (or `loss.detach()` to stay on the device)."
-    triggers = ("+",)  # both `total += loss` and `total = total + loss`
+    # The accumulated value is a loss: its name, or the loss call, mentions "loss".
+    triggers = ("loss",)
 
     def check(self, ctx: Context) -> Iterator[Report]:
         checker = _Checker(ctx.model, ctx.evaluator, ctx.flow)

@@ -21,7 +21,8 @@ class ClipBeforeUnscale(Rule):
     message = "gradients are clipped while still multiplied by the GradScaler's scale factor"
     hint = "Call scaler.unscale_(optimizer) after the backward and before clipping; scaler.step(optimizer) then skips the second unscale."
     # The clip or the scaled backward may sit in a helper of another file.
-    triggers = ("clip", "scale")
+    # "scaler": the clip may live in a helper of another file, called next to the scaler.
+    triggers = ("clip_grad", "scaler")
 
     def check(self, ctx: Context) -> Iterator[Report]:
         reported: set[int] = set()

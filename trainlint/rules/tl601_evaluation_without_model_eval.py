@@ -19,7 +19,8 @@ class EvaluationWithoutModelEval(Rule):
     summary = "An evaluation loop runs the model in training mode (no model.eval() on the way)."
     message = "the model is evaluated in training mode: dropout stays active and batch norm uses batch statistics"
     hint = "Call model.eval() before the evaluation loop, and model.train() before training resumes."
-    triggers = ("no_grad", "inference_mode", "val", "test", "eval")
+    # An evaluation loop runs under no_grad/inference_mode or iterates a loader.
+    triggers = ("no_grad", "inference_mode", "loader", "_dl")
 
     def check(self, ctx: Context) -> Iterator[Report]:
         modes = modes_for(ctx.evaluator, ctx.flow)
