@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
+from typing import ContextManager, TextIO
 
 import click
 from rich.console import Console
@@ -16,9 +18,11 @@ from trainlint import __version__
 from trainlint.catalogue import page_for
 from trainlint.config import ConfigError, load_settings
 from trainlint.files import MissingPathError
-from trainlint.linter import Linter
+from trainlint.fixes import FixSafety, fix_safety
 from trainlint.reporters import formats
+from trainlint.reporters.statistics import render_statistics
 from trainlint.rule import all_rules, rule_by_code
+from trainlint.runner import RunOptions, render_diff, run, write_fixes
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -68,6 +72,15 @@ def main() -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Read settings from this pyproject.toml instead of the nearest one.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings.")
+@click.option("--output-file", "-o", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the report to this file instead of stdout.")
+@click.option("--statistics", is_flag=True, help="Show the number of findings per rule instead of each finding.")
+@click.option("--fix", is_flag=True, help="Apply safe fixes in place.")
+@click.option("--unsafe-fixes", is_flag=True, help="With --fix or --diff, also apply fixes that may change behaviour.")
+@click.option("--diff", is_flag=True, help="Print the fixes as a unified diff instead of writing them (exit 1 if any).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: every core).")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write .trainlint_cache/.")
+@click.option("--force-exclude", is_flag=True, help="Apply excludes to files named explicitly too (for pre-commit).")
 def check(
     paths: tuple[Path, ...],
     select: tuple[str, ...],
@@ -75,22 +88,52 @@ def check(
     output_format: str,
     config_path: Path | None,
     exit_zero: bool,
+    output_file: Path | None,
+    statistics: bool,
+    fix: bool,
+    unsafe_fixes: bool,
+    diff: bool,
+    jobs: int | None,
+    no_cache: bool,
+    force_exclude: bool,
 ) -> None:
     """Lint PATHS (files or directories; default: the current directory)."""
     targets = list(paths) or [Path(".")]
+    fixes = _fix_safeties(fix or diff, unsafe_fixes)
+    options = RunOptions(jobs, not no_cache, fixes, sys.stderr.isatty(), force_exclude)
     try:
         settings = load_settings(targets[0], config_path).with_cli(_split(select), _split(ignore))
-        result = Linter(settings).lint_paths(targets)
+        result = run(targets, settings, options)
     except (ConfigError, MissingPathError) as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - users get a message, not a traceback
         if os.environ.get("TRAINLINT_DEBUG"):
             raise
         _fail(f"internal error ({type(exc).__name__}: {exc}); rerun with TRAINLINT_DEBUG=1 and report it")
-    formats()[output_format].render(result, sys.stdout)
+    with _output(output_file) as stream:
+        if diff:
+            render_diff(result.fixed, stream)
+        elif statistics:
+            render_statistics(result, stream, output_format)
+        else:
+            formats()[output_format].render(result, stream)
+    if fix and not diff:
+        write_fixes(result.fixed)
+        click.echo(f"Fixed {sum(f.fixes for f in result.fixed)} finding(s) in {len(result.fixed)} file(s).", err=True)
     if result.errors:
         sys.exit(EXIT_ERROR)
-    sys.exit(EXIT_FINDINGS if result.diagnostics and not exit_zero else EXIT_CLEAN)
+    failing = result.fixed if diff else result.diagnostics
+    sys.exit(EXIT_FINDINGS if failing and not exit_zero else EXIT_CLEAN)
+
+
+def _fix_safeties(fixing: bool, unsafe: bool) -> frozenset[FixSafety]:
+    if not fixing:
+        return frozenset()
+    return frozenset(FixSafety) if unsafe else frozenset({FixSafety.SAFE})
+
+
+def _output(path: Path | None) -> ContextManager[TextIO]:
+    return path.open("w", encoding="utf-8") if path is not None else nullcontext(sys.stdout)
 
 
 @main.command(name="rules")
@@ -101,7 +144,8 @@ def list_rules() -> None:
         table.add_column(column, no_wrap=True)
     table.add_column("Summary")
     for rule in all_rules():
-        table.add_row(rule.code, rule.name, rule.severity.value, rule.fix_safety or "", rule.summary)
+        safety = fix_safety(rule.code)
+        table.add_row(rule.code, rule.name, rule.severity.value, safety.value if safety else rule.fix_safety or "", rule.summary)
     Console().print(table)
 
 

@@ -15,15 +15,17 @@ class MissingPathError(Exception):
     """A path given on the command line does not exist."""
 
 
-def discover(paths: Iterable[Path], settings: Settings) -> list[Path]:
-    """Files to lint, sorted and unique. Explicit files are always linted; files found
-    inside directories are filtered by the default and configured excludes."""
+def discover(paths: Iterable[Path], settings: Settings, force_exclude: bool = False) -> list[Path]:
+    """Files to lint, sorted and unique. Explicit files are linted unless ``force_exclude``
+    (for pre-commit, which names every changed file); files found inside directories are
+    filtered by the default and configured excludes."""
     found: dict[Path, None] = {}
     for path in paths:
         if not path.exists():
             raise MissingPathError(f"{path}: no such file or directory")
         if path.is_file():
-            found[path] = None
+            if not (force_exclude and settings.is_excluded(path)):
+                found[path] = None
         else:
             for file in _walk(path, settings):
                 found[file] = None

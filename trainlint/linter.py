@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from trainlint.analysis.values import Evaluator
 from trainlint.config import Settings, matches
 from trainlint.diagnostics import Diagnostic, FileError, Severity, Span
 from trainlint.files import discover
+from trainlint.fixes import Edit, FixSafety, all_fixers, apply_edits
 from trainlint.notebook import first_cell_syntax_error
 from trainlint.rule import Context, Report, Rule
 from trainlint.sources import Source, SourceError, read_source
@@ -26,6 +27,20 @@ PARSE_ERROR_NAME = "parse-error"
 
 _NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Za-z0-9_\-]+(?:\s*,\s*[A-Za-z0-9_\-]+)*))?", re.IGNORECASE)
 _FILE_NOQA = re.compile(r"^\s*#\s*trainlint:\s*noqa\s*$", re.IGNORECASE | re.MULTILINE)
+# Fixing re-checks the fixed code, whose findings may be fixable in turn; like ruff, stop
+# after a bounded number of rounds in case two fixes undo each other.
+MAX_FIX_ROUNDS = 10
+
+
+@dataclass(frozen=True)
+class FixedFile:
+    """A file whose text the fixes changed (written back, or shown as a diff)."""
+
+    path: Path
+    display: str
+    original: str
+    fixed: str
+    fixes: int
 
 
 @dataclass
@@ -33,18 +48,31 @@ class LintResult:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     errors: list[FileError] = field(default_factory=list)
     files: int = 0
+    fixed: list[FixedFile] = field(default_factory=list)
 
     def extend(self, other: LintResult) -> None:
         self.diagnostics.extend(other.diagnostics)
         self.errors.extend(other.errors)
         self.files += other.files
+        self.fixed.extend(other.fixed)
+
+
+@dataclass
+class _Checked:
+    """One check of one text: its result, and the fixes that apply to its tree."""
+
+    result: LintResult
+    tree: cst.Module | None = None
+    edits: list[Edit] = field(default_factory=list)
 
 
 class Linter:
     """Lints files with one shared project model, so files can see each other."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, fixes: frozenset[FixSafety] = frozenset()) -> None:
+        """``fixes``: the safeties of the fixes to apply (none: only report them)."""
         self.settings = settings
+        self.fixes = fixes
         self.rules: list[Rule] = [rule() for rule in settings.active_rules()]
         self.project = Project()
         self.evaluator = Evaluator(self.project)
@@ -70,25 +98,47 @@ class Linter:
 
     def lint_file(self, path: Path) -> LintResult:
         display = display_path(path)
-        result = LintResult(files=1)
         try:
             source = read_source(path)
         except OSError as exc:
-            result.diagnostics.extend(self._parse_error(display, f"cannot read file: {exc.strerror or exc}", 1, 1))
-            return result
+            return LintResult(self._parse_error(display, f"cannot read file: {exc.strerror or exc}", 1, 1), files=1)
         except SourceError as exc:
-            result.diagnostics.extend(self._parse_error(display, str(exc), exc.line, exc.column))
-            return result
+            return LintResult(self._parse_error(display, str(exc), exc.line, exc.column), files=1)
+        checked = self._check(path, display, source, reuse=True)
+        if not checked.edits:
+            return checked.result
+        return self._fix(path, display, source, checked)
+
+    def _fix(self, path: Path, display: str, source: Source, checked: _Checked) -> LintResult:
+        """Apply fixes and re-check until nothing is left to fix; the findings reported are
+        those of the fixed text."""
+        text, count = source.text, 0
+        for _ in range(MAX_FIX_ROUNDS):
+            if checked.tree is None or not checked.edits:
+                break
+            fixed = apply_edits(checked.tree, checked.edits)
+            if fixed == text:
+                break
+            text, count = fixed, count + len({id(edit.node) for edit in checked.edits})
+            checked = self._check(path, display, Source(path, text), reuse=False)
+        result = checked.result
+        if text != source.text:
+            result.fixed.append(FixedFile(path, display, source.text, text, count))
+        return result
+
+    def _check(self, path: Path, display: str, source: Source, reuse: bool) -> _Checked:
+        """Lint ``source``; ``reuse``: the project may hold this file's tree already."""
+        result = LintResult(files=1)
         if _FILE_NOQA.search(source.text):
-            return result
+            return _Checked(result)
         rules = [rule for rule in self.rules if rule.applies_to(source.text) and self._allowed(rule.code, path)]
         if not rules:
             # No rule can fire: CPython's own parser still reports syntax errors, at a
             # fraction of libcst's cost.
             result.diagnostics.extend(self._syntax_check(display, source))
-            return result
+            return _Checked(result)
         # A file that an earlier file imports was parsed then; parse it only once.
-        known = self.project.get(path) if not source.cells else None
+        known = self.project.get(path) if reuse and not source.cells else None
         if known is not None:
             return self._analyse(known, rules, display, source, result)
         try:
@@ -99,15 +149,27 @@ class Linter:
             where = (f"syntax error (libcst): {exc.message}", exc.raw_line, exc.raw_column + 1)
             precise = self._syntax_check(display, source)
             result.diagnostics.extend(precise or self._syntax_error(display, source, where))
-            return result
+            return _Checked(result)
         return self._analyse(self.project.add(path, tree), rules, display, source, result)
 
     def _analyse(
         self, model: ModuleModel, rules: list[Rule], display: str, source: Source, result: LintResult
-    ) -> LintResult:
+    ) -> _Checked:
         reports = self._run_rules(rules, model, display, source, result)
-        result.diagnostics.extend(self._locate(reports, model, source, display))
-        return result
+        checked = _Checked(result, model.tree)
+        for diagnostic, edits in self._locate(reports, model, source, display):
+            result.diagnostics.append(diagnostic)
+            if diagnostic.fix in self.fixes:
+                checked.edits.extend(edits)
+        return checked
+
+    def _edits(self, code: str, report: Report, model: ModuleModel, source: Source) -> Sequence[Edit]:
+        fixer = all_fixers().get(code)
+        # Notebook cells are joined into one text; writing a fix back into the JSON is not
+        # supported, so notebook findings carry no fix.
+        if fixer is None or source.cells or source.path.suffix == ".ipynb":
+            return ()
+        return fixer.edits(report.node, model, self.evaluator)
 
     def _syntax_check(self, display: str, source: Source) -> list[Diagnostic]:
         try:
@@ -144,7 +206,7 @@ class Linter:
 
     def _locate(
         self, reports: list[tuple[Rule, Report]], model: ModuleModel, source: Source, display: str
-    ) -> Iterator[Diagnostic]:
+    ) -> Iterator[tuple[Diagnostic, Sequence[Edit]]]:
         if not reports:
             return
         lines = source.text.splitlines()
@@ -159,7 +221,8 @@ class Linter:
             seen.add((rule.code, start.line, start.column))
             cell, line = source.locate(start.line)
             _, end_line = source.locate(end.line)
-            yield Diagnostic(
+            edits = self._edits(rule.code, report, model, source)
+            diagnostic = Diagnostic(
                 code=rule.code,
                 name=rule.name,
                 severity=report.severity or rule.severity,
@@ -168,8 +231,9 @@ class Linter:
                 path=display,
                 span=Span(line, start.column + 1, end_line, end.column + 1),
                 cell=cell,
-                fix=report.fix,
+                fix=all_fixers()[rule.code].safety if edits else report.fix,
             )
+            yield diagnostic, edits
 
     def _parse_error(
         self, display: str, message: str, line: int, column: int, source: Source | None = None

@@ -15,14 +15,20 @@ SCRIPT = Path(__file__).resolve().parents[2] / "fixtures" / "probe_models" / "cl
 
 def invoke(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(probe_command, list(args))
-    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
+    assert not isinstance(result.exception, Exception) or isinstance(
+        result.exception, SystemExit
+    ), result.exception
     return result.exit_code, result.output
 
 
 def test_text_report_for_a_healthy_factory() -> None:
     code, output = invoke(f"{SCRIPT}:make", "--max-steps", "60")
     assert code == 0
-    assert "trainlint probe OK" in output and "overfit_batch" in output and "Gradient norm per layer" in output
+    assert (
+        "trainlint probe OK" in output
+        and "overfit_batch" in output
+        and "Gradient norm per layer" in output
+    )
 
 
 def test_default_factory_is_make() -> None:
@@ -35,7 +41,9 @@ def test_json_report_and_error_exit_status() -> None:
     assert code == 1
     data = json.loads(output)
     assert data["ok"] is False
-    assert {"check": "outputs", "code": "P201", "subject": "outputs"}.items() <= data["findings"][0].items()
+    assert {"check": "outputs", "code": "P201", "subject": "outputs"}.items() <= data["findings"][
+        0
+    ].items()
 
 
 def test_dict_factory() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 from conftest import ProbeRun
@@ -19,14 +19,19 @@ def test_bug_is_reported(name: str, probed: Callable[[str], ProbeRun]) -> None:
         matches = [
             f
             for f in run.report.findings
-            if f.code == expected.code and (expected.subject is None or f.subject == expected.subject)
+            if f.code == expected.code
+            and (expected.subject is None or f.subject == expected.subject)
         ]
-        assert matches, f"{name}: expected {expected}, got {[(f.code, f.subject) for f in run.report.findings]}"
+        assert matches, (
+            f"{name}: expected {expected}, got {[(f.code, f.subject) for f in run.report.findings]}"
+        )
         assert all(f.severity.rank >= Severity.WARNING.rank for f in matches)
 
 
 @pytest.mark.parametrize("name", sorted(HEALTHY))
-def test_healthy_pipeline_has_no_error_or_warning(name: str, probed: Callable[[str], ProbeRun]) -> None:
+def test_healthy_pipeline_has_no_error_or_warning(
+    name: str, probed: Callable[[str], ProbeRun]
+) -> None:
     report = probed(name).report
     loud = [(f.code, f.subject, f.message) for f in report.at_least(Severity.WARNING)]
     assert loud == []
@@ -49,13 +54,20 @@ def test_softmax_finding_names_the_static_twin(probed: Callable[[str], ProbeRun]
 
 def test_unused_branch_is_grouped_by_module(probed: Callable[[str], ProbeRun]) -> None:
     (found,) = probed("unused_branch").report.by_code("P501")
-    assert found.details["parameters"] == ["branch.0.weight", "branch.0.bias", "branch.2.weight", "branch.2.bias"]
+    assert found.details["parameters"] == [
+        "branch.0.weight",
+        "branch.0.bias",
+        "branch.2.weight",
+        "branch.2.bias",
+    ]
     assert "DistributedDataParallel" in found.message
 
 
 def test_detached_trunk_is_an_error_and_head_is_fine(probed: Callable[[str], ProbeRun]) -> None:
     findings = probed("detached_trunk").report.by_check("gradient_flow")
-    assert [(f.code, f.subject, f.severity) for f in findings] == [("P502", "trunk", Severity.ERROR)]
+    assert [(f.code, f.subject, f.severity) for f in findings] == [
+        ("P502", "trunk", Severity.ERROR)
+    ]
 
 
 def test_dead_relu_reports_the_fraction(probed: Callable[[str], ProbeRun]) -> None:
@@ -102,7 +114,9 @@ def test_zero_lr_also_explains_the_flat_overfit(probed: Callable[[str], ProbeRun
 
 def test_forward_error_names_the_user_line(probed: Callable[[str], ProbeRun]) -> None:
     (found,) = probed("forward_raises").report.by_code("P299")
-    assert found.details["location"].endswith("buggy.py:" + found.details["location"].rsplit(":", 1)[1])
+    assert found.details["location"].endswith(
+        "buggy.py:" + found.details["location"].rsplit(":", 1)[1]
+    )
     assert "probe_models" in found.details["location"] and "boom in user forward" in found.message
 
 

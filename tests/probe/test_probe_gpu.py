@@ -21,7 +21,9 @@ def test_probe_on_cuda_restores_state_and_rngs() -> None:
     torch.cuda.manual_seed(5)
     cuda_rng = torch.cuda.get_rng_state()
     before = capture(model, optimizer)
-    report = probe(model, loader, nn.CrossEntropyLoss(), optimizer, amp_dtype=torch.float16, max_steps=60)
+    report = probe(
+        model, loader, nn.CrossEntropyLoss(), optimizer, amp_dtype=torch.float16, max_steps=60
+    )
     assert_unchanged(before, capture(model, optimizer))
     assert torch.equal(torch.cuda.get_rng_state(), cuda_rng)
     assert report.ok and report.device.startswith("cuda")
@@ -30,7 +32,14 @@ def test_probe_on_cuda_restores_state_and_rngs() -> None:
 def test_device_argument_moves_a_cpu_model_and_back() -> None:
     pipeline = cnn_batchnorm()
     before = capture(pipeline.model, pipeline.optimizer)
-    report = probe(pipeline.model, pipeline.loader, nn.CrossEntropyLoss(), pipeline.optimizer, device="cuda", max_steps=30)
+    report = probe(
+        pipeline.model,
+        pipeline.loader,
+        nn.CrossEntropyLoss(),
+        pipeline.optimizer,
+        device="cuda",
+        max_steps=30,
+    )
     assert report.device.startswith("cuda")
     assert all(p.device.type == "cpu" for p in pipeline.model.parameters())
     assert_unchanged(before, capture(pipeline.model, pipeline.optimizer))
@@ -38,7 +47,10 @@ def test_device_argument_moves_a_cpu_model_and_back() -> None:
 
 def test_no_second_weight_copy_on_the_gpu() -> None:
     model = SmallCNN().cuda()
-    loader = [(torch.randn(16, 3, 12, 12, device="cuda"), torch.randint(0, 10, (16,), device="cuda")) for _ in range(3)]
+    loader = [
+        (torch.randn(16, 3, 12, 12, device="cuda"), torch.randint(0, 10, (16,), device="cuda"))
+        for _ in range(3)
+    ]
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     baseline = torch.cuda.memory_allocated()

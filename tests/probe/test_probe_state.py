@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -32,7 +32,9 @@ def _user_steps(pipeline: Pipeline, steps: int = 2) -> None:
 
 
 @pytest.mark.parametrize("factory", [mlp_adam, cnn_batchnorm, frozen_backbone])
-def test_trained_optimizer_and_batchnorm_stats_are_untouched(factory: Callable[[], Pipeline]) -> None:
+def test_trained_optimizer_and_batchnorm_stats_are_untouched(
+    factory: Callable[[], Pipeline],
+) -> None:
     pipeline = factory()
     _user_steps(pipeline)
     assert pipeline.optimizer is not None and pipeline.optimizer.state
@@ -89,7 +91,9 @@ def test_state_restored_when_user_forward_raises(after: int) -> None:
     x, y = classification_data()
     model = RaisesLater(after)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    run = run_probe(Pipeline(model, batches_of(x, y), nn.CrossEntropyLoss(), optimizer), max_steps=40)
+    run = run_probe(
+        Pipeline(model, batches_of(x, y), nn.CrossEntropyLoss(), optimizer), max_steps=40
+    )
     assert_unchanged(run.before, run.after)
     errors = [f for f in run.report.findings if f.code.endswith("99") or f.code == "P299"]
     assert errors and all("user forward failed" in f.message for f in errors)
@@ -99,7 +103,9 @@ def test_state_restored_when_user_forward_raises(after: int) -> None:
 def test_state_restored_with_empty_loader() -> None:
     model = mlp()
     optimizer = torch.optim.Adam(model.parameters())
-    run = run_probe(Pipeline(model, loader_of(*classification_data(n=0)), nn.CrossEntropyLoss(), optimizer))
+    run = run_probe(
+        Pipeline(model, loader_of(*classification_data(n=0)), nn.CrossEntropyLoss(), optimizer)
+    )
     assert [f.code for f in run.report.findings] == ["P191"]
     assert_unchanged(run.before, run.after)
 
@@ -124,7 +130,11 @@ def test_state_restored_after_out_of_memory() -> None:
     assert_unchanged(run.before, run.after)
     (oom,) = [f for f in run.report.findings if "out of memory" in f.message]
     assert oom.severity.value == "error"
-    assert all(c.status.value == "skipped" for c in run.report.checks if c.name in ("overfit_batch", "amp_overflow"))
+    assert all(
+        c.status.value == "skipped"
+        for c in run.report.checks
+        if c.name in ("overfit_batch", "amp_overflow")
+    )
 
 
 def test_state_restored_when_a_loader_raises() -> None:

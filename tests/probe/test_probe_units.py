@@ -67,8 +67,13 @@ def test_class_axis_follows_the_targets_shape() -> None:
 
 def test_collapse_groups_by_the_owning_module() -> None:
     universe = ["a.0.weight", "a.0.bias", "a.1.weight", "b.weight", "b.bias", "c"]
-    assert collapse(["a.0.weight", "a.0.bias", "a.1.weight"], universe) == {"a": ["a.0.weight", "a.0.bias", "a.1.weight"]}
-    assert collapse(["a.0.bias", "b.weight", "b.bias"], universe) == {"a.0.bias": ["a.0.bias"], "b": ["b.weight", "b.bias"]}
+    assert collapse(["a.0.weight", "a.0.bias", "a.1.weight"], universe) == {
+        "a": ["a.0.weight", "a.0.bias", "a.1.weight"]
+    }
+    assert collapse(["a.0.bias", "b.weight", "b.bias"], universe) == {
+        "a.0.bias": ["a.0.bias"],
+        "b": ["b.weight", "b.bias"],
+    }
     assert collapse(universe, universe) == {"model": universe}
 
 
@@ -80,7 +85,15 @@ def test_codes_are_grouped_per_check_and_documented() -> None:
     assert markdown_table() in section
 
 
-CHECKS_ORDER = {"data": 1, "outputs": 2, "initial_loss": 3, "overfit_batch": 4, "gradient_flow": 5, "optimizer": 6, "amp_overflow": 7}
+CHECKS_ORDER = {
+    "data": 1,
+    "outputs": 2,
+    "initial_loss": 3,
+    "overfit_batch": 4,
+    "gradient_flow": 5,
+    "optimizer": 6,
+    "amp_overflow": 7,
+}
 
 
 def test_report_json_render_and_raise() -> None:
@@ -98,7 +111,9 @@ def test_report_json_render_and_raise() -> None:
 
 
 def test_report_ok_and_nonfinite_json() -> None:
-    bad = Finding("initial_loss", "P304", Severity.ERROR, "nan", "fix", "loss", {"loss": float("nan")})
+    bad = Finding(
+        "initial_loss", "P304", Severity.ERROR, "nan", "fix", "loss", {"loss": float("nan")}
+    )
     report = ProbeReport([bad], [], "cpu", "unknown", 0, loss_curve=[float("inf")])
     assert not report.ok
     data = report.to_dict()
@@ -137,7 +152,9 @@ def test_package_surface_and_callable_module() -> None:
 
 def test_command_module_does_not_import_torch() -> None:
     code = "import sys, trainlint.probe.command, trainlint.probe; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False"
 
 

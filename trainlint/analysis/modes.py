@@ -28,7 +28,7 @@ import libcst as cst
 from trainlint.analysis import catalog
 from trainlint.analysis.flow import Action, Flow, _unwrap_iteration
 from trainlint.analysis.module import Loop, ModuleModel
-from trainlint.analysis.names import dotted, terminal_name
+from trainlint.analysis.names import dotted, root_name, terminal_name
 from trainlint.analysis.values import Evaluator, Instance, Obj, Value, call_arg, literal_value
 
 MAX_CALLER_DEPTH = 3
@@ -317,11 +317,9 @@ class Modes:
         """The first model call of an evaluation loop: a loop that runs a model without a
         backward pass or optimizer step, under ``no_grad`` or over held-out data."""
         held_out = iterates_eval_data(loop)
-        # Cheap syntactic checks first: evaluating every call of every loop is what costs.
-        if not held_out and not self._may_skip_grad(loop, module):
-            return None
         calls = self.model_calls(loop, module)
-        if not calls:
+        # Whether gradients are off can take a search through every caller: ask last.
+        if not calls or (not held_out and not self._may_skip_grad(loop, module)):
             return None
         actions = {event.action for event in self.flow.events(self.flow.loop_body(loop, module))}
         if actions & {Action.BACKWARD, Action.STEP}:
@@ -333,9 +331,13 @@ class Modes:
     def _may_skip_grad(self, loop: Loop, module: ModuleModel) -> bool:
         """Gradients are off around the loop, or some of its body turns them off."""
         function = module.enclosing_function(loop)
-        return self.grad_disabled(loop, module) or any(
+        if self._grad_off_locally(loop, module, function) or any(
             disables_grad(call) for call in self.calls_in(function, module) if module.is_within(call, loop.body)
-        )
+        ):
+            return True
+        # Looking through every caller is costly; only loops over data can be evaluation
+        # loops whose no_grad lives in a caller (loops over layers in a forward cannot).
+        return _iterates_data(loop) and self.grad_disabled(loop, module)
 
     # -- one loop iteration, helpers expanded -----------------------------------------------------
 
@@ -407,3 +409,20 @@ def model_name(call: cst.Call) -> str:
     """``model``, ``self.net``: how a model call names its model, for messages."""
     target = model_expression(call)
     return (dotted(target) if target is not None else None) or "the model"
+
+
+_LAYER_ITERATORS = frozenset({"range", "children", "modules", "parameters", "named_children", "named_modules",
+                              "named_parameters", "items", "keys", "values"})
+
+
+def _iterates_data(loop: Loop) -> bool:
+    """A ``for`` loop over something other than ``range(...)``, module structure or ``self``'s
+    own attributes (``for blk in self.blocks``)."""
+    if not isinstance(loop, cst.For):
+        return False
+    iterable = loop.iter
+    while isinstance(iterable, cst.Call) and terminal_name(iterable.func) in ("enumerate", "zip", "tqdm", "iter") and iterable.args:
+        iterable = iterable.args[0].value
+    if isinstance(iterable, cst.Call) and terminal_name(iterable.func) in _LAYER_ITERATORS:
+        return False
+    return root_name(iterable) != "self"

@@ -173,6 +173,12 @@ class ModuleModel:
         return self.class_of_method.get(function) if function is not None else None
 
 
+_INDEXED = frozenset(
+    {cst.Call, cst.For, cst.While, cst.Assign, cst.AnnAssign, cst.AugAssign, cst.NamedExpr, cst.WithItem,
+     cst.Import, cst.ImportFrom, cst.FunctionDef, cst.ClassDef, cst.Lambda}
+)
+
+
 class _Indexer:
     """Builds a :class:`ModuleModel` in one recursive walk."""
 
@@ -195,9 +201,11 @@ class _Indexer:
             m.parent[node] = parent
         m.order[node] = self.counter
         self.counter += 1
-        inner_scope, inner_cls = self._record(node, scope, cls)
+        # Most nodes (names, operators, literals) index nothing: skip the dispatch for them.
+        if type(node) in _INDEXED:
+            scope, cls = self._record(node, scope, cls)
         for child in iter_children(node):
-            self._visit(child, node, inner_scope, inner_cls)
+            self._visit(child, node, scope, cls)
 
     def _record(
         self, node: cst.CSTNode, scope: Scope, cls: cst.ClassDef | None

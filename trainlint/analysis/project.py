@@ -39,6 +39,13 @@ class Project:
         self._defined: set[str] = set()  # names of functions and classes in loaded modules
         self._directory_texts: dict[Path, list[tuple[Path, str]]] = {}
         self._symbols: dict[tuple[Path, str], tuple[ModuleModel, str] | None] = {}
+        self._accessed: set[Path] = set()
+
+    def start_tracking(self) -> set[Path]:
+        """A fresh set that collects every other module the analysis looks at from now on:
+        a cached result of a file stays valid only while those modules are unchanged."""
+        self._accessed = set()
+        return self._accessed
 
     def add(self, path: Path, tree: cst.Module) -> ModuleModel:
         """Register a module the caller already parsed."""
@@ -73,7 +80,9 @@ class Project:
         return False
 
     def loaded(self) -> list[ModuleModel]:
-        return [model for model in self._models.values() if model is not None]
+        models = [model for model in self._models.values() if model is not None]
+        self._accessed.update(model.path for model in models)
+        return models
 
     def callers_of(self, function: str, near: ModuleModel) -> list[ModuleModel]:
         """Loaded modules plus sibling files of ``near`` that mention ``function(``.
@@ -134,7 +143,10 @@ class Project:
         key = (importer.path.parent, qualname)
         if key not in self._symbols:
             self._symbols[key] = self._resolve_symbol(importer, qualname)
-        return self._symbols[key]
+        found = self._symbols[key]
+        if found is not None:
+            self._accessed.add(found[0].path)
+        return found
 
     def _resolve_symbol(
         self, importer: ModuleModel, qualname: str

@@ -13,7 +13,7 @@ import libcst as cst
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted
 from trainlint.analysis.values import Evaluator
-from trainlint.fixes import Edit, Fixer, FixSafety
+from trainlint.fixes import Edit, Fixer, FixSafety, name_uses
 
 OLD, NEW = "Adam", "AdamW"
 OPTIM_MODULES = frozenset({"torch.optim", "torch.optim.adam"})
@@ -32,7 +32,7 @@ class AdamToAdamWFixer(Fixer):
         if isinstance(func, cst.Name) and func.value == OLD:
             statement = _importing(model, OLD)
             if statement is not None:
-                return [Edit(func, func.with_changes(value=NEW)), Edit(statement, _with_name(statement, NEW))]
+                return [Edit(func, func.with_changes(value=NEW)), Edit(statement, _import_fixed(statement, model))]
         return []
 
 
@@ -51,12 +51,17 @@ def _importing(model: ModuleModel, name: str) -> cst.ImportFrom | None:
     return None
 
 
-def _with_name(statement: cst.ImportFrom, name: str) -> cst.ImportFrom:
-    """The import with ``name`` added after the others (``Adam`` stays: it may be used elsewhere)."""
+def _import_fixed(statement: cst.ImportFrom, model: ModuleModel) -> cst.ImportFrom:
+    """The import naming ``AdamW``: instead of ``Adam`` when this call was its only use,
+    else in addition to it (a linter would flag an unused import; a missing one breaks)."""
     assert isinstance(statement.names, Sequence)
-    if any(dotted(alias.name) == name for alias in statement.names):
-        return statement
     names = list(statement.names)
+    if any(dotted(alias.name) == NEW for alias in names):
+        return statement
+    if name_uses(model.tree, OLD) == 2:  # the import itself and this call
+        return statement.with_changes(
+            names=[alias.with_changes(name=cst.Name(NEW)) if dotted(alias.name) == OLD else alias for alias in names]
+        )
     last = names[-1]
     names[-1] = last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
-    return statement.with_changes(names=[*names, cst.ImportAlias(name=cst.Name(name))])
+    return statement.with_changes(names=[*names, cst.ImportAlias(name=cst.Name(NEW))])

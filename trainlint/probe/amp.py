@@ -9,7 +9,7 @@ train in float16 yet, so overflow findings are warnings ("if you enable float16 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,10 +80,14 @@ def check_forward(runner: Runner, batch: Any, setup: AmpSetup, pure_half: bool) 
     """Forward under autocast with hooks; the first overflowing module becomes the finding."""
     events: list[_Event] = []
     model = runner.model
-    context = contextlib.nullcontext() if pure_half else torch.autocast(setup.device.type, dtype=setup.dtype)
-    with _overflow_hooks(model, events, check_range=setup.dtype == torch.float16), context:
-        with torch.no_grad():
-            runner.step_loss(batch)
+    context = (
+        contextlib.nullcontext()
+        if pure_half
+        else torch.autocast(setup.device.type, dtype=setup.dtype)
+    )
+    hooks = _overflow_hooks(model, events, check_range=setup.dtype == torch.float16)
+    with hooks, context, torch.no_grad():
+        runner.step_loss(batch)
     if not events:
         return []
     return [_overflow_finding(events[0], setup)]
@@ -91,7 +95,7 @@ def check_forward(runner: Runner, batch: Any, setup: AmpSetup, pure_half: bool) 
 
 @contextlib.contextmanager
 def _overflow_hooks(model: nn.Module, events: list[_Event], check_range: bool) -> Iterator[None]:
-    def make(name: str):  # noqa: ANN202 - torch's hook signature
+    def make(name: str) -> Callable[[nn.Module, object, Any], None]:
         def hook(module: nn.Module, args: object, output: Any) -> None:
             if events:
                 return  # only the first offender matters: later ones inherit its values
@@ -146,7 +150,9 @@ def _overflow_finding(event: _Event, setup: AmpSetup) -> Finding:
     )
 
 
-def check_scaler(runner: Runner, batch: Any, setup: AmpSetup, optimizer: ProbeOptimizer, max_steps: int) -> tuple[list[Finding], str]:
+def check_scaler(
+    runner: Runner, batch: Any, setup: AmpSetup, optimizer: ProbeOptimizer, max_steps: int
+) -> tuple[list[Finding], str]:
     """A few float16 GradScaler steps: a collapsing scale or many skipped steps is a finding."""
     scaler = torch.amp.GradScaler(setup.device.type)
     opt = optimizer.build()

@@ -160,20 +160,28 @@ class _Session:
         return self._report()
 
     def _stages(self) -> bool:
-        """Run the stages in order; True when one ran out of memory."""
+        """Run the stages in order; True when one ran out of memory.
+
+        Each stage turns the user-code errors it expects into precise findings; anything
+        else raised inside a stage still becomes a finding (its ``Px99``), never a crash.
+        """
         stages = (
-            self._data,
-            self._optimizer,
-            self._first_steps,
-            self._overfit,
-            self._gradient_verdict,
-            self._amp,
+            (self._data, "P190", "preparing the batches"),
+            (self._optimizer, "P699", "rebuilding the optimizer"),
+            (self._first_steps, "P599", "the gradient batches"),
+            (self._overfit, "P499", "overfitting one batch"),
+            (self._gradient_verdict, "P599", "judging the gradients"),
+            (self._amp, "P799", "the autocast run"),
         )
-        for stage in stages:
+        for stage, code, doing in stages:
             try:
                 self._restart()
                 stage()
             except _Stop as stop:
+                self._skip_rest(str(stop))
+                return "out of memory" in str(stop)
+            except Exception as exc:  # noqa: BLE001 - user code the stage did not anticipate
+                stop = self._fail(code, doing, exc, "Fix the code at that line.")
                 self._skip_rest(str(stop))
                 return "out of memory" in str(stop)
         return False
@@ -212,29 +220,61 @@ class _Session:
         try:
             self.model.to(self.device)
         except Exception as exc:  # noqa: BLE001 - custom .to() overrides, out of memory
-            raise self._fail("P299", f"moving the model to {self.device}", exc, "Free device memory or probe on another device.") from None
+            raise self._fail(
+                "P299",
+                f"moving the model to {self.device}",
+                exc,
+                "Free device memory or probe on another device.",
+            ) from None
         try:
             drawn = draw(self.loader)
         except Exception as exc:  # noqa: BLE001 - user code
-            raise self._fail("P190", "iterating the loader", exc, "Fix the Dataset/collate code at that line.") from None
+            raise self._fail(
+                "P190", "iterating the loader", exc, "Fix the Dataset/collate code at that line."
+            ) from None
         if not drawn:
-            self._add([finding("P191", "the loader produced no batch", "Check the dataset length, filters and drop_last with a batch larger than the dataset.", subject="loader")])
+            self._add(
+                [
+                    finding(
+                        "P191",
+                        "the loader produced no batch",
+                        "Check the dataset length, filters and drop_last with a batch larger than the dataset.",
+                        subject="loader",
+                    )
+                ]
+            )
             raise _Stop("the loader is empty")
         try:
             kind = batch_kind(drawn[0], self.step_fn)
             self.runner = Runner(self.model, kind, self.loss_fn, self.step_fn)
         except BatchStructureError as exc:
             code = "P193" if "loss_fn" in str(exc) else "P192"
-            self._add([finding(code, str(exc), "Pass loss_fn for (inputs, targets) batches, or step_fn(model, batch) -> loss for anything else.", subject="batch")])
+            self._add(
+                [
+                    finding(
+                        code,
+                        str(exc),
+                        "Pass loss_fn for (inputs, targets) batches, or step_fn(model, batch) -> loss for anything else.",
+                        subject="batch",
+                    )
+                ]
+            )
             raise _Stop("the batch structure is not understood") from None
         try:
             self.batches = [to_device(b, self.device) for b in drawn]
         except Exception as exc:  # noqa: BLE001 - custom batch types may refuse .to()
-            raise self._fail("P190", f"moving the batch to {self.device}", exc, "Make batches tensors or nested tuples/lists/dicts of tensors.") from None
+            raise self._fail(
+                "P190",
+                f"moving the batch to {self.device}",
+                exc,
+                "Make batches tensors or nested tuples/lists/dicts of tensors.",
+            ) from None
         found = [f for b in self.batches for f in data.check_inputs(b, kind, self.model)]
         self._add(found)
         sizes = [batch_size(b) for b in self.batches]
-        self.summaries["data"] = f"{len(self.batches)} batch(es) of {sizes[0]} ({kind.value} batches)"
+        self.summaries["data"] = (
+            f"{len(self.batches)} batch(es) of {sizes[0]} ({kind.value} batches)"
+        )
         if any(f.severity is Severity.ERROR for f in found):
             raise _Stop("the data check found errors")
 
@@ -254,14 +294,16 @@ class _Session:
         with self.recorder.watching_calls():
             for index, batch in enumerate(self.batches[:GRADIENT_BATCHES]):
                 self.state.detach_grads()
-                forward, loss = self._checked_step(runner, batch, first=index == 0)
+                _, loss = self._checked_step(runner, batch, first=index == 0)
                 if not self._wants("gradient_flow"):
                     return
                 self._backward(loss, index)
         self._update_ratio()
         self._confirm_suspects()
 
-    def _checked_step(self, runner: Runner, batch: Any, first: bool) -> tuple[Forward, torch.Tensor]:
+    def _checked_step(
+        self, runner: Runner, batch: Any, first: bool
+    ) -> tuple[Forward, torch.Tensor]:
         """Forward, the pre-loss target check (the data gate), then the loss."""
         if runner.kind is BatchKind.DICT:
             # Dict models compute their loss inside forward: check the labels before that.
@@ -271,7 +313,12 @@ class _Session:
         try:
             forward = runner.forward(batch)
         except Exception as exc:  # noqa: BLE001 - user code
-            raise self._fail("P299", "the forward pass", exc, "Fix the model's forward (or step_fn) at that line; check input shapes and dtypes.") from None
+            raise self._fail(
+                "P299",
+                "the forward pass",
+                exc,
+                "Fix the model's forward (or step_fn) at that line; check input shapes and dtypes.",
+            ) from None
         if runner.kind is BatchKind.PAIR:
             self._gate_targets(forward, first)
         if first:
@@ -279,7 +326,12 @@ class _Session:
         try:
             loss = runner.loss(forward)
         except Exception as exc:  # noqa: BLE001 - user code
-            raise self._fail("P399", "the loss", exc, "Check output/target shapes and dtypes against what the loss expects.") from None
+            raise self._fail(
+                "P399",
+                "the loss",
+                exc,
+                "Check output/target shapes and dtypes against what the loss expects.",
+            ) from None
         if first:
             self._initial_loss(forward, loss)
         return forward, loss
@@ -303,18 +355,34 @@ class _Session:
         self.summaries["outputs"] = f"outputs {shape}" + (f" from {producer}" if producer else "")
 
     def _initial_loss(self, forward: Forward, loss: torch.Tensor) -> None:
-        found, summary = initial_loss.check_initial_loss(float(loss.detach()), self.task, _detached(forward.logits), forward.targets)
+        found, summary = initial_loss.check_initial_loss(
+            float(loss.detach()), self.task, _detached(forward.logits), forward.targets
+        )
         self._add(found)
         self.summaries["initial_loss"] = summary
 
     def _backward(self, loss: torch.Tensor, index: int) -> None:
         if not loss.requires_grad:
-            self._add([finding("P509", "the loss does not require grad: no trainable parameter influences it, so backward() fails and nothing trains", "Remove torch.no_grad()/.detach()/.item() on the path to the loss, and make sure some parameters require grad.", subject="loss")])
+            self._add(
+                [
+                    finding(
+                        "P509",
+                        "the loss does not require grad: no trainable parameter influences it, so backward() fails and nothing trains",
+                        "Remove torch.no_grad()/.detach()/.item() on the path to the loss, and make sure some parameters require grad.",
+                        subject="loss",
+                    )
+                ]
+            )
             raise _Stop("the loss does not depend on trainable parameters")
         try:
             loss.backward()
         except Exception as exc:  # noqa: BLE001 - user code (custom autograd functions, hooks)
-            raise self._fail("P599", f"backward on batch {index}", exc, "Fix the custom backward/hook at that line.") from None
+            raise self._fail(
+                "P599",
+                f"backward on batch {index}",
+                exc,
+                "Fix the custom backward/hook at that line.",
+            ) from None
         self.recorder.record(gradient_batch=True)
 
     def _update_ratio(self) -> None:
@@ -324,7 +392,9 @@ class _Session:
         opt = self.optimizer.build()
         held = {id(p) for group in opt.param_groups for p in group["params"]}
         opt.step()
-        ratios = gradient_flow.update_ratios(self.recorder, held, self.state.host_copies(self.recorder.params))
+        ratios = gradient_flow.update_ratios(
+            self.recorder, held, self.state.host_copies(self.recorder.params)
+        )
         self._add(gradient_flow.update_ratio_findings(ratios))
 
     def _confirm_suspects(self) -> None:
@@ -352,25 +422,40 @@ class _Session:
         runner = self._runner()
         batch = fixed_batch(self.batches)
         try:
-            runs = overfit.Runs(self._overfit_run(runner, batch, self.optimizer, "overfitting"), self.optimizer)
+            runs = overfit.Runs(
+                self._overfit_run(runner, batch, self.optimizer, "overfitting"), self.optimizer
+            )
             self.curve = runs.user.losses
             if not runs.user.passed and runs.user.judgeable and not self.optimizer.is_reference:
-                runs.reference = self._overfit_run(runner, batch, reference_optimizer(self.model), "reference run")
+                runs.reference = self._overfit_run(
+                    runner, batch, reference_optimizer(self.model), "reference run"
+                )
             model_curve = runs.reference or runs.user
             zeros = zero_inputs(batch, runner.kind)
             if not model_curve.passed and model_curve.judgeable and zeros is not None:
-                runs.control = self._overfit_run(runner, zeros, reference_optimizer(self.model), "zero-input control")
+                runs.control = self._overfit_run(
+                    runner, zeros, reference_optimizer(self.model), "zero-input control"
+                )
         except _Stop:
             raise
         except Exception as exc:  # noqa: BLE001 - user code
-            raise self._fail("P499", "overfitting one batch", exc, "Fix the code at that line; it ran fine on the first steps, so look for state that changes between steps.") from None
+            raise self._fail(
+                "P499",
+                "overfitting one batch",
+                exc,
+                "Fix the code at that line; it ran fine on the first steps, so look for state that changes between steps.",
+            ) from None
         self._add(overfit.judge(runs, self.max_steps))
         self.summaries["overfit_batch"] = overfit.summary(runs)
 
-    def _overfit_run(self, runner: Runner, batch: Any, optimizer: ProbeOptimizer, label: str) -> overfit.Curve:
+    def _overfit_run(
+        self, runner: Runner, batch: Any, optimizer: ProbeOptimizer, label: str
+    ) -> overfit.Curve:
         self._restart()
         with step_progress(label, self.max_steps) as on_step:
-            return overfit.run(runner, batch, optimizer, self.task, self.max_steps, self._union_grads, on_step)
+            return overfit.run(
+                runner, batch, optimizer, self.task, self.max_steps, self._union_grads, on_step
+            )
 
     def _union_grads(self) -> None:
         """Overfitting steps add to the gradient evidence until nothing is suspicious."""
@@ -403,10 +488,14 @@ class _Session:
         try:
             overflow = amp.check_forward(runner, batch, setup, pure_half)
             self._add(overflow)
-            summary = f"{dtype} autocast on {self.device.type}: " + ("overflow" if overflow else "no overflow")
+            summary = f"{dtype} autocast on {self.device.type}: " + (
+                "overflow" if overflow else "no overflow"
+            )
             if not overflow and not pure_half and setup.dtype == torch.float16:
                 self._restart()
-                scaler_findings, scaler_summary = amp.check_scaler(runner, batch, setup, self.optimizer, self.max_steps)
+                scaler_findings, scaler_summary = amp.check_scaler(
+                    runner, batch, setup, self.optimizer, self.max_steps
+                )
                 self._add(scaler_findings)
                 summary += f"; {scaler_summary}"
         except Exception as exc:  # noqa: BLE001 - user code under autocast
@@ -424,7 +513,9 @@ class _Session:
     def _report(self) -> ProbeReport:
         task = self.task.kind.value if self.task is not UNKNOWN else "unknown"
         return ProbeReport(
-            findings=sorted(self.findings, key=lambda f: (CHECKS.index(f.check), -f.severity.rank, f.code)),
+            findings=sorted(
+                self.findings, key=lambda f: (CHECKS.index(f.check), -f.severity.rank, f.code)
+            ),
             checks=[self._verdict(name) for name in self.selected],
             device=str(self.device),
             task=f"{task} ({self.task.loss_name})",

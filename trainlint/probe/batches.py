@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,9 +40,11 @@ def batch_kind(batch: Any, step_fn: StepFn | None) -> BatchKind:
         return BatchKind.PAIR
     if isinstance(batch, Mapping):
         return BatchKind.DICT
-    shape = f"{type(batch).__name__} of length {len(batch)}" if isinstance(
-        batch, (tuple, list)
-    ) else type(batch).__name__
+    shape = (
+        f"{type(batch).__name__} of length {len(batch)}"
+        if isinstance(batch, (tuple, list))
+        else type(batch).__name__
+    )
     raise BatchStructureError(
         f"the loader yields a {shape}; the probe understands (inputs, targets) pairs and "
         "dicts for model(**batch)"
@@ -185,7 +187,8 @@ class Forward:
         """The output tensor a task-aware check can inspect (HF ``.logits`` included)."""
         if isinstance(self.outputs, torch.Tensor):
             return self.outputs
-        return _field(self.outputs, "logits")
+        logits = _field(self.outputs, "logits")
+        return logits if isinstance(logits, torch.Tensor) else None
 
 
 def _field(obj: Any, name: str) -> Any:

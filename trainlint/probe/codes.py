@@ -2,8 +2,8 @@
 
 Codes are grouped per check (``P1xx`` data, ``P2xx`` outputs, ``P3xx`` initial_loss,
 ``P4xx`` overfit_batch, ``P5xx`` gradient_flow, ``P6xx`` optimizer, ``P7xx`` amp_overflow);
-``Px99`` always means "user code raised while this check ran". Codes are a public contract:
-never renumber one, only add. This module imports no torch so the CLI can list codes cheaply.
+``Px99`` (``P190`` for data) always means "user code raised while this check ran".
+Codes are a public contract: never renumber one, only add. This module imports no torch so the CLI can list codes cheaply.
 """
 
 from __future__ import annotations
@@ -48,16 +48,21 @@ _ALL: tuple[Code, ...] = (
     Code("P109", "data", _W, "batch of 1 with BatchNorm in train mode"),
     Code("P110", "data", _E, "token ids outside the embedding table"),
     Code("P111", "data", _W, "regression targets far from normalized (info when only mildly off)"),
-    Code("P190", "data", _E, "the loader raised while producing a batch"),
+    Code("P190", "data", _E, "the loader raised (or its batches could not be moved)"),
     Code("P191", "data", _E, "the loader produced no batch"),
     Code("P192", "data", _E, "unrecognised batch structure (pass step_fn)"),
     Code("P193", "data", _E, "(inputs, targets) batches need a loss_fn"),
-    Code("P201", "outputs", _E, "probabilities (softmax) fed to a loss expecting logits (TL101/TL103)"),
+    Code(
+        "P201",
+        "outputs",
+        _E,
+        "probabilities (softmax) fed to a loss expecting logits (TL101/TL103)",
+    ),
     Code("P202", "outputs", _E, "sigmoid output fed to BCEWithLogitsLoss (TL102)"),
     Code("P203", "outputs", _E, "raw logits fed to NLLLoss, which expects log-probabilities"),
     Code("P204", "outputs", _E, "NaN/Inf in the model outputs at initialization"),
     Code("P206", "outputs", _E, "output/target shapes broadcast in a regression loss"),
-    Code("P299", "outputs", _E, "the forward pass or the loss raised"),
+    Code("P299", "outputs", _E, "the forward pass raised (or the model could not be moved)"),
     Code("P301", "initial_loss", _E, "initial loss above 3x its expected value"),
     Code("P302", "initial_loss", _W, "initial loss above 1.5x its expected value"),
     Code("P303", "initial_loss", _W, "initial loss below 0.5x its expected value"),
@@ -80,13 +85,14 @@ _ALL: tuple[Code, ...] = (
     Code("P507", "gradient_flow", _W, "update/weight ratio after one step out of range"),
     Code("P508", "gradient_flow", _W, "dead units: most outputs of a layer get no gradient"),
     Code("P509", "gradient_flow", _E, "the loss does not depend on any trainable parameter"),
-    Code("P599", "gradient_flow", _E, "user code raised during backward"),
+    Code("P599", "gradient_flow", _E, "user code raised during the gradient batches"),
     Code("P601", "optimizer", _E, "trainable parameters missing from the optimizer"),
     Code("P602", "optimizer", _I, "frozen parameters inside the optimizer"),
     Code("P603", "optimizer", _E, "learning rate is 0"),
     Code("P604", "optimizer", _I, "learning rate is 0 because of scheduler warm-up"),
     Code("P605", "optimizer", _I, "optimizer could not be copied; probe used Adam"),
     Code("P606", "optimizer", _E, "the model has no trainable parameter"),
+    Code("P699", "optimizer", _E, "user code raised while the optimizer was rebuilt or stepped"),
     Code("P701", "amp_overflow", _E, "non-finite activation under float16 autocast"),
     Code("P702", "amp_overflow", _E, "activation beyond the float16 range"),
     Code("P703", "amp_overflow", _E, "GradScaler scale collapsed below 1"),

@@ -31,12 +31,30 @@ class ProbeUsageError(click.ClickException):
 
 @click.command("probe")
 @click.argument("target", metavar="SCRIPT.py[:FACTORY]")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Report format.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Overfitting steps (default 200).")
-@click.option("--device", default=None, help="Device to probe on, e.g. cpu or cuda:0 (default: the model's).")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Report format.",
+)
+@click.option(
+    "--max-steps", type=click.IntRange(min=1), default=None, help="Overfitting steps (default 200)."
+)
+@click.option(
+    "--device", default=None, help="Device to probe on, e.g. cpu or cuda:0 (default: the model's)."
+)
 @click.option("--check", "checks", multiple=True, help="Run only this check (repeatable).")
-@click.option("--seed", type=int, default=None, help="Seed for everything random in the probe (default 0).")
-@click.option("--amp-dtype", type=click.Choice(["float16", "bfloat16"]), default=None, help="The AMP dtype you train with.")
+@click.option(
+    "--seed", type=int, default=None, help="Seed for everything random in the probe (default 0)."
+)
+@click.option(
+    "--amp-dtype",
+    type=click.Choice(["float16", "bfloat16"]),
+    default=None,
+    help="The AMP dtype you train with.",
+)
 def probe_command(
     target: str,
     output_format: str,
@@ -56,7 +74,9 @@ def probe_command(
     try:
         from trainlint.probe.api import probe
     except ImportError as exc:
-        raise ProbeUsageError(f"the probe needs torch: pip install 'trainlint[probe]' ({exc})") from None
+        raise ProbeUsageError(
+            f"the probe needs torch: pip install 'trainlint[probe]' ({exc})"
+        ) from None
     kwargs = _call_factory(_load_script(path), factory_name, path)
     _apply_options(kwargs, max_steps, device, checks, seed, amp_dtype)
     try:
@@ -121,7 +141,9 @@ def _as_kwargs(built: Any, where: str) -> dict[str, Any]:
         return dict(built)
     if isinstance(built, (tuple, list)) and 2 <= len(built) <= 4:
         return dict(zip(_FACTORY_KEYS, built))
-    raise ProbeUsageError(f"{where} must return (model, loader, loss_fn, optimizer) or a dict, got {type(built).__name__}")
+    raise ProbeUsageError(
+        f"{where} must return (model, loader, loss_fn, optimizer) or a dict, got {type(built).__name__}"
+    )
 
 
 def _apply_options(

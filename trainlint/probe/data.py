@@ -28,7 +28,9 @@ def check_inputs(batch: Any, kind: BatchKind, model: nn.Module) -> list[Finding]
     named = tensors(inputs, "inputs" if kind is not BatchKind.DICT else "batch")
     findings = [f for name, t in named for f in _non_finite(name, t, "P101")]
     if targets is not None:
-        findings += [f for name, t in tensors(targets, "targets") for f in _non_finite(name, t, "P102")]
+        findings += [
+            f for name, t in tensors(targets, "targets") for f in _non_finite(name, t, "P102")
+        ]
     floats = [(n, t) for n, t in named if t.dtype.is_floating_point and "mask" not in n]
     findings += [f for name, t in floats for f in _scale(name, t)]
     findings += [f for name, t in floats for f in _constant(name, t)]
@@ -150,8 +152,10 @@ def _single_sample_batchnorm(batch: Any, model: nn.Module) -> list[Finding]:
 
 
 def _is_index_tensor(tensor: torch.Tensor) -> bool:
-    return not tensor.dtype.is_floating_point and not tensor.dtype.is_complex and (
-        tensor.dtype != torch.bool
+    return (
+        not tensor.dtype.is_floating_point
+        and not tensor.dtype.is_complex
+        and (tensor.dtype != torch.bool)
     )
 
 
@@ -194,7 +198,9 @@ def _class_targets(targets: torch.Tensor, logits: torch.Tensor | None, task: Tas
     if low >= 0 and not too_high:
         return []
     bound = f"[0, {classes})" if classes is not None else "non-negative"
-    ignore = f" (ignore_index={task.ignore_index} excluded)" if task.ignore_index is not None else ""
+    ignore = (
+        f" (ignore_index={task.ignore_index} excluded)" if task.ignore_index is not None else ""
+    )
     return [
         finding(
             "P103",
@@ -203,7 +209,12 @@ def _class_targets(targets: torch.Tensor, logits: torch.Tensor | None, task: Tas
             "Make the output layer as wide as the number of classes, remap labels to "
             "0..C-1 (1-based labels are a classic), and use ignore_index for padding.",
             subject="targets",
-            details={"min": low, "max": high, "classes": classes, "ignore_index": task.ignore_index},
+            details={
+                "min": low,
+                "max": high,
+                "classes": classes,
+                "ignore_index": task.ignore_index,
+            },
         )
     ]
 

@@ -6,8 +6,8 @@ import contextlib
 import os
 import sysconfig
 import traceback
-from collections.abc import Iterator
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from trainlint.diagnostics import Finding, Severity
 from trainlint.probe.codes import finding

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import statistics
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +29,7 @@ EXPLODE_RATIO, EXPLODE_FIRST, EXPLODE_ABS = 1e3, 1.0, 1e6
 # the second (Adam at lr=1e-3 lands around 1e-3..5e-2 on typical layers).
 RATIO_INFO = (1e-4, 1e-1)
 RATIO_WARN = (1e-5, 1.0)
+_Text = Callable[[str, list[str]], tuple[str, str]]
 _UNIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _TABLE_LAYERS = (nn.Embedding, nn.EmbeddingBag)
 
@@ -73,7 +74,7 @@ class GradientRecorder:
             for handle in handles:
                 handle.remove()
 
-    def _ran_hook(self, name: str):  # noqa: ANN202 - torch's hook signature
+    def _ran_hook(self, name: str) -> Callable[[nn.Module, object, object], None]:
         def hook(module: nn.Module, args: object, output: object) -> None:
             self.evidence.ran.add(name)
 
@@ -123,7 +124,7 @@ def _live_units(module: nn.Module) -> torch.Tensor | None:
     if isinstance(bias, torch.Tensor) and bias.requires_grad and bias.grad is not None:
         return (bias.grad != 0).detach().cpu()
     weight = module.weight
-    if weight.grad is None:
+    if not isinstance(weight, torch.Tensor) or weight.grad is None:
         return None
     return (weight.grad.reshape(weight.shape[0], -1) != 0).any(dim=1).detach().cpu()
 
@@ -162,11 +163,13 @@ def _called(recorder: GradientRecorder, name: str) -> bool:
     return not owner or owner in recorder.evidence.ran
 
 
-def _grouped(code: str, names: list[str], universe: list[str], text) -> list[Finding]:  # noqa: ANN001
-    return [
-        finding(code, *text(subject, members), subject=subject, details={"parameters": members})
-        for subject, members in collapse(names, universe).items()
-    ]
+def _grouped(code: str, names: list[str], universe: list[str], text: _Text) -> list[Finding]:
+    """One finding per module owning all of ``names`` below it; ``text`` gives message, hint."""
+    result = []
+    for subject, members in collapse(names, universe).items():
+        message, hint = text(subject, members)
+        result.append(finding(code, message, hint, subject=subject, details={"parameters": members}))
+    return result
 
 
 def _unused_text(subject: str, members: list[str]) -> tuple[str, str]:
@@ -270,8 +273,11 @@ def _norm_findings(recorder: GradientRecorder) -> list[Finding]:
     if not norms:
         return result
     worst = max(norms, key=norms.__getitem__)
-    growing = len(layers) >= 3 and norms[layers[-1]] > 0 and norms[layers[0]] > EXPLODE_FIRST and (
-        norms[layers[0]] / norms[layers[-1]] > EXPLODE_RATIO
+    growing = (
+        len(layers) >= 3
+        and norms[layers[-1]] > 0
+        and norms[layers[0]] > EXPLODE_FIRST
+        and (norms[layers[0]] / norms[layers[-1]] > EXPLODE_RATIO)
     )
     if growing or norms[worst] > EXPLODE_ABS:
         result.append(
@@ -300,8 +306,10 @@ def update_ratio_findings(ratios: dict[str, float]) -> list[Finding]:
     severity = Severity.WARNING if not low_warn <= median <= high_warn else Severity.INFO
     too_big = median > high_info
     worst = max(ratios, key=ratios.__getitem__) if too_big else min(ratios, key=ratios.__getitem__)
-    direction = "large: the learning rate is probably too high" if too_big else (
-        "small: the learning rate is probably too low"
+    direction = (
+        "large: the learning rate is probably too high"
+        if too_big
+        else ("small: the learning rate is probably too low")
     )
     return [
         finding(
@@ -329,7 +337,11 @@ def update_ratios(
     for name in _weight_layers(recorder):
         param = recorder.params[name]
         # Zero-gradient layers are reported on their own; their ratio of 0 would skew the median.
-        if id(param) not in optimized or name not in before or name not in recorder.evidence.nonzero:
+        if (
+            id(param) not in optimized
+            or name not in before
+            or name not in recorder.evidence.nonzero
+        ):
             continue
         old = before[name].to(param.device, non_blocking=False)
         norm = float(old.float().norm())

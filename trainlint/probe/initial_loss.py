@@ -72,11 +72,15 @@ def expect(task: Task, logits: torch.Tensor | None, targets: Any) -> Expectation
         return None
     expectation, count = per_element
     if task.reduction == "sum":
-        return Expectation(expectation.value * count, f"{count} × {expectation.label}", expectation.floor * count)
+        return Expectation(
+            expectation.value * count, f"{count} × {expectation.label}", expectation.floor * count
+        )
     return expectation
 
 
-def _per_element(task: Task, logits: torch.Tensor | None, targets: torch.Tensor) -> tuple[Expectation, int] | None:
+def _per_element(
+    task: Task, logits: torch.Tensor | None, targets: torch.Tensor
+) -> tuple[Expectation, int] | None:
     if task.classification:
         return _classification(task, logits, targets)
     if task.binary and targets.dtype.is_floating_point:
@@ -89,7 +93,9 @@ def _per_element(task: Task, logits: torch.Tensor | None, targets: torch.Tensor)
     return None
 
 
-def _classification(task: Task, logits: torch.Tensor | None, targets: torch.Tensor) -> tuple[Expectation, int] | None:
+def _classification(
+    task: Task, logits: torch.Tensor | None, targets: torch.Tensor
+) -> tuple[Expectation, int] | None:
     axis = class_axis(task, logits, targets)
     if logits is None or axis is None:
         return None
@@ -111,13 +117,19 @@ def _binary(task: Task, targets: torch.Tensor) -> Expectation:
 
     ``pos_weight`` multiplies the positive terms, so the zero-logit loss grows with it.
     """
-    flat = targets.double().reshape(targets.shape[0], -1) if targets.dim() else targets.double().reshape(1, 1)
+    flat = (
+        targets.double().reshape(targets.shape[0], -1)
+        if targets.dim()
+        else targets.double().reshape(1, 1)
+    )
     if task.pos_weight is not None:
         weight = task.pos_weight.detach().double().to(flat.device)
         factor = float((flat * weight + (1 - flat)).mean())
         return Expectation(math.log(2) * factor, f"{factor:.3g} × log 2 (pos_weight)", 0.0)
     prior = flat.mean(dim=0).clamp(0.0, 1.0)
-    entropy = -(prior * prior.clamp_min(1e-12).log() + (1 - prior) * (1 - prior).clamp_min(1e-12).log())
+    entropy = -(
+        prior * prior.clamp_min(1e-12).log() + (1 - prior) * (1 - prior).clamp_min(1e-12).log()
+    )
     return Expectation(math.log(2), "log 2", float(entropy.mean()))
 
 
@@ -138,13 +150,21 @@ def _logit_scale(logits: torch.Tensor | None) -> dict[str, float]:
 
 
 def _compare(
-    loss: float, expectation: Expectation, task: Task, details: dict[str, Any], scale: dict[str, float]
+    loss: float,
+    expectation: Expectation,
+    task: Task,
+    details: dict[str, Any],
+    scale: dict[str, float],
 ) -> list[Finding]:
     ratio = loss / expectation.value
     details["ratio"] = ratio
     # A wrapper around the loss may add terms or rescale: report, but do not accuse.
     severity = None if task.direct else Severity.INFO
-    scale_text = f" (logit std {scale['logit_std']:.3g}, max |logit| {scale['logit_absmax']:.3g})" if scale else ""
+    scale_text = (
+        f" (logit std {scale['logit_std']:.3g}, max |logit| {scale['logit_absmax']:.3g})"
+        if scale
+        else ""
+    )
     head = f"initial loss {loss:.4g} is {ratio:.2f}x the expected {expectation.label} = {expectation.value:.4g}"
     if ratio > WARN_HIGH:
         code = "P301" if ratio > ERROR_HIGH else "P302"
@@ -158,7 +178,11 @@ def _compare(
                 "The initial predictions are much larger than the targets: check the output "
                 "layer's initialization and the input/target scaling."
             )
-        return [finding(code, head + scale_text, hint, subject="loss", details=details, severity=severity)]
+        return [
+            finding(
+                code, head + scale_text, hint, subject="loss", details=details, severity=severity
+            )
+        ]
     if loss < WARN_LOW * expectation.floor:
         return [
             finding(

@@ -9,8 +9,9 @@ also the reference that tells "your optimizer settings are off" from "the model 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,7 +44,9 @@ def reference_optimizer(model: nn.Module) -> ProbeOptimizer:
     )
 
 
-def probe_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> tuple[ProbeOptimizer, list[Finding]]:
+def probe_optimizer(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None
+) -> tuple[ProbeOptimizer, list[Finding]]:
     """A copy of the user's optimizer (or the reference Adam), plus a P605 if copying failed."""
     if optimizer is None:
         return reference_optimizer(model), []
@@ -78,7 +81,7 @@ def _group_copy(group: dict[str, Any]) -> dict[str, Any]:
 
 
 def _copier(
-    cls: type[torch.optim.Optimizer], groups: list[dict[str, Any]], defaults: dict[str, Any]
+    cls: Callable[..., torch.optim.Optimizer], groups: list[dict[str, Any]], defaults: dict[str, Any]
 ) -> OptimizerFactory:
     """Build with the groups alone; pass accepted defaults too when the class requires them."""
     accepted = inspect.signature(cls.__init__).parameters
@@ -160,7 +163,9 @@ def _missing(
     ]
 
 
-def _frozen(named: list[tuple[str, nn.Parameter]], optimizer: torch.optim.Optimizer) -> list[Finding]:
+def _frozen(
+    named: list[tuple[str, nn.Parameter]], optimizer: torch.optim.Optimizer
+) -> list[Finding]:
     held = _optimized_ids(optimizer)
     frozen = [name for name, p in named if not p.requires_grad and id(p) in held]
     universe = [name for name, _ in named]

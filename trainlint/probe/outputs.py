@@ -48,7 +48,12 @@ def check_outputs(logits: torch.Tensor | None, targets: Any, task: Task) -> list
     axis = class_axis(task, values, targets)
     if task.classification and _is_distribution(values, producer, axis):
         return [_probabilities(task, producer)]
-    if task.kind is Kind.LOG_PROBS and axis is not None and producer != "LogSoftmax" and not _rows_are_log_probs(values, axis):
+    if (
+        task.kind is Kind.LOG_PROBS
+        and axis is not None
+        and producer != "LogSoftmax"
+        and not _rows_are_log_probs(values, axis)
+    ):
         return [_raw_logits_to_nll(values, axis, task)]
     if task.kind is Kind.BINARY_LOGITS:
         return _squashed_binary(values, producer, task)

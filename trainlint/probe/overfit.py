@@ -9,10 +9,12 @@ from "cannot optimize".
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -24,6 +26,7 @@ from trainlint.probe.task import Kind, Task, class_axis
 
 TARGET_FRACTION = 0.05  # pass when the loss reaches 5% of its start
 MOVED = 0.98  # a best loss above 98% of the start means the loss did not move
+MIN_JUDGED_STEPS = 20  # fewer steps tell a slow start from a stuck model only by NaN
 IMPROVING = 0.02  # the last quarter of a run lowers the best loss by 2% of the start
 SAME_AS_CONTROL = 0.9  # real-input best no better than 90% of the zero-input best
 OSCILLATION_SHARE, OSCILLATION_AMPLITUDE = 0.4, 0.05
@@ -75,10 +78,10 @@ class Curve:
 
     @property
     def oscillating(self) -> bool:
-        diffs = [b - a for a, b in zip(self.losses, self.losses[1:])]
+        diffs = [b - a for a, b in itertools.pairwise(self.losses)]
         if len(diffs) < 10:
             return False
-        flips = sum(1 for a, b in zip(diffs, diffs[1:]) if a * b < 0) / (len(diffs) - 1)
+        flips = sum(1 for a, b in itertools.pairwise(diffs) if a * b < 0) / (len(diffs) - 1)
         amplitude = statistics.fmean(abs(d) for d in diffs)
         return flips > OSCILLATION_SHARE and amplitude > OSCILLATION_AMPLITUDE * self.start
 
@@ -128,7 +131,11 @@ def _all_correct(forward: Forward, task: Task) -> bool:
         predicted = logits.argmax(dim=axis)
         if predicted.shape != targets.shape:
             return False
-        keep = targets != task.ignore_index if task.ignore_index is not None else torch.ones_like(targets, dtype=torch.bool)
+        keep = (
+            targets != task.ignore_index
+            if task.ignore_index is not None
+            else torch.ones_like(targets, dtype=torch.bool)
+        )
         return bool(keep.any()) and bool((predicted[keep] == targets[keep]).all())
     if task.binary and logits.shape == targets.shape:
         hard = (targets == 0) | (targets == 1)
@@ -172,9 +179,19 @@ def judge(runs: Runs, max_steps: int) -> list[Finding]:
         return [_optimizer_settings(user, runs.optimizer, max_steps, details)]
     model_curve = reference or user
     if model_curve.nonfinite:
-        return [_diverged(model_curve, "the model or loss produces NaN/Inf even with Adam(lr=1e-3)", details)]
+        return [
+            _diverged(
+                model_curve, "the model or loss produces NaN/Inf even with Adam(lr=1e-3)", details
+            )
+        ]
+    if len(model_curve.losses) < MIN_JUDGED_STEPS:
+        return [
+            _still_improving(model_curve, max_steps, details, " (too few steps to judge the curve)")
+        ]
     if model_curve.rising or model_curve.oscillating:
         return [_unstable(model_curve, details)]
+    if model_curve.improving:
+        return [_still_improving(model_curve, max_steps, details)]
     control = runs.control
     if (
         control is not None
@@ -207,7 +224,7 @@ def judge(runs: Runs, max_steps: int) -> list[Finding]:
                 details=details,
             )
         ]
-    if model_curve.improving or model_curve.best <= 0.5 * model_curve.start:
+    if model_curve.best <= 0.5 * model_curve.start:
         return [_still_improving(model_curve, max_steps, details)]
     return [
         finding(
@@ -223,11 +240,21 @@ def judge(runs: Runs, max_steps: int) -> list[Finding]:
     ]
 
 
-def _optimizer_settings(user: Curve, optimizer: ProbeOptimizer, max_steps: int, details: dict[str, Any]) -> Finding:
+def _optimizer_settings(
+    user: Curve, optimizer: ProbeOptimizer, max_steps: int, details: dict[str, Any]
+) -> Finding:
     """The reference Adam overfits, the user's optimizer does not: blame its settings."""
     name = optimizer.description
+    if len(user.losses) < MIN_JUDGED_STEPS and not user.nonfinite:
+        return _still_improving(
+            user, max_steps, details, f" with {name} (too few steps to judge the curve)"
+        )
     if user.nonfinite:
-        return _diverged(user, f"{name} diverges where Adam(lr=1e-3) overfits: the learning rate is too high", details)
+        return _diverged(
+            user,
+            f"{name} diverges where Adam(lr=1e-3) overfits: the learning rate is too high",
+            details,
+        )
     if user.rising or user.oscillating:
         return _unstable(user, details, name)
     if not user.moved:
@@ -243,11 +270,13 @@ def _optimizer_settings(user: Curve, optimizer: ProbeOptimizer, max_steps: int, 
     return _still_improving(user, max_steps, details, f" with {name} (Adam(lr=1e-3) overfits it)")
 
 
-def _still_improving(curve: Curve, max_steps: int, details: dict[str, Any], note: str = "") -> Finding:
+def _still_improving(
+    curve: Curve, max_steps: int, details: dict[str, Any], note: str = ""
+) -> Finding:
     return finding(
         "P406",
-        f"the batch was not memorised in {max_steps} steps{note}, but the loss is falling "
-        f"({curve.start:.4g} → best {curve.best:.4g})",
+        f"the batch was not memorised in {max_steps} steps{note}; the loss went "
+        f"{curve.start:.4g} → best {curve.best:.4g}",
         "Probably fine: rerun with a larger max_steps to confirm.",
         subject="model",
         details=details,
@@ -282,7 +311,12 @@ def _details(runs: Runs) -> dict[str, Any]:
     def curve_info(curve: Curve | None) -> dict[str, Any] | None:
         if curve is None or not curve.losses:
             return None
-        return {"steps": len(curve.losses), "start": curve.start, "best": curve.best, "last": curve.losses[-1]}
+        return {
+            "steps": len(curve.losses),
+            "start": curve.start,
+            "best": curve.best,
+            "last": curve.losses[-1],
+        }
 
     return {
         "optimizer": runs.optimizer.description,

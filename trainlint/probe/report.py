@@ -98,7 +98,10 @@ class ProbeReport:
         """
         bad = self.at_least(min_severity)
         if bad:
-            lines = [f"{f.code} {f.severity.value} [{f.check}] {f.subject or '-'}: {f.message}" for f in bad]
+            lines = [
+                f"{f.code} {f.severity.value} [{f.check}] {f.subject or '-'}: {f.message}"
+                for f in bad
+            ]
             raise ProbeFailure("trainlint probe found:\n" + "\n".join(lines))
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,7 +117,8 @@ class ProbeReport:
             "grad_norms": [{"layer": layer, "norm": norm} for layer, norm in self.grad_norms],
             "overfit_curve": self.loss_curve,
         }
-        return _json_ready(data)
+        ready: dict[str, Any] = _json_ready(data)
+        return ready
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield _header(self)
@@ -133,7 +137,11 @@ class ProbeReport:
 def render(report: ProbeReport, color: bool, width: int = 110) -> str:
     buffer = io.StringIO()
     console = Console(
-        file=buffer, width=width, force_terminal=color, color_system="auto" if color else None, highlight=False
+        file=buffer,
+        width=width,
+        force_terminal=color,
+        color_system="auto" if color else None,
+        highlight=False,
     )
     console.print(report)
     return buffer.getvalue().rstrip("\n")
@@ -170,7 +178,12 @@ def _findings_table(findings: list[Finding]) -> Table:
     table.add_column("message and fix", overflow="fold", ratio=1)
     for f in findings:
         body = Text.assemble(f.message, "\n", ("fix: ", "bold"), f.hint)
-        table.add_row(f.code, Text(f.severity.value, style=_SEVERITY_STYLE[f.severity]), f.subject or "-", body)
+        table.add_row(
+            f.code,
+            Text(f.severity.value, style=_SEVERITY_STYLE[f.severity]),
+            f.subject or "-",
+            body,
+        )
     return table
 
 
@@ -200,7 +213,9 @@ def _sparkline(values: list[float]) -> Text:
     low, high = min(finite), max(finite)
     span = (high - low) or 1.0
     chars = "".join(
-        _SPARK[min(len(_SPARK) - 1, int((v - low) / span * len(_SPARK)))] if math.isfinite(v) else "×"
+        _SPARK[min(len(_SPARK) - 1, int((v - low) / span * len(_SPARK)))]
+        if math.isfinite(v)
+        else "×"
         for v in _downsample(values, 60)
     )
     return Text(f"{chars}  {values[0]:.4g} → {values[-1]:.4g} ({len(values)} steps)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,9 +59,11 @@ class ModelState:
             if saved.tensor.grad is not None:
                 saved.tensor.grad = None
 
-    def host_copies(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def host_copies(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The host snapshot of each named tensor (the values before the probe touched it)."""
-        return {name: self._saved[id(t)].host for name, t in tensors.items() if id(t) in self._saved}
+        return {
+            name: self._saved[id(t)].host for name, t in tensors.items() if id(t) in self._saved
+        }
 
     def reset_values(self) -> None:
         """Between stages: copy the snapshot into the tensors in use now, on their device.
@@ -98,7 +101,9 @@ def _pairs(live: dict[str, Any], saved: dict[str, Any]) -> list[tuple[torch.Tens
     return [
         (live[name], original)
         for name, original in saved.items()
-        if original is not None and isinstance(live.get(name), torch.Tensor) and live[name].shape == original.shape
+        if original is not None
+        and isinstance(live.get(name), torch.Tensor)
+        and live[name].shape == original.shape
     ]
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import enum
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -159,7 +160,12 @@ def infer_task(loss_fn: Any) -> Task:
         return UNKNOWN
     # Several objects of one family still name one task; sorted for determinism.
     first = sorted(referenced, key=lambda t: (t.loss_name, str(t.ignore_index)))[0]
-    return replace(first, loss_name=f"{first.loss_name} (inside {_name(loss_fn)})", direct=False, pos_weight=None)
+    return replace(
+        first,
+        loss_name=f"{first.loss_name} (inside {_name(loss_fn)})",
+        direct=False,
+        pos_weight=None,
+    )
 
 
 def _name(fn: Any) -> str:
@@ -176,7 +182,12 @@ def infer_dict_task(logits: torch.Tensor | None, labels: Any) -> Task:
     if not isinstance(logits, torch.Tensor) or not isinstance(labels, torch.Tensor):
         return UNKNOWN
     if not labels.dtype.is_floating_point and labels.shape == logits.shape[:-1]:
-        return Task(Kind.MULTICLASS, "model loss (cross-entropy)", ignore_index=HF_IGNORE_INDEX, class_dim=-1)
+        return Task(
+            Kind.MULTICLASS,
+            "model loss (cross-entropy)",
+            ignore_index=HF_IGNORE_INDEX,
+            class_dim=-1,
+        )
     if labels.dtype.is_floating_point and labels.shape == logits.shape:
         finite = labels[torch.isfinite(labels)]
         if finite.numel() and bool(((finite == 0) | (finite == 1)).all()):

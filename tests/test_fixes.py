@@ -1,0 +1,236 @@
+"""Autofixes: each fixer's rewrite, idempotence, re-linting clean, safety, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from trainlint.catalogue import page_for, pages
+from trainlint.cli import main
+from trainlint.config import Settings
+from trainlint.diagnostics import Diagnostic
+from trainlint.fixes import FixSafety, all_fixers, fix_safety
+from trainlint.linter import Linter
+
+BAD_BLOCK = re.compile(r"```python bad\n(?P<code>.*?)```", re.DOTALL)
+EVERY_SAFETY = frozenset(FixSafety)
+
+
+def fix(tmp_path: Path, source: str, safeties: frozenset[FixSafety] = EVERY_SAFETY, name: str = "example.py") -> tuple[str, list[Diagnostic]]:
+    """The fixed text of ``source`` and the findings left in it."""
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'example'\n")
+    path = tmp_path / name
+    path.write_text(source, encoding="utf-8")
+    result = Linter(Settings(root=tmp_path), safeties).lint_file(path)
+    assert not result.errors, result.errors
+    return (result.fixed[0].fixed if result.fixed else source), result.diagnostics
+
+
+def _page_examples() -> list[tuple[str, str]]:
+    found = []
+    for code in sorted(all_fixers()):
+        page = page_for(code)
+        assert page is not None
+        found += [(code, m.group("code")) for m in BAD_BLOCK.finditer(page.read_text(encoding="utf-8"))]
+    return found
+
+
+@pytest.mark.parametrize(("code", "source"), _page_examples(), ids=lambda v: str(v)[:10])
+def test_fixed_page_examples_lint_clean_and_fix_idempotently(tmp_path: Path, code: str, source: str) -> None:
+    fixed, left = fix(tmp_path, source)
+    offered = [d for d in left if d.code == code and d.fix is not None]
+    assert not offered, f"{code}: a fix is still offered after fixing: {offered}"
+    if fixed != source:
+        again, _ = fix(tmp_path, fixed)
+        assert again == fixed, "applying the fixes twice changed the code again"
+        assert not [d for d in left if d.code == code], f"{code} still fires on the fixed example:\n{fixed}"
+
+
+def test_every_fixer_fixes_at_least_one_page_example(tmp_path: Path) -> None:
+    fixed_codes = {code for code, source in _page_examples() if fix(tmp_path, source)[0] != source}
+    assert fixed_codes == set(all_fixers())
+
+
+AMP = """\
+import torch
+from torch.cuda.amp import autocast, GradScaler  # old API
+
+scaler = GradScaler(65536.0, enabled=use_amp)
+with autocast(True):  # keep this comment
+    out = model(x)
+with torch.cuda.amp.autocast(dtype=torch.bfloat16):
+    out = model(x)
+"""
+
+AMP_FIXED = """\
+import torch
+from torch.amp import autocast, GradScaler  # old API
+
+scaler = GradScaler("cuda", init_scale=65536.0, enabled=use_amp)
+with autocast("cuda", enabled=True):  # keep this comment
+    out = model(x)
+with torch.amp.autocast("cuda", dtype=torch.bfloat16):
+    out = model(x)
+"""
+
+
+def test_tl505_moves_to_torch_amp_and_keeps_comments(tmp_path: Path) -> None:
+    fixed, left = fix(tmp_path, AMP, frozenset({FixSafety.SAFE}))
+    assert fixed == AMP_FIXED
+    assert not [d for d in left if d.code == "TL505"]
+
+
+def test_tl505_leaves_an_import_whose_calls_cannot_be_rewritten(tmp_path: Path) -> None:
+    source = "from torch.cuda.amp import autocast\n\nwith autocast(*flags):\n    out = model(x)\n"
+    fixed, left = fix(tmp_path, source)
+    assert fixed == source
+    assert any(d.code == "TL505" and d.fix is None for d in left)
+
+
+ADAM = """\
+import torch
+from torch.optim import Adam
+
+opt = Adam(model.parameters(), lr=3e-4, weight_decay=1e-2)
+"""
+
+
+def test_tl402_is_unsafe_and_applied_only_with_unsafe_fixes(tmp_path: Path) -> None:
+    safe_only, left = fix(tmp_path, ADAM, frozenset({FixSafety.SAFE}))
+    assert safe_only == ADAM
+    assert [d.fix for d in left if d.code == "TL402"] == [FixSafety.UNSAFE]
+    fixed, _ = fix(tmp_path, ADAM)
+    assert fixed == ADAM.replace("import Adam", "import AdamW").replace("= Adam(", "= AdamW(")
+
+
+def test_tl402_keeps_adam_imported_when_still_used(tmp_path: Path) -> None:
+    source = ADAM + "plain = Adam(head.parameters(), lr=1e-3)\n"
+    fixed, _ = fix(tmp_path, source)
+    assert "from torch.optim import Adam, AdamW\n" in fixed
+    assert "opt = AdamW(" in fixed and "plain = Adam(" in fixed
+
+
+ACCUMULATE = """\
+total = 0.0
+for x, y in loader:
+    loss = criterion(model(x), y)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    total += loss * x.size(0)  # running sum
+"""
+
+
+def test_tl205_parenthesizes_compound_values(tmp_path: Path) -> None:
+    fixed, left = fix(tmp_path, ACCUMULATE, frozenset({FixSafety.SAFE}))
+    assert "    total += (loss * x.size(0)).item()  # running sum\n" in fixed
+    assert not [d for d in left if d.code == "TL205"]
+
+
+SOFTMAX = """\
+import torch.nn.functional as F
+
+for x, y in loader:
+    logits = model(x)
+    probs = F.softmax(logits, dim=1)
+    loss = F.cross_entropy(probs, y)
+    loss.backward()
+"""
+
+
+def test_tl101_drops_a_softmax_used_only_by_the_loss(tmp_path: Path) -> None:
+    fixed, left = fix(tmp_path, SOFTMAX)
+    assert "    probs = logits\n" in fixed
+    assert not [d for d in left if d.code == "TL101"]
+
+
+def test_tl101_keeps_a_softmax_used_elsewhere(tmp_path: Path) -> None:
+    source = SOFTMAX + "    accuracy = (probs.argmax(1) == y).float().mean()\n"
+    fixed, left = fix(tmp_path, source)
+    assert fixed == source
+    assert [d.fix for d in left if d.code == "TL101"] == [None]
+
+
+def test_tl102_drops_an_inline_sigmoid(tmp_path: Path) -> None:
+    source = "import torch\nimport torch.nn.functional as F\n\nloss = F.binary_cross_entropy_with_logits(torch.sigmoid(model(x)), y)\n"
+    fixed, _ = fix(tmp_path, source)
+    assert fixed == "import torch\nimport torch.nn.functional as F\n\nloss = F.binary_cross_entropy_with_logits(model(x), y)\n"
+
+
+PLATEAU = """\
+import torch
+
+scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+for epoch in range(10):
+    train_one_epoch()
+    val_loss = evaluate()
+    scheduler.step()
+"""
+
+
+def test_tl304_passes_the_evident_metric(tmp_path: Path) -> None:
+    fixed, left = fix(tmp_path, PLATEAU)
+    assert "    scheduler.step(val_loss)\n" in fixed
+    assert not [d for d in left if d.code == "TL304"]
+
+
+def test_tl304_without_an_evident_metric_is_not_fixed(tmp_path: Path) -> None:
+    source = PLATEAU.replace("val_loss = evaluate()", "evaluate()")
+    fixed, left = fix(tmp_path, source)
+    assert fixed == source
+    assert [d.fix for d in left if d.code == "TL304"] == [None]
+
+
+def test_noqa_findings_are_not_fixed(tmp_path: Path) -> None:
+    source = ADAM.replace("weight_decay=1e-2)", "weight_decay=1e-2)  # noqa: TL402")
+    assert fix(tmp_path, source)[0] == source
+
+
+def test_cli_fix_writes_safe_fixes_and_diff_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("train.py").write_text(AMP + ADAM)
+    runner = CliRunner()
+    diff = runner.invoke(main, ["check", "train.py", "--diff", "--no-cache"])
+    assert diff.exit_code == 1
+    assert "+from torch.amp import autocast, GradScaler  # old API" in diff.output
+    assert "AdamW" not in diff.output  # unsafe: needs --unsafe-fixes
+    assert Path("train.py").read_text() == AMP + ADAM
+    fixed = runner.invoke(main, ["check", "train.py", "--fix", "--no-cache", "--format", "concise"])
+    assert fixed.exit_code == 1  # TL402 (and TL401) remain
+    assert Path("train.py").read_text() == AMP_FIXED + ADAM
+    assert "TL505" not in fixed.output and "TL402 [*]" in fixed.output
+    unsafe = runner.invoke(main, ["check", "train.py", "--fix", "--unsafe-fixes", "--no-cache", "--select", "TL402"])
+    assert unsafe.exit_code == 0
+    assert "AdamW(" in Path("train.py").read_text()
+
+
+def test_fix_keeps_crlf_line_endings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("train.py").write_bytes(AMP.replace("\n", "\r\n").encode())
+    CliRunner().invoke(main, ["check", "train.py", "--fix", "--no-cache"])
+    assert Path("train.py").read_bytes() == AMP_FIXED.replace("\n", "\r\n").encode()
+
+
+def test_notebook_findings_carry_no_fix(tmp_path: Path) -> None:
+    cell = {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": AMP}
+    notebook = {"cells": [cell], "metadata": {"language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+    fixed, left = fix(tmp_path, json.dumps(notebook), name="train.ipynb")
+    assert [d for d in left if d.code == "TL505"] and all(d.fix is None for d in left)
+
+
+def test_rules_command_shows_fix_safety() -> None:
+    output = CliRunner().invoke(main, ["rules"], terminal_width=250).output
+    assert re.search(r"TL505 .*safe", output) and re.search(r"TL402 .*unsafe", output)
+
+
+def test_rule_pages_state_the_fix_safety() -> None:
+    for page in pages():
+        code = page.name.split("-", 1)[0]
+        stated = re.search(r"\*\*Autofix:\*\* (\w+)", page.read_text(encoding="utf-8"))
+        assert stated is not None, f"{page.name} has no **Autofix:** line"
+        safety = fix_safety(code)
+        assert stated.group(1) == (safety.value if safety else "none"), page.name

@@ -1,0 +1,187 @@
+"""Running a check over many files: cache, process pool, progress, and writing fixes.
+
+Files are split into chunks of neighbouring files (same or adjacent directories), and each
+chunk is linted by a fresh :class:`Linter`: sibling imports are parsed once per chunk, and
+memory stays bounded by the chunk rather than growing with the repository. Chunks do not
+depend on the number of jobs, so ``--jobs 1`` and ``--jobs 8`` report the same findings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+import tokenize
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import Progress
+
+from trainlint.cache import Cache
+from trainlint.config import Settings
+from trainlint.diagnostics import Diagnostic
+from trainlint.files import discover
+from trainlint.fixes import FixSafety
+from trainlint.linter import FixedFile, Linter, LintResult, display_path
+
+# Files per chunk; matches the sibling scan of the project model (analysis/project.py).
+CHUNK_SIZE = 64
+# Below this many files a progress bar is noise.
+PROGRESS_MIN_FILES = 200
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    jobs: int | None = None  # None: every core
+    cache: bool = True
+    fixes: frozenset[FixSafety] = frozenset()
+    progress: bool = False
+    force_exclude: bool = False
+
+
+def run(paths: Iterable[Path], settings: Settings, options: RunOptions) -> LintResult:
+    files = discover(paths, settings, options.force_exclude)
+    chunks = list(chunked(files))
+    result = LintResult()
+    with _progress(options.progress and len(files) >= PROGRESS_MIN_FILES, len(files)) as advance:
+        for chunk_result in _results(chunks, settings, options):
+            result.extend(chunk_result)
+            advance(chunk_result.files)
+    result.diagnostics.sort(key=Diagnostic.sort_key)
+    result.fixed.sort(key=lambda fixed: fixed.display)
+    return result
+
+
+def chunked(files: list[Path]) -> Iterator[list[Path]]:
+    """Consecutive (sorted) files, whole directories together where they fit."""
+    chunk: list[Path] = []
+    for group in _by_directory(files):
+        if chunk and len(chunk) + len(group) > CHUNK_SIZE:
+            yield chunk
+            chunk = []
+        for start in range(0, len(group), CHUNK_SIZE):
+            part = group[start : start + CHUNK_SIZE]
+            if len(part) == CHUNK_SIZE:
+                yield part
+            else:
+                chunk.extend(part)
+    if chunk:
+        yield chunk
+
+
+def _by_directory(files: list[Path]) -> Iterator[list[Path]]:
+    group: list[Path] = []
+    for file in files:
+        if group and file.parent != group[0].parent:
+            yield group
+            group = []
+        group.append(file)
+    if group:
+        yield group
+
+
+def _results(chunks: list[list[Path]], settings: Settings, options: RunOptions) -> Iterator[LintResult]:
+    jobs = min(options.jobs or os.cpu_count() or 1, len(chunks))
+    if jobs <= 1:
+        _init_worker(settings, options)
+        yield from map(_lint_chunk, chunks)
+        return
+    with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(settings, options)) as pool:
+        # Small chunks keep the pool balanced; results come back in order (stable output).
+        yield from pool.map(_lint_chunk, chunks)
+
+
+# -- worker side ------------------------------------------------------------------------------
+
+_settings: Settings | None = None
+_options = RunOptions()
+
+
+def _init_worker(settings: Settings, options: RunOptions) -> None:
+    global _settings, _options
+    _settings, _options = settings, options
+
+
+def _lint_chunk(chunk: list[Path]) -> LintResult:
+    assert _settings is not None, "_init_worker runs first"
+    linter = Linter(_settings, _options.fixes)
+    cache = Cache(_settings.root, _settings) if _options.cache else None
+    result = LintResult()
+    for path in chunk:
+        result.extend(_lint_one(linter, cache, path))
+    return result
+
+
+def _lint_one(linter: Linter, cache: Cache | None, path: Path) -> LintResult:
+    content = _read_bytes(path)
+    if cache is None or content is None:
+        return linter.lint_file_safely(path)
+    display = display_path(path)
+    cached = cache.get(display, content)
+    # A cached result is good unless it holds a finding that this run should fix.
+    if cached is not None and not any(d.fix in linter.fixes for d in cached.diagnostics):
+        return cached
+    dependencies = linter.project.start_tracking()
+    result = linter.lint_file_safely(path)
+    if not result.fixed and not result.errors:
+        cache.put(display, content, result, dependencies - {path.resolve()})
+    return result
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None  # the linter reports the unreadable file
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def _progress(show: bool, total: int) -> Iterator[Callable[[int], None]]:
+    """``advance(n)`` for a transient rich progress bar on stderr, or a no-op."""
+    if not show:
+        yield lambda done: None
+        return
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("trainlint", total=total)
+        yield lambda done: bar.advance(task, done)
+
+
+# -- fixes ------------------------------------------------------------------------------------
+
+
+def write_fixes(fixed: Iterable[FixedFile]) -> None:
+    """Write fixed files back in their own encoding (BOM and line endings are kept: fixes
+    only replace nodes, and the text was decoded without newline translation)."""
+    for file in fixed:
+        encoding = _encoding(file.path)
+        handle, temporary = tempfile.mkstemp(dir=file.path.parent, prefix=".trainlint-")
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(file.fixed.encode(encoding))
+        os.chmod(temporary, file.path.stat().st_mode)
+        os.replace(temporary, file.path)
+
+
+def _encoding(path: Path) -> str:
+    with path.open("rb") as stream:
+        encoding, _ = tokenize.detect_encoding(stream.readline)
+    return encoding
+
+
+def render_diff(fixed: Iterable[FixedFile], stream: TextIO) -> None:
+    for file in fixed:
+        stream.writelines(
+            difflib.unified_diff(
+                file.original.splitlines(keepends=True),
+                file.fixed.splitlines(keepends=True),
+                fromfile=f"a/{file.display}",
+                tofile=f"b/{file.display}",
+            )
+        )
