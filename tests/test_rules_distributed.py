@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from trainlint.testing import expected_lines, lint_files, lint_snippet
 
-FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "ddp_train.py"
 
 
 def _lines(source: str) -> list[int]:
@@ -116,9 +114,3 @@ for epoch in range(epochs):  # expect: TL701
 """
     found = lint_files({"data.py": data, "train.py": train}, ["TL701"])
     assert [(Path(d.path).name, d.line) for d in found] == [("train.py", line) for line in expected_lines(train, "TL701")]
-
-
-def test_ddp_fixture_reports_exactly_its_marked_bug() -> None:
-    source = FIXTURE.read_text(encoding="utf-8")
-    marked = [n for n, line in enumerate(source.splitlines(), start=1) if re.search(r"#\s*BUG:\s*TL701", line)]
-    assert marked and _lines(source) == marked

@@ -6,14 +6,12 @@ a case without markers must stay silent for its rule.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
 from trainlint.testing import expected_lines, lint_files, lint_snippet
 
-FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "eval_modes_project"
 MODE_CODES = ("TL601", "TL602", "TL603", "TL604")
 
 MODEL = '''
@@ -407,21 +405,6 @@ evaluate(model, val_loader)
 '''
     files = {"evaluation.py": evaluation, "train.py": train}
     assert lint_files(files, select=["TL601"], main="evaluation.py") == []
-
-
-def test_fixture_project_reports_exactly_its_marked_bugs() -> None:
-    files = {path.name: path.read_text(encoding="utf-8") for path in sorted(FIXTURE.glob("*.py"))}
-    found = sorted((Path(d.path).name, d.line, d.code) for d in lint_files(files, select=MODE_CODES))
-    assert found == _marked_bugs(files)
-
-
-def _marked_bugs(files: dict[str, str]) -> list[tuple[str, int, str]]:
-    return sorted(
-        (name, number, code)
-        for name, text in files.items()
-        for number, line in enumerate(text.splitlines(), start=1)
-        for code in re.findall(r"#\s*BUG:\s*(TL\d+)", line)
-    )
 
 
 def test_unrestored_mode_is_reported_once_in_the_tightest_loop() -> None:

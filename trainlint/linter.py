@@ -64,6 +64,7 @@ class _Checked:
     result: LintResult
     tree: cst.Module | None = None
     edits: list[Edit] = field(default_factory=list)
+    fixable: int = 0  # findings the edits fix
 
 
 class Linter:
@@ -119,7 +120,7 @@ class Linter:
             fixed = apply_edits(checked.tree, checked.edits)
             if fixed == text:
                 break
-            text, count = fixed, count + len({id(edit.node) for edit in checked.edits})
+            text, count = fixed, count + checked.fixable
             checked = self._check(path, display, Source(path, text), reuse=False)
         result = checked.result
         if text != source.text:
@@ -161,6 +162,7 @@ class Linter:
             result.diagnostics.append(diagnostic)
             if diagnostic.fix in self.fixes:
                 checked.edits.extend(edits)
+                checked.fixable += 1
         return checked
 
     def _edits(self, code: str, report: Report, model: ModuleModel, source: Source) -> Sequence[Edit]:

@@ -20,11 +20,21 @@ class DeprecatedCudaAmpFixer(Fixer):
     def edits(self, node: cst.CSTNode, model: ModuleModel, evaluator: Evaluator) -> Sequence[Edit]:
         if isinstance(node, cst.ImportFrom):
             return _import_edits(node, model, evaluator)
-        if isinstance(node, cst.Call) and not isinstance(node.func, cst.Name):
-            edit = _call_edit(node, model, evaluator)
-            return [edit] if edit is not None else []
-        # A bare ``autocast()`` is rewritten together with the import that binds it.
-        return []
+        if not isinstance(node, cst.Call):
+            return []
+        if isinstance(node.func, cst.Name):
+            # A bare ``autocast()`` is rewritten together with the import that binds it.
+            statement = _importing(node.func.value, model)
+            return _import_edits(statement, model, evaluator) if statement is not None else []
+        edit = _call_edit(node, model, evaluator)
+        return [edit] if edit is not None else []
+
+
+def _importing(name: str, model: ModuleModel) -> cst.ImportFrom | None:
+    for binding in model.module_scope.bindings.get(name, []):
+        if isinstance(binding.node, cst.ImportFrom) and deprecated_import(binding.node):
+            return binding.node
+    return None
 
 
 def _call_edit(call: cst.Call, model: ModuleModel, evaluator: Evaluator) -> Edit | None:

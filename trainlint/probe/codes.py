@@ -3,7 +3,8 @@
 Codes are grouped per check (``P1xx`` data, ``P2xx`` outputs, ``P3xx`` initial_loss,
 ``P4xx`` overfit_batch, ``P5xx`` gradient_flow, ``P6xx`` optimizer, ``P7xx`` amp_overflow);
 ``Px99`` (``P190`` for data) always means "user code raised while this check ran".
-Codes are a public contract: never renumber one, only add. This module imports no torch so the CLI can list codes cheaply.
+Codes are a public contract: never renumber one, only add. This module imports no torch, so
+the CLI can list codes cheaply.
 """
 
 from __future__ import annotations

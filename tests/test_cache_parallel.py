@@ -1,0 +1,146 @@
+"""The content-hash cache (hits, invalidation by content, settings and imported modules,
+atomic writes) and the process pool (same findings as a serial run)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from trainlint.cache import CACHE_DIR, Cache
+from trainlint.config import Settings
+from trainlint.linter import Linter, LintResult
+from trainlint.runner import CHUNK_SIZE, RunOptions, chunked, run
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+MODEL = """\
+import torch.nn as nn
+import torch.nn.functional as F
+
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x):
+        return F.softmax(self.fc(x), dim=1)
+"""
+
+TRAIN = """\
+import torch.nn as nn
+from models import Classifier
+
+model = Classifier()
+criterion = nn.CrossEntropyLoss()
+for images, labels in loader:
+    loss = criterion(model(images), labels)
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text("[tool.trainlint]\n")
+    (tmp_path / "models.py").write_text(MODEL)
+    (tmp_path / "train.py").write_text(TRAIN)
+    return tmp_path
+
+
+class Counting:
+    """Counts the files the linter really analyses (cache misses)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.paths: list[str] = []
+        original = Linter.lint_file_safely
+
+        def counted(linter: Linter, path: Path) -> LintResult:
+            self.paths.append(path.name)
+            return original(linter, path)
+
+        monkeypatch.setattr(Linter, "lint_file_safely", counted)
+
+
+def lint(root: Path, select: tuple[str, ...] = (), **options: object) -> list[tuple[str, str, int]]:
+    result = run([Path("train.py")], Settings(select=select, root=root), RunOptions(jobs=1, **options))  # type: ignore[arg-type]
+    return [(d.path, d.code, d.line) for d in result.diagnostics]
+
+
+def test_second_run_is_served_from_the_cache(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    counting = Counting(monkeypatch)
+    first = lint(project)
+    assert first == [("train.py", "TL101", 7)]
+    assert lint(project) == first
+    assert counting.paths == ["train.py"]
+    assert (project / CACHE_DIR / ".gitignore").read_text().endswith("*\n")
+
+
+def test_content_change_invalidates(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lint(project)
+    counting = Counting(monkeypatch)
+    (project / "train.py").write_text(TRAIN + "# touched\n")
+    assert lint(project) == [("train.py", "TL101", 7)]
+    assert counting.paths == ["train.py"]
+
+
+def test_settings_change_invalidates(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert lint(project) == [("train.py", "TL101", 7)]
+    counting = Counting(monkeypatch)
+    assert lint(project, select=("TL2",)) == []
+    assert counting.paths == ["train.py"]
+
+
+def test_change_in_an_imported_module_invalidates(project: Path) -> None:
+    assert lint(project) == [("train.py", "TL101", 7)]
+    (project / "models.py").write_text(MODEL.replace("F.softmax(self.fc(x), dim=1)", "self.fc(x)"))
+    assert lint(project) == []
+
+
+def test_touching_an_imported_module_keeps_the_entry(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lint(project)
+    (project / "models.py").write_text(MODEL)  # same content, new mtime
+    counting = Counting(monkeypatch)
+    assert lint(project) == [("train.py", "TL101", 7)]
+    assert counting.paths == []
+
+
+def test_no_cache_writes_nothing(project: Path) -> None:
+    lint(project, cache=False)
+    assert not (project / CACHE_DIR).exists()
+
+
+def test_concurrent_writers_leave_whole_entries(project: Path) -> None:
+    settings = Settings(root=project)
+    result = Linter(settings).lint_file(project / "train.py")
+    cache = Cache(project, settings)
+    content = (project / "train.py").read_bytes()
+    writers = [threading.Thread(target=cache.put, args=("train.py", content, result, set())) for _ in range(8)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    entries = list((project / CACHE_DIR).rglob("*.json"))
+    assert len(entries) == 1 and json.loads(entries[0].read_text())["diagnostics"][0]["code"] == "TL101"
+    assert not list((project / CACHE_DIR).rglob(".tmp-*"))
+    cached = cache.get("train.py", content)
+    assert cached is not None and cached.diagnostics == result.diagnostics
+
+
+def test_parallel_run_matches_serial_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(FIXTURES, tmp_path / "fixtures")
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(root=tmp_path)
+    serial = run([Path("fixtures")], settings, RunOptions(jobs=1, cache=False))
+    parallel = run([Path("fixtures")], settings, RunOptions(jobs=2, cache=False))
+    assert serial.files == parallel.files > 10
+    assert serial.diagnostics == parallel.diagnostics and serial.diagnostics
+
+
+def test_chunks_keep_directories_together_and_stay_bounded() -> None:
+    files = [Path(f"a/{i:03}.py") for i in range(CHUNK_SIZE + 3)] + [Path("b/x.py"), Path("b/y.py"), Path("c/z.py")]
+    chunks = list(chunked(files))
+    assert [len(c) for c in chunks] == [CHUNK_SIZE, 6]
+    assert sum(chunks, []) == files
