@@ -414,3 +414,16 @@ for seed in range(3):
 '''
     found = [d.line for d in lint_snippet(source, select=["TL603"])]
     assert found == expected_lines(source, "TL603")
+
+
+def test_pretrained_models_start_in_eval_mode() -> None:
+    source = """\
+import torch
+from transformers import AutoModel
+
+model = AutoModel.from_pretrained("gpt2")
+with torch.no_grad():
+    for batch in loader:
+        outputs = model(**batch)
+"""
+    assert lint_snippet(source, select=["TL601"]) == []

@@ -8,6 +8,7 @@ from trainlint.analysis.model_summary import has_mode_layers
 from trainlint.analysis.module import Loop, ModuleModel
 from trainlint.analysis.modes import Mode, Modes, ModeSwitch, model_expression, model_name, modes_for
 from trainlint.analysis.names import dotted
+from trainlint.analysis.values import Obj
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -30,6 +31,8 @@ class EvaluationWithoutModelEval(Rule):
             if call is None or id(call) in reported:
                 continue
             switch = modes.mode_at(call, ctx.model)
+            if switch is None and _loaded_in_eval_mode(call, ctx):
+                continue
             if not _in_eval_mode(switch, loop, ctx.model, modes) and _mode_matters(call, ctx):
                 reported.add(id(call))
                 yield Report(call, message=_message(call, switch))
@@ -49,6 +52,13 @@ def _in_eval_mode(switch: ModeSwitch | None, loop: Loop, module: ModuleModel, mo
         and switch.call is not None
         and not modes.trains_between(switch.call, loop, module)
     )
+
+
+def _loaded_in_eval_mode(call: cst.Call, ctx: Context) -> bool:
+    """``from_pretrained`` (transformers, diffusers) returns a model already in eval mode."""
+    target = model_expression(call)
+    values = ctx.evaluator.eval(target, ctx.model) if target is not None else ()
+    return bool(values) and all(isinstance(v, Obj) and v.qualname.endswith(".from_pretrained") for v in values)
 
 
 def _mode_matters(call: cst.Call, ctx: Context) -> bool:
