@@ -40,6 +40,20 @@ def input_kinds(loss: LossCall, module: ModuleModel, ev: Evaluator) -> list[Tens
     return ev.tensor_kinds(loss.input, module) if loss.input is not None else []
 
 
+def inputs_of_kind(
+    module: ModuleModel, ev: Evaluator, family: frozenset[str], kinds: tuple[str, ...]
+) -> Iterator[tuple[LossCall, TensorV]]:
+    """Loss calls of ``family`` whose input may be a tensor of one of ``kinds``, with the
+    tensor of the first kind (in the given priority order) that was found."""
+    for loss in loss_calls(module, ev, family):
+        found = input_kinds(loss, module, ev)
+        for kind in kinds:
+            match = next((tensor for tensor in found if tensor.kind == kind), None)
+            if match is not None:
+                yield loss, match
+                break
+
+
 def describe_origin(tensor: TensorV, module: ModuleModel) -> str:
     """``F.softmax(...) at model.py:23`` or ``the softmax on line 12``."""
     if tensor.module is module:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from trainlint.analysis.catalog import CROSS_ENTROPY
-from trainlint.analysis.losses import describe_origin, input_kinds, loss_calls, short_name
+from trainlint.analysis.losses import describe_origin, inputs_of_kind, short_name
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -19,25 +19,23 @@ class SoftmaxBeforeCrossEntropy(Rule):
     triggers = ("cross_entropy", "CrossEntropyLoss", "criterion", "loss_fn")
 
     def check(self, ctx: Context) -> Iterator[Report]:
-        for loss in loss_calls(ctx.model, ctx.evaluator, CROSS_ENTROPY):
-            kinds = input_kinds(loss, ctx.model, ctx.evaluator)
-            probs = [k for k in kinds if k.kind == "probs"]
-            if probs:
+        found = inputs_of_kind(ctx.model, ctx.evaluator, CROSS_ENTROPY, ("probs", "log_probs"))
+        for loss, tensor in found:
+            origin = describe_origin(tensor, ctx.model)
+            if tensor.kind == "probs":
                 yield Report(
                     loss.call,
                     message=(
-                        f"{short_name(loss.qualname)} receives probabilities from {describe_origin(probs[0], ctx.model)}; "
+                        f"{short_name(loss.qualname)} receives probabilities from {origin}; "
                         "it applies log_softmax itself, so the loss saturates and gradients vanish"
                     ),
                 )
-                continue
-            logs = [k for k in kinds if k.kind == "log_probs"]
-            if logs:
+            else:
                 yield Report(
                     loss.call,
                     severity=Severity.INFO,
                     message=(
-                        f"{short_name(loss.qualname)} receives log-probabilities from {describe_origin(logs[0], ctx.model)}; "
+                        f"{short_name(loss.qualname)} receives log-probabilities from {origin}; "
                         "the extra log_softmax is redundant (the result is identical)"
                     ),
                     hint="Drop the log_softmax, or keep it and use nll_loss / NLLLoss to make the intent explicit.",

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from trainlint.analysis.catalog import BCE_WITH_LOGITS
-from trainlint.analysis.losses import describe_origin, input_kinds, loss_calls, short_name
+from trainlint.analysis.losses import describe_origin, inputs_of_kind, short_name
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -18,13 +18,11 @@ class SigmoidBeforeBCEWithLogits(Rule):
     triggers = ("binary_cross_entropy_with_logits", "BCEWithLogitsLoss", "criterion", "loss_fn")
 
     def check(self, ctx: Context) -> Iterator[Report]:
-        for loss in loss_calls(ctx.model, ctx.evaluator, BCE_WITH_LOGITS):
-            sigmoids = [k for k in input_kinds(loss, ctx.model, ctx.evaluator) if k.kind == "sigmoid"]
-            if sigmoids:
-                yield Report(
-                    loss.call,
-                    message=(
-                        f"{short_name(loss.qualname)} receives the output of {describe_origin(sigmoids[0], ctx.model)}; "
-                        "it applies sigmoid again, squashing predictions into [0.5, 0.73] and stalling training"
-                    ),
-                )
+        for loss, sigmoid in inputs_of_kind(ctx.model, ctx.evaluator, BCE_WITH_LOGITS, ("sigmoid",)):
+            yield Report(
+                loss.call,
+                message=(
+                    f"{short_name(loss.qualname)} receives the output of {describe_origin(sigmoid, ctx.model)}; "
+                    "it applies sigmoid again, squashing predictions into [0.5, 0.73] and stalling training"
+                ),
+            )

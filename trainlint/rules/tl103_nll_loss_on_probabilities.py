@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from trainlint.analysis.catalog import NLL
-from trainlint.analysis.losses import describe_origin, input_kinds, loss_calls, short_name
+from trainlint.analysis.losses import describe_origin, inputs_of_kind, short_name
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -18,13 +18,11 @@ class NllLossOnProbabilities(Rule):
     triggers = ("nll_loss", "NLLLoss", "criterion", "loss_fn")
 
     def check(self, ctx: Context) -> Iterator[Report]:
-        for loss in loss_calls(ctx.model, ctx.evaluator, NLL):
-            probs = [k for k in input_kinds(loss, ctx.model, ctx.evaluator) if k.kind == "probs"]
-            if probs:
-                yield Report(
-                    loss.call,
-                    message=(
-                        f"{short_name(loss.qualname)} receives probabilities from {describe_origin(probs[0], ctx.model)}; "
-                        "it expects log-probabilities, so the loss is just -p and barely trains"
-                    ),
-                )
+        for loss, probs in inputs_of_kind(ctx.model, ctx.evaluator, NLL, ("probs",)):
+            yield Report(
+                loss.call,
+                message=(
+                    f"{short_name(loss.qualname)} receives probabilities from {describe_origin(probs, ctx.model)}; "
+                    "it expects log-probabilities, so the loss is just -p and barely trains"
+                ),
+            )
