@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import random
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,10 @@ from probe_models import BUGGY, HEALTHY, Pipeline  # noqa: E402
 from trainlint.probe import ProbeReport, probe  # noqa: E402
 
 MAX_STEPS = 120  # enough for every healthy fixture to overfit, small enough for CPU CI
+
+# The fixtures are tiny: one intra-op thread is as fast, and it avoids OpenMP spin-waiting
+# that makes the suite 5-10x slower when another process competes for the cores.
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -50,6 +55,7 @@ class Captured:
     tensors: dict[str, torch.Tensor]
     storage: dict[str, tuple[int, int]]
     training: dict[str, bool]
+    hooks: dict[str, tuple[int, ...]]
     requires_grad: dict[str, bool]
     grads: dict[str, torch.Tensor | None]
     grad_ids: dict[str, int | None]
@@ -66,6 +72,10 @@ def capture(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> 
         tensors={k: v.detach().clone() for k, v in state.items()},
         storage={k: (id(v), v.data_ptr()) for k, v in state.items()},
         training={n: m.training for n, m in model.named_modules()},
+        hooks={
+            n: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+            for n, m in model.named_modules()
+        },
         requires_grad={n: p.requires_grad for n, p in params.items()},
         grads={n: None if p.grad is None else p.grad.detach().clone() for n, p in params.items()},
         grad_ids={n: None if p.grad is None else id(p.grad) for n, p in params.items()},
@@ -96,6 +106,7 @@ def assert_unchanged(before: Captured, after: Captured) -> None:
         assert _equal(tensor, after.tensors[name]), f"{name} changed"
     assert before.storage == after.storage, "parameters/buffers were replaced or moved"
     assert before.training == after.training
+    assert before.hooks == after.hooks, "probe hooks were left on the model"
     assert before.requires_grad == after.requires_grad
     assert _equal(before.grads, after.grads), ".grad values changed"
     assert before.grad_ids == after.grad_ids, ".grad tensors were replaced"
@@ -140,7 +151,10 @@ def probed() -> Callable[[str], ProbeRun]:
 
     def get(name: str) -> ProbeRun:
         if name not in cache:
-            cache[name] = run_probe(factories[name]())
+            with warnings.catch_warnings():
+                # mse_broadcast triggers torch's own broadcasting warning on purpose.
+                warnings.filterwarnings("ignore", message="Using a target size")
+                cache[name] = run_probe(factories[name]())
         return cache[name]
 
     return get

@@ -15,9 +15,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "fixtures" / "probe_models" / "cl
 
 def invoke(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(probe_command, list(args))
-    assert not isinstance(result.exception, Exception) or isinstance(
-        result.exception, SystemExit
-    ), result.exception
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result.exit_code, result.output
 
 

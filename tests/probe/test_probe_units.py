@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,26 @@ def test_class_axis_follows_the_targets_shape() -> None:
     assert class_axis(task, logits, torch.zeros(4, 7, dtype=torch.long)) == 2
     assert class_axis(task, logits, torch.zeros(28, dtype=torch.long)) == 2
     assert class_axis(task, logits, torch.zeros(5, dtype=torch.long)) is None
+
+
+def test_minimum_loss_of_soft_and_smoothed_targets() -> None:
+    from trainlint.probe.initial_loss import minimum_loss
+
+    logits = torch.zeros(4, 3)
+    hard = torch.tensor([0, 1, 2, 0])
+    assert minimum_loss(infer_task(nn.CrossEntropyLoss()), logits, hard) == 0.0
+    uniform = torch.full((4, 3), 1 / 3)
+    assert minimum_loss(infer_task(nn.CrossEntropyLoss()), logits, uniform) == pytest.approx(
+        math.log(3)
+    )
+    smoothed = minimum_loss(infer_task(nn.CrossEntropyLoss(label_smoothing=0.3)), logits, hard)
+    top, rest = 0.8, 0.1
+    assert smoothed == pytest.approx(-(top * math.log(top) + 2 * rest * math.log(rest)))
+    half = torch.full((4, 2), 0.5)
+    assert minimum_loss(infer_task(nn.BCEWithLogitsLoss()), half, half) == pytest.approx(
+        math.log(2)
+    )
+    assert minimum_loss(infer_task(nn.MSELoss()), half, half) == 0.0
 
 
 def test_collapse_groups_by_the_owning_module() -> None:
@@ -175,3 +196,40 @@ def test_hf_labels_out_of_range_are_caught_before_the_model_loss() -> None:
     report = run_probe(pipeline).report
     (found,) = report.by_code("P103")
     assert found.details["classes"] == 3 and found.details["ignore_index"] == -100
+
+
+def test_top_level_lazy_export_works_on_every_access() -> None:
+    """``trainlint.probe`` becomes the subpackage after the first import; it stays callable."""
+    code = (
+        "import torch\n"
+        "from trainlint import probe\n"
+        "first = probe(torch.nn.Linear(2, 2), [], torch.nn.MSELoss())\n"
+        "from trainlint import probe as again\n"
+        "second = again(torch.nn.Linear(2, 2), [], torch.nn.MSELoss())\n"
+        "print(first.by_code('P191') != [], second.by_code('P191') != [])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["True", "True"]
+
+
+def test_batch_structure_problems_become_findings() -> None:
+    x = torch.randn(16, 4)
+    triples = [(x, x, x)]
+    assert probe(nn.Linear(4, 4), triples, nn.MSELoss()).by_code("P192")
+    assert probe(nn.Linear(4, 4), [(x, x)]).by_code("P193")
+
+
+def test_step_fn_runs_custom_batches() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 1))
+    features = [torch.randn(16, 4) for _ in range(3)]
+    batches = [{"features": f, "y": f.sum(dim=1, keepdim=True)} for f in features]
+
+    def step(m: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.mse_loss(m(batch["features"]), batch["y"])
+
+    report = probe(model, batches, step_fn=step, max_steps=150)
+    assert report.ok and not report.at_least("warning")
+    assert report.loss_curve[-1] < 0.5 * report.loss_curve[0]

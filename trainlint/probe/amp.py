@@ -80,14 +80,10 @@ def check_forward(runner: Runner, batch: Any, setup: AmpSetup, pure_half: bool) 
     """Forward under autocast with hooks; the first overflowing module becomes the finding."""
     events: list[_Event] = []
     model = runner.model
-    context = (
-        contextlib.nullcontext()
-        if pure_half
-        else torch.autocast(setup.device.type, dtype=setup.dtype)
-    )
+    context = contextlib.nullcontext() if pure_half else _autocast(setup.device, setup.dtype)
     hooks = _overflow_hooks(model, events, check_range=setup.dtype == torch.float16)
     with hooks, context, torch.no_grad():
-        runner.step_loss(batch)
+        runner.loss_only(batch)
     if not events:
         return []
     return [_overflow_finding(events[0], setup)]
@@ -155,23 +151,30 @@ def check_scaler(
 ) -> tuple[list[Finding], str]:
     """A few float16 GradScaler steps: a collapsing scale or many skipped steps is a finding."""
     scaler = torch.amp.GradScaler(setup.device.type)
-    opt = optimizer.build()
     skips: list[bool] = []
     scale = scaler.get_scale()
-    for _ in range(min(SCALER_STEPS, max_steps)):
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(setup.device.type, dtype=torch.float16):
-            _, loss = runner.step_loss(batch)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        new_scale = scaler.get_scale()
-        skips.append(new_scale < scale)
-        scale = new_scale
-        if scale < 1:
-            break
+    with optimizer.fresh() as opt:
+        for _ in range(min(SCALER_STEPS, max_steps)):
+            opt.zero_grad(set_to_none=True)
+            with _autocast(setup.device, torch.float16):
+                loss = runner.loss_only(batch)
+            scaler.scale(loss).backward()
+            if not any(p.grad is not None for group in opt.param_groups for p in group["params"]):
+                break  # the optimizer holds none of the model's parameters (P601 says so)
+            scaler.step(opt)
+            scaler.update()
+            new_scale = scaler.get_scale()
+            skips.append(new_scale < scale)
+            scale = new_scale
+            if scale < 1:
+                break
     summary = f"GradScaler: {sum(skips)}/{len(skips)} steps skipped, final scale {scale:g}"
     return _scaler_findings(skips, scale, setup), summary
+
+
+def _autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
+    """Autocast without its weight cache: no half-precision copy of the weights lingers."""
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=False)
 
 
 def _scaler_findings(skips: list[bool], scale: float, setup: AmpSetup) -> list[Finding]:

@@ -40,6 +40,7 @@ from trainlint.probe.task import UNKNOWN, Task, infer_dict_task, infer_task
 
 GRADIENT_BATCHES = 3
 CONFIRM_STEPS = 3
+OUT_OF_MEMORY = "out of memory"
 
 
 class _Stop(Exception):
@@ -178,12 +179,13 @@ class _Session:
                 self._restart()
                 stage()
             except _Stop as stop:
-                self._skip_rest(str(stop))
-                return "out of memory" in str(stop)
+                reason = str(stop)
             except Exception as exc:  # noqa: BLE001 - user code the stage did not anticipate
-                stop = self._fail(code, doing, exc, "Fix the code at that line.")
-                self._skip_rest(str(stop))
-                return "out of memory" in str(stop)
+                reason = str(self._fail(code, doing, exc, "Fix the code at that line."))
+            else:
+                continue
+            self._skip_rest(reason)
+            return reason == OUT_OF_MEMORY
         return False
 
     def _restart(self) -> None:
@@ -212,7 +214,7 @@ class _Session:
         """Record user code that raised; the caller raises the returned stop."""
         self._add([raised(code, doing, exc, hint, module=self.modules_running.pop_culprit())])
         if is_out_of_memory(exc):
-            return _Stop("out of memory")
+            return _Stop(OUT_OF_MEMORY)
         return _Stop(f"{doing} raised")
 
     # ----------------------------------------------------------------- stages
@@ -294,16 +296,14 @@ class _Session:
         with self.recorder.watching_calls():
             for index, batch in enumerate(self.batches[:GRADIENT_BATCHES]):
                 self.state.detach_grads()
-                _, loss = self._checked_step(runner, batch, first=index == 0)
+                loss = self._checked_step(runner, batch, first=index == 0)
                 if not self._wants("gradient_flow"):
                     return
                 self._backward(loss, index)
         self._update_ratio()
         self._confirm_suspects()
 
-    def _checked_step(
-        self, runner: Runner, batch: Any, first: bool
-    ) -> tuple[Forward, torch.Tensor]:
+    def _checked_step(self, runner: Runner, batch: Any, first: bool) -> torch.Tensor:
         """Forward, the pre-loss target check (the data gate), then the loss."""
         if runner.kind is BatchKind.DICT:
             # Dict models compute their loss inside forward: check the labels before that.
@@ -334,7 +334,7 @@ class _Session:
             ) from None
         if first:
             self._initial_loss(forward, loss)
-        return forward, loss
+        return loss
 
     def _gate_targets(self, forward: Forward, first: bool) -> None:
         if first and self._runner().kind is BatchKind.DICT:
@@ -389,9 +389,9 @@ class _Session:
         """One optimizer step on the last gradient batch, measured against the host snapshot."""
         if all(rate == 0 for rate in self.optimizer.learning_rates):
             return  # P603 already says it; a ratio of 0 adds nothing
-        opt = self.optimizer.build()
-        held = {id(p) for group in opt.param_groups for p in group["params"]}
-        opt.step()
+        with self.optimizer.fresh() as opt:
+            held = {id(p) for group in opt.param_groups for p in group["params"]}
+            opt.step()
         ratios = gradient_flow.update_ratios(
             self.recorder, held, self.state.host_copies(self.recorder.params)
         )
@@ -407,11 +407,10 @@ class _Session:
             return
         self._restart()
         runner = self._runner()
-        opt = reference_optimizer(self.model).build()
-        with self.recorder.watching_calls():
+        with reference_optimizer(self.model).fresh() as opt, self.recorder.watching_calls():
             for _ in range(CONFIRM_STEPS):
                 opt.zero_grad(set_to_none=True)
-                _, loss = runner.step_loss(self.batches[0])
+                loss = runner.loss_only(self.batches[0])
                 loss.backward()
                 self.recorder.record(gradient_batch=False)
                 opt.step()
@@ -423,7 +422,9 @@ class _Session:
         batch = fixed_batch(self.batches)
         try:
             runs = overfit.Runs(
-                self._overfit_run(runner, batch, self.optimizer, "overfitting"), self.optimizer
+                self._overfit_run(runner, batch, self.optimizer, "overfitting"),
+                self.optimizer,
+                known_cause=self._optimizer_cause(),
             )
             self.curve = runs.user.losses
             if not runs.user.passed and runs.user.judgeable and not self.optimizer.is_reference:
@@ -447,6 +448,14 @@ class _Session:
             ) from None
         self._add(overfit.judge(runs, self.max_steps))
         self.summaries["overfit_batch"] = overfit.summary(runs)
+
+    def _optimizer_cause(self) -> str | None:
+        codes = {f.code for f in self.findings}
+        if "P603" in codes:
+            return "its learning rate is 0 (P603)"
+        if "P601" in codes:
+            return "it does not hold all trainable parameters (P601)"
+        return None
 
     def _overfit_run(
         self, runner: Runner, batch: Any, optimizer: ProbeOptimizer, label: str
@@ -501,7 +510,7 @@ class _Session:
         except Exception as exc:  # noqa: BLE001 - user code under autocast
             self._add([amp.autocast_error(exc, setup, self.modules_running.pop_culprit())])
             if is_out_of_memory(exc):
-                raise _Stop("out of memory") from None
+                raise _Stop(OUT_OF_MEMORY) from None
             summary = f"{dtype} autocast on {self.device.type}: could not run"
         self.summaries["amp_overflow"] = summary
 

@@ -232,6 +232,10 @@ class Runner:
         forward = self.forward(batch)
         return forward, self.loss(forward)
 
+    def loss_only(self, batch: Any) -> torch.Tensor:
+        """The loss alone, so the outputs can be freed as soon as backward has run."""
+        return self.loss(self.forward(batch))
+
     def peek_logits(self, batch: Any) -> torch.Tensor | None:
         """Logits of a dict batch computed *without* its labels, so no loss runs yet.
 

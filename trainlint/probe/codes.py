@@ -48,7 +48,7 @@ _ALL: tuple[Code, ...] = (
     Code("P108", "data", _I, "constant input features across the batch"),
     Code("P109", "data", _W, "batch of 1 with BatchNorm in train mode"),
     Code("P110", "data", _E, "token ids outside the embedding table"),
-    Code("P111", "data", _W, "regression targets far from normalized (info when only mildly off)"),
+    Code("P111", "data", _I, "regression targets far from normalized"),
     Code("P190", "data", _E, "the loader raised (or its batches could not be moved)"),
     Code("P191", "data", _E, "the loader produced no batch"),
     Code("P192", "data", _E, "unrecognised batch structure (pass step_fn)"),

@@ -31,9 +31,14 @@ def check_inputs(batch: Any, kind: BatchKind, model: nn.Module) -> list[Finding]
         findings += [
             f for name, t in tensors(targets, "targets") for f in _non_finite(name, t, "P102")
         ]
-    floats = [(n, t) for n, t in named if t.dtype.is_floating_point and "mask" not in n]
+    # Per-sample feature tensors only: 1-D side inputs (diffusion timesteps, lengths) and
+    # masks have their own legitimate ranges.
+    floats = [
+        (n, t) for n, t in named if t.dtype.is_floating_point and t.dim() >= 2 and "mask" not in n
+    ]
     findings += [f for name, t in floats for f in _scale(name, t)]
-    findings += [f for name, t in floats for f in _constant(name, t)]
+    findings += _identical_samples(floats)
+    findings += [f for name, t in floats for f in _constant_features(name, t)]
     findings += _single_sample_batchnorm(batch, model)
     integers = [(n, t) for n, t in named if _is_index_tensor(t) and "mask" not in n]
     findings += _token_ids(integers, model)
@@ -49,7 +54,7 @@ def check_targets(targets: Any, logits: torch.Tensor | None, task: Task) -> list
     if task.binary and targets.dtype.is_floating_point:
         return _binary_targets(targets, task)
     if task.regression and targets.dtype.is_floating_point:
-        return _scale("targets", targets, "P111")
+        return _target_scale(targets)
     return []
 
 
@@ -70,26 +75,26 @@ def _non_finite(name: str, tensor: torch.Tensor, code: str) -> list[Finding]:
     ]
 
 
-def _scale(name: str, tensor: torch.Tensor, code: str = "P106") -> list[Finding]:
+def _moments(tensor: torch.Tensor) -> tuple[float, float] | None:
     finite = tensor[torch.isfinite(tensor)].double()
     if finite.numel() < 2:
+        return None
+    return float(finite.mean()), float(finite.std())
+
+
+def _scale(name: str, tensor: torch.Tensor) -> list[Finding]:
+    moments = _moments(tensor)
+    if moments is None or max(abs(moments[0]), moments[1]) <= INFO_SCALE:
         return []
-    mean, std = float(finite.mean()), float(finite.std())
-    scale = max(abs(mean), std)
-    if scale <= INFO_SCALE:
-        return []
-    severity = Severity.WARNING if scale > WARN_SCALE else Severity.INFO
-    effect = (
-        "large inputs give large initial activations and slow, unstable training"
-        if code == "P106"
-        else "the output layer must learn a large offset and scale, which takes many steps"
-    )
+    mean, std = moments
+    severity = Severity.WARNING if max(abs(mean), std) > WARN_SCALE else Severity.INFO
     return [
         finding(
-            code,
-            f"`{name}` is far from normalized (mean {mean:.3g}, std {std:.3g}); {effect}",
-            "Standardize with statistics from the training set, `(v - mean) / std` (for "
-            "targets, invert it at prediction time).",
+            "P106",
+            f"`{name}` is far from normalized (mean {mean:.3g}, std {std:.3g}); large inputs "
+            "give large initial activations and slow, unstable training",
+            "Standardize the inputs with training-set statistics, e.g. "
+            "`transforms.Normalize(mean, std)` or `(x - mean) / std`.",
             subject=name,
             details={"mean": mean, "std": std},
             severity=severity,
@@ -97,21 +102,44 @@ def _scale(name: str, tensor: torch.Tensor, code: str = "P106") -> list[Finding]
     ]
 
 
-def _constant(name: str, tensor: torch.Tensor) -> list[Finding]:
-    if tensor.dim() < 2 or tensor.shape[0] < 2:
+def _target_scale(targets: torch.Tensor) -> list[Finding]:
+    """Info only: unscaled regression targets train, just slowly (overfit_batch shows how)."""
+    moments = _moments(targets)
+    if moments is None or max(abs(moments[0]), moments[1]) <= WARN_SCALE:
         return []
-    if bool((tensor == tensor[:1]).all()):
-        return [
-            finding(
-                "P107",
-                f"all {tensor.shape[0]} samples of `{name}` in the batch are identical",
-                "Check the Dataset's __getitem__ (an index that is ignored, a cached sample) "
-                "and the collate function.",
-                subject=name,
-                details={"batch_size": int(tensor.shape[0])},
-            )
-        ]
-    if tensor.dim() != 2 or tensor.shape[0] < 4:
+    mean, std = moments
+    return [
+        finding(
+            "P111",
+            f"regression targets are far from normalized (mean {mean:.3g}, std {std:.3g}); "
+            "the output layer must learn a large offset and scale, which takes many steps",
+            "Standardize the targets with training-set statistics and invert the transform "
+            "at prediction time.",
+            subject="targets",
+            details={"mean": mean, "std": std},
+        )
+    ]
+
+
+def _identical_samples(floats: list[tuple[str, torch.Tensor]]) -> list[Finding]:
+    """Every sample identical in *every* float input: the model cannot tell them apart."""
+    if not floats or any(t.shape[0] < 2 or not bool((t == t[:1]).all()) for _, t in floats):
+        return []
+    name, tensor = floats[0]
+    return [
+        finding(
+            "P107",
+            f"all {tensor.shape[0]} samples of `{name}` in the batch are identical",
+            "Check the Dataset's __getitem__ (an index that is ignored, a cached sample) "
+            "and the collate function.",
+            subject=name,
+            details={"batch_size": int(tensor.shape[0])},
+        )
+    ]
+
+
+def _constant_features(name: str, tensor: torch.Tensor) -> list[Finding]:
+    if tensor.dim() != 2 or tensor.shape[0] < 4 or bool((tensor == tensor[:1]).all()):
         return []
     constant = (tensor == tensor[:1]).all(dim=0).nonzero().flatten().tolist()
     if not constant:
@@ -152,11 +180,8 @@ def _single_sample_batchnorm(batch: Any, model: nn.Module) -> list[Finding]:
 
 
 def _is_index_tensor(tensor: torch.Tensor) -> bool:
-    return (
-        not tensor.dtype.is_floating_point
-        and not tensor.dtype.is_complex
-        and (tensor.dtype != torch.bool)
-    )
+    """Token-id shaped: int32/int64 of shape (N,) or (N, T). uint8 images are not ids."""
+    return tensor.dtype in (torch.int64, torch.int32) and 1 <= tensor.dim() <= 2
 
 
 def _token_ids(named: list[tuple[str, torch.Tensor]], model: nn.Module) -> list[Finding]:

@@ -28,7 +28,7 @@ EXPLODE_RATIO, EXPLODE_FIRST, EXPLODE_ABS = 1e3, 1.0, 1e6
 # Median ||update|| / ||weight|| after one step: info outside the first band, warn outside
 # the second (Adam at lr=1e-3 lands around 1e-3..5e-2 on typical layers).
 RATIO_INFO = (1e-4, 1e-1)
-RATIO_WARN = (1e-5, 1.0)
+RATIO_WARN = (1e-6, 1.0)
 _Text = Callable[[str, list[str]], tuple[str, str]]
 _UNIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _TABLE_LAYERS = (nn.Embedding, nn.EmbeddingBag)
@@ -88,9 +88,10 @@ class GradientRecorder:
         """
         ev = self.evidence
         for name, param in self.params.items():
-            grad = param.grad
-            if grad is None:
+            if param.grad is None:
                 continue
+            # Sparse embedding gradients: only the stored values can be zero or non-finite.
+            grad = param.grad.coalesce().values() if param.grad.is_sparse else param.grad
             ev.got_grad.add(name)
             if name not in ev.nonzero and bool((grad != 0).any()):
                 ev.nonzero.add(name)
@@ -124,7 +125,7 @@ def _live_units(module: nn.Module) -> torch.Tensor | None:
     if isinstance(bias, torch.Tensor) and bias.requires_grad and bias.grad is not None:
         return (bias.grad != 0).detach().cpu()
     weight = module.weight
-    if not isinstance(weight, torch.Tensor) or weight.grad is None:
+    if not isinstance(weight, torch.Tensor) or weight.grad is None or weight.grad.is_sparse:
         return None
     return (weight.grad.reshape(weight.shape[0], -1) != 0).any(dim=1).detach().cpu()
 
@@ -168,7 +169,9 @@ def _grouped(code: str, names: list[str], universe: list[str], text: _Text) -> l
     result = []
     for subject, members in collapse(names, universe).items():
         message, hint = text(subject, members)
-        result.append(finding(code, message, hint, subject=subject, details={"parameters": members}))
+        result.append(
+            finding(code, message, hint, subject=subject, details={"parameters": members})
+        )
     return result
 
 
@@ -330,8 +333,8 @@ def update_ratios(
 ) -> dict[str, float]:
     """``||w_after - w_before|| / ||w_before||`` per weight layer held by the optimizer.
 
-    ``before`` holds host copies (the probe never duplicates weights on the device); each
-    one is moved over alone, so at most one layer's copy is on the device at a time.
+    ``before`` holds host copies; the comparison happens on the host, one layer at a time,
+    so not even a single layer is duplicated on the accelerator.
     """
     ratios = {}
     for name in _weight_layers(recorder):
@@ -343,8 +346,9 @@ def update_ratios(
             or name not in recorder.evidence.nonzero
         ):
             continue
-        old = before[name].to(param.device, non_blocking=False)
-        norm = float(old.float().norm())
+        old = before[name].float()
+        norm = float(old.norm())
         if norm > 0:
-            ratios[module_of(name) or ROOT] = float((param.detach() - old).float().norm()) / norm
+            new = param.detach().to("cpu", torch.float32)
+            ratios[module_of(name) or ROOT] = float((new - old).norm()) / norm
     return ratios

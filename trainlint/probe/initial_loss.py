@@ -89,7 +89,8 @@ def _per_element(
         values = targets.double()
         mean = float(values.pow(2).mean() if task.kind is Kind.REGRESSION else values.abs().mean())
         label = "mean(y²)" if task.kind is Kind.REGRESSION else "mean(|y|)"
-        return (Expectation(mean, label, mean), targets.numel()) if mean > 1e-8 else None
+        # No floor: identity paths (denoisers, residual regressors) legitimately start low.
+        return (Expectation(mean, label, 0.0), targets.numel()) if mean > 1e-8 else None
     return None
 
 
@@ -131,6 +132,48 @@ def _binary(task: Task, targets: torch.Tensor) -> Expectation:
         prior * prior.clamp_min(1e-12).log() + (1 - prior) * (1 - prior).clamp_min(1e-12).log()
     )
     return Expectation(math.log(2), "log 2", float(entropy.mean()))
+
+
+def minimum_loss(task: Task, logits: torch.Tensor | None, targets: Any) -> float:
+    """The lowest loss the batch allows: 0 for hard labels and regression, the targets'
+    own entropy for soft labels and label smoothing (what overfitting can reach at best).
+    """
+    if (
+        not task.direct
+        or not isinstance(targets, torch.Tensor)
+        or task.reduction not in ("mean", "sum")
+    ):
+        return 0.0
+    if task.kind is Kind.MULTICLASS:
+        per_element, count = _smoothed_entropy(task, logits, targets)
+    elif task.binary and targets.dtype.is_floating_point and task.pos_weight is None:
+        y = targets.detach().double().clamp(0.0, 1.0)
+        entropy = -(y * y.clamp_min(1e-12).log() + (1 - y) * (1 - y).clamp_min(1e-12).log())
+        per_element, count = float(entropy.mean()), targets.numel()
+    else:
+        return 0.0
+    return per_element * count if task.reduction == "sum" else per_element
+
+
+def _smoothed_entropy(
+    task: Task, logits: torch.Tensor | None, targets: torch.Tensor
+) -> tuple[float, int]:
+    """Mean entropy of the (possibly label-smoothed) target distributions, and their count."""
+    axis = class_axis(task, logits, targets)
+    if logits is None or axis is None:
+        return 0.0, 0
+    classes = int(logits.shape[axis])
+    eps = task.label_smoothing
+    if targets.dtype.is_floating_point and targets.shape == logits.shape:
+        q = (1 - eps) * targets.detach().double() + eps / classes
+        entropy = -(q * q.clamp_min(1e-12).log()).sum(dim=axis)
+        return float(entropy.mean()), entropy.numel()
+    if eps == 0:
+        return 0.0, 0
+    top = 1 - eps + eps / classes
+    rest = eps / classes
+    valid = targets if task.ignore_index is None else targets[targets != task.ignore_index]
+    return -(top * math.log(top) + (classes - 1) * rest * math.log(rest)), valid.numel()
 
 
 def _entropy(counts: torch.Tensor) -> float:

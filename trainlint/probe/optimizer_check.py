@@ -8,8 +8,9 @@ also the reference that tells "your optimizer settings are off" from "the model 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from trainlint.probe.codes import finding
 from trainlint.probe.names import collapse
 
 REFERENCE_LR = 1e-3
+SPARSE_LR = 0.1
 OptimizerFactory = Callable[[], torch.optim.Optimizer]
 
 
@@ -33,12 +35,44 @@ class ProbeOptimizer:
     is_reference: bool
     learning_rates: tuple[float, ...]
 
+    @contextlib.contextmanager
+    def fresh(self) -> Iterator[torch.optim.Optimizer]:
+        """A new optimizer whose state (Adam: twice the weights) is freed on exit.
+
+        Clearing it explicitly frees device memory at once, even if a reference cycle
+        keeps the optimizer object itself alive until the next garbage collection.
+        """
+        optimizer = self.build()
+        try:
+            yield optimizer
+        finally:
+            optimizer.state.clear()
+
 
 def reference_optimizer(model: nn.Module) -> ProbeOptimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """``Adam(lr=1e-3)`` over the trainable parameters Adam can step.
+
+    Adam rejects sparse gradients; sparse embedding tables simply stay fixed in the
+    reference, which still tells a model that learns from one that cannot.
+    """
+    sparse = {
+        id(m.weight)
+        for m in model.modules()
+        if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse
+    }
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse]
+    if not params:  # only sparse tables (or nothing) to train: plain SGD handles them
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        return ProbeOptimizer(
+            lambda: torch.optim.SGD(trainable, lr=SPARSE_LR),
+            f"SGD(lr={SPARSE_LR:g})",
+            True,
+            (SPARSE_LR,),
+        )
+    note = " (sparse embeddings not stepped)" if sparse else ""
     return ProbeOptimizer(
         lambda: torch.optim.Adam(params, lr=REFERENCE_LR),
-        f"Adam(lr={REFERENCE_LR:g})",
+        f"Adam(lr={REFERENCE_LR:g}){note}",
         True,
         (REFERENCE_LR,),
     )
@@ -81,7 +115,9 @@ def _group_copy(group: dict[str, Any]) -> dict[str, Any]:
 
 
 def _copier(
-    cls: Callable[..., torch.optim.Optimizer], groups: list[dict[str, Any]], defaults: dict[str, Any]
+    cls: Callable[..., torch.optim.Optimizer],
+    groups: list[dict[str, Any]],
+    defaults: dict[str, Any],
 ) -> OptimizerFactory:
     """Build with the groups alone; pass accepted defaults too when the class requires them."""
     accepted = inspect.signature(cls.__init__).parameters
@@ -115,8 +151,12 @@ def check_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer | None) -
         return [
             finding(
                 "P606",
-                f"none of the model's {len(named)} parameters has requires_grad=True: "
-                "nothing can train",
+                (
+                    f"none of the model's {len(named)} parameters has requires_grad=True"
+                    if named
+                    else "the model has no parameters"
+                )
+                + ": nothing can train",
                 "Unfreeze the layers meant to train (`p.requires_grad_(True)`), e.g. the new "
                 "head after freezing a backbone.",
                 subject="model",

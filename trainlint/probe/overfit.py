@@ -21,16 +21,18 @@ import torch
 from trainlint.diagnostics import Finding
 from trainlint.probe.batches import Forward, Runner
 from trainlint.probe.codes import finding
+from trainlint.probe.initial_loss import minimum_loss
 from trainlint.probe.optimizer_check import ProbeOptimizer
+from trainlint.probe.progress import StepCallback
 from trainlint.probe.task import Kind, Task, class_axis
 
+# Shares of the gap between the starting loss and the floor (the lowest reachable loss).
 TARGET_FRACTION = 0.05  # pass when the loss reaches 5% of its start
 MOVED = 0.98  # a best loss above 98% of the start means the loss did not move
 MIN_JUDGED_STEPS = 20  # fewer steps tell a slow start from a stuck model only by NaN
 IMPROVING = 0.02  # the last quarter of a run lowers the best loss by 2% of the start
 SAME_AS_CONTROL = 0.9  # real-input best no better than 90% of the zero-input best
 OSCILLATION_SHARE, OSCILLATION_AMPLITUDE = 0.4, 0.05
-StepCallback = Callable[[int, float], None]
 
 
 @dataclass
@@ -38,6 +40,8 @@ class Curve:
     """The losses of one overfitting run (before each update)."""
 
     losses: list[float] = field(default_factory=list)
+    # The lowest loss the batch allows (soft labels, label smoothing); ratios use the gap.
+    floor: float = 0.0
     passed: bool = False
     by_accuracy: bool = False
 
@@ -51,17 +55,26 @@ class Curve:
         return min(finite) if finite else math.nan
 
     @property
+    def span(self) -> float:
+        """How far the start is above the floor: 100% of what can be learned."""
+        return self.start - self.floor
+
+    def share(self, value: float) -> float:
+        """``value``'s remaining gap to the floor as a share of the starting gap."""
+        return (value - self.floor) / self.span
+
+    @property
     def nonfinite(self) -> bool:
         return any(not math.isfinite(v) for v in self.losses)
 
     @property
     def judgeable(self) -> bool:
-        """Ratios against the start only mean something for a positive, finite start."""
-        return bool(self.losses) and math.isfinite(self.start) and self.start > 0
+        """Ratios against the start only mean something for a finite start above the floor."""
+        return bool(self.losses) and math.isfinite(self.start) and self.span > 0
 
     @property
     def moved(self) -> bool:
-        return self.best < MOVED * self.start
+        return self.share(self.best) < MOVED
 
     @property
     def improving(self) -> bool:
@@ -69,12 +82,12 @@ class Curve:
         if len(self.losses) < 8 or self.nonfinite:
             return False
         cut = len(self.losses) * 3 // 4
-        return min(self.losses[cut:]) < min(self.losses[:cut]) - IMPROVING * self.start
+        return min(self.losses[cut:]) < min(self.losses[:cut]) - IMPROVING * self.span
 
     @property
     def rising(self) -> bool:
         tail = self.losses[-5:]
-        return len(self.losses) > 5 and statistics.fmean(tail) > 1.1 * self.start
+        return len(self.losses) > 5 and self.share(statistics.fmean(tail)) > 1.1
 
     @property
     def oscillating(self) -> bool:
@@ -83,7 +96,7 @@ class Curve:
             return False
         flips = sum(1 for a, b in itertools.pairwise(diffs) if a * b < 0) / (len(diffs) - 1)
         amplitude = statistics.fmean(abs(d) for d in diffs)
-        return flips > OSCILLATION_SHARE and amplitude > OSCILLATION_AMPLITUDE * self.start
+        return flips > OSCILLATION_SHARE and amplitude > OSCILLATION_AMPLITUDE * self.span
 
 
 def run(
@@ -95,29 +108,56 @@ def run(
     after_backward: Callable[[], None] | None = None,
     on_step: StepCallback | None = None,
 ) -> Curve:
-    """Train on ``batch`` until the loss reaches 5% of its start (or 100% accuracy)."""
-    opt = optimizer.build()
+    """Train on ``batch`` until the loss reaches 5% of its start (or 100% accuracy).
+
+    With soft labels or label smoothing the loss cannot reach 0, so "5% of its start" is
+    measured above the floor the targets allow.
+    """
     curve = Curve()
-    for step in range(max_steps):
-        opt.zero_grad(set_to_none=True)
-        forward, loss = runner.step_loss(batch)
-        value = float(loss.detach())
-        curve.losses.append(value)
-        if on_step is not None:
-            on_step(step, value)
-        if not math.isfinite(value):
-            break
-        if curve.judgeable and value <= TARGET_FRACTION * curve.start:
-            curve.passed = True
-            break
-        if step > 0 and _all_correct(forward, task):
-            curve.passed = curve.by_accuracy = True
-            break
-        loss.backward()
-        if after_backward is not None:
-            after_backward()
-        opt.step()
+    with optimizer.fresh() as opt:
+        for step in range(max_steps):
+            opt.zero_grad(set_to_none=True)
+            if _step(runner, batch, task, curve, after_backward):
+                break
+            if on_step is not None:
+                on_step(step, curve.losses[-1])
+            opt.step()
     return curve
+
+
+def _step(
+    runner: Runner,
+    batch: Any,
+    task: Task,
+    curve: Curve,
+    after_backward: Callable[[], None] | None,
+) -> bool:
+    """Forward, record, backward; True when the run is over (passed or non-finite).
+
+    A function of its own so the step's outputs and graph are freed before the next
+    forward: holding the previous logits would add their size to the peak memory.
+    """
+    forward, loss = runner.step_loss(batch)
+    value = float(loss.detach())
+    curve.losses.append(value)
+    if len(curve.losses) == 1:
+        curve.floor = minimum_loss(task, _detached(forward.logits), forward.targets)
+    if not math.isfinite(value):
+        return True
+    if curve.judgeable and curve.share(value) <= TARGET_FRACTION:
+        curve.passed = True
+        return True
+    if len(curve.losses) > 1 and _all_correct(forward, task):
+        curve.passed = curve.by_accuracy = True
+        return True
+    loss.backward()
+    if after_backward is not None:
+        after_backward()
+    return False
+
+
+def _detached(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return tensor.detach() if tensor is not None else None
 
 
 def _all_correct(forward: Forward, task: Task) -> bool:
@@ -154,6 +194,8 @@ class Runs:
     optimizer: ProbeOptimizer
     reference: Curve | None = None
     control: Curve | None = None
+    # Why the user's optimizer cannot work, when the optimizer check already knows (P601/P603).
+    known_cause: str | None = None
 
 
 def summary(runs: Runs) -> str:
@@ -176,7 +218,7 @@ def judge(runs: Runs, max_steps: int) -> list[Finding]:
         return []  # a loss that starts at or below 0 has no "5% of start" to reach
     reference = runs.reference
     if reference is not None and reference.passed:
-        return [_optimizer_settings(user, runs.optimizer, max_steps, details)]
+        return [_optimizer_settings(user, runs, max_steps, details)]
     model_curve = reference or user
     if model_curve.nonfinite:
         return [
@@ -197,7 +239,7 @@ def judge(runs: Runs, max_steps: int) -> list[Finding]:
         control is not None
         and control.moved
         and not control.nonfinite
-        and model_curve.best >= SAME_AS_CONTROL * control.best
+        and model_curve.best - model_curve.floor >= SAME_AS_CONTROL * (control.best - control.floor)
     ):
         return [
             finding(
@@ -224,12 +266,12 @@ def judge(runs: Runs, max_steps: int) -> list[Finding]:
                 details=details,
             )
         ]
-    if model_curve.best <= 0.5 * model_curve.start:
+    if model_curve.share(model_curve.best) <= 0.5:
         return [_still_improving(model_curve, max_steps, details)]
     return [
         finding(
             "P405",
-            f"the loss plateaus at {model_curve.best / model_curve.start:.0%} of its start while "
+            f"the loss plateaus at {model_curve.share(model_curve.best):.0%} of its start while "
             f"overfitting one batch ({model_curve.start:.4g} → best {model_curve.best:.4g} in "
             f"{len(model_curve.losses)} steps)",
             "Check the learning rate, normalization (inputs and regression targets) and "
@@ -241,10 +283,10 @@ def judge(runs: Runs, max_steps: int) -> list[Finding]:
 
 
 def _optimizer_settings(
-    user: Curve, optimizer: ProbeOptimizer, max_steps: int, details: dict[str, Any]
+    user: Curve, runs: Runs, max_steps: int, details: dict[str, Any]
 ) -> Finding:
     """The reference Adam overfits, the user's optimizer does not: blame its settings."""
-    name = optimizer.description
+    name = runs.optimizer.description
     if len(user.losses) < MIN_JUDGED_STEPS and not user.nonfinite:
         return _still_improving(
             user, max_steps, details, f" with {name} (too few steps to judge the curve)"
@@ -261,9 +303,11 @@ def _optimizer_settings(
         return finding(
             "P405",
             f"with {name} the loss does not move ({user.start:.4g} → best {user.best:.4g} in "
-            f"{len(user.losses)} steps) while Adam(lr=1e-3) overfits the batch: the learning "
-            "rate is probably far too low",
-            "Raise the learning rate (an LR range test finds a good one).",
+            f"{len(user.losses)} steps) while Adam(lr=1e-3) overfits the batch: "
+            + (runs.known_cause or "the learning rate is probably far too low"),
+            "Fix the optimizer finding above."
+            if runs.known_cause
+            else "Raise the learning rate (an LR range test finds a good one).",
             subject="optimizer",
             details=details,
         )
@@ -315,6 +359,7 @@ def _details(runs: Runs) -> dict[str, Any]:
             "steps": len(curve.losses),
             "start": curve.start,
             "best": curve.best,
+            "floor": curve.floor,
             "last": curve.losses[-1],
         }
 

@@ -41,6 +41,7 @@ class Task:
     # Cross-entropy takes classes on dim 1; HF models put them last (``(N, T, vocab)``).
     class_dim: int = 1
     reduction: str = "mean"
+    label_smoothing: float = 0.0
     direct: bool = True
     # BCEWithLogitsLoss(pos_weight=...) raises the loss at zero logits above log 2.
     pos_weight: torch.Tensor | None = field(default=None, compare=False)
@@ -92,6 +93,7 @@ def _from_module(loss: nn.Module) -> Task | None:
                 type(loss).__name__,
                 ignore_index=getattr(loss, "ignore_index", None),
                 reduction=str(getattr(loss, "reduction", "mean")),
+                label_smoothing=float(getattr(loss, "label_smoothing", 0.0)),
                 pos_weight=getattr(loss, "pos_weight", None),
             )
     return None
@@ -109,6 +111,7 @@ def _from_function(fn: Callable[..., Any], keywords: dict[str, Any]) -> Task | N
         f"F.{fn.__name__}",
         ignore_index=keywords.get("ignore_index", _default_ignore(kind)),
         reduction=str(keywords.get("reduction", "mean")),
+        label_smoothing=float(keywords.get("label_smoothing", 0.0)),
         pos_weight=keywords.get("pos_weight"),
     )
 
