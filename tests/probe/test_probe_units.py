@@ -102,7 +102,7 @@ def test_codes_are_grouped_per_check_and_documented() -> None:
     for code in CODES.values():
         assert code.check in CHECKS
         assert code.code[1] == str(CHECKS_ORDER[code.check])
-    section = (REPO / "trainlint" / "probe" / "README_SECTION.md").read_text(encoding="utf-8")
+    section = (REPO / "README.md").read_text(encoding="utf-8")
     assert markdown_table() in section
 
 
