@@ -144,3 +144,16 @@ def test_chunks_keep_directories_together_and_stay_bounded() -> None:
     chunks = list(chunked(files))
     assert [len(c) for c in chunks] == [CHUNK_SIZE, 6]
     assert sum(chunks, []) == files
+
+
+def test_change_in_a_transitively_imported_module_invalidates(project: Path) -> None:
+    """``other.py`` is linted first and leaves the evaluation of ``models.py`` memoized;
+    ``train.py``'s entry must still depend on ``layers.py`` through ``models.py``."""
+    (project / "layers.py").write_text("import torch.nn.functional as F\n\ndef head(x):\n    return F.softmax(x, dim=1)\n")
+    (project / "models.py").write_text(MODEL.replace("F.softmax(self.fc(x), dim=1)", "head(self.fc(x))") + "from layers import head\n")
+    (project / "other.py").write_text(TRAIN)
+    settings = Settings(root=project)
+    first = run([Path("other.py"), Path("train.py")], settings, RunOptions(jobs=1))
+    assert [(d.path, d.code) for d in first.diagnostics] == [("other.py", "TL101"), ("train.py", "TL101")]
+    (project / "layers.py").write_text("def head(x):\n    return x\n")
+    assert run([Path("train.py")], settings, RunOptions(jobs=1)).diagnostics == []

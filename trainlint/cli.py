@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import ContextManager, TextIO
+from typing import TextIO
 
 import click
 from rich.console import Console
@@ -100,7 +100,9 @@ def check(
     """Lint PATHS (files or directories; default: the current directory)."""
     targets = list(paths) or [Path(".")]
     fixes = _fix_safeties(fix or diff, unsafe_fixes)
-    options = RunOptions(jobs, not no_cache, fixes, sys.stderr.isatty(), force_exclude)
+    options = RunOptions(
+        jobs=jobs, cache=not no_cache, fixes=fixes, progress=sys.stderr.isatty(), force_exclude=force_exclude
+    )
     try:
         settings = load_settings(targets[0], config_path).with_cli(_split(select), _split(ignore))
         result = run(targets, settings, options)
@@ -110,6 +112,10 @@ def check(
         if os.environ.get("TRAINLINT_DEBUG"):
             raise
         _fail(f"internal error ({type(exc).__name__}: {exc}); rerun with TRAINLINT_DEBUG=1 and report it")
+    if fix and not diff:
+        # Before rendering: reports that quote source lines must read the fixed files.
+        write_fixes(result.fixed)
+        click.echo(f"Fixed {sum(f.fixes for f in result.fixed)} finding(s) in {len(result.fixed)} file(s).", err=True)
     with _output(output_file) as stream:
         if diff:
             render_diff(result.fixed, stream)
@@ -117,9 +123,6 @@ def check(
             render_statistics(result, stream, output_format)
         else:
             formats()[output_format].render(result, stream)
-    if fix and not diff:
-        write_fixes(result.fixed)
-        click.echo(f"Fixed {sum(f.fixes for f in result.fixed)} finding(s) in {len(result.fixed)} file(s).", err=True)
     if result.errors:
         sys.exit(EXIT_ERROR)
     failing = result.fixed if diff else result.diagnostics
@@ -132,7 +135,7 @@ def _fix_safeties(fixing: bool, unsafe: bool) -> frozenset[FixSafety]:
     return frozenset(FixSafety) if unsafe else frozenset({FixSafety.SAFE})
 
 
-def _output(path: Path | None) -> ContextManager[TextIO]:
+def _output(path: Path | None) -> AbstractContextManager[TextIO]:
     return path.open("w", encoding="utf-8") if path is not None else nullcontext(sys.stdout)
 
 

@@ -126,10 +126,12 @@ def _lint_one(linter: Linter, cache: Cache | None, path: Path) -> LintResult:
     # A cached result is good unless it holds a finding that this run should fix.
     if cached is not None and not any(d.fix in linter.fixes for d in cached.diagnostics):
         return cached
-    dependencies = linter.project.start_tracking()
+    accessed = linter.project.start_tracking()
     result = linter.lint_file_safely(path)
-    if not result.fixed and not result.errors:
-        cache.put(display, content, result, dependencies - {path.resolve()})
+    # Analyser crashes are cached too: the same input crashes the same way, and re-running
+    # them on every warm run would cost as much as a cold one.
+    if not result.fixed:
+        cache.put(display, content, result, linter.project.dependencies(accessed) - {path.resolve()})
     return result
 
 

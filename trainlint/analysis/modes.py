@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 import re
-import weakref
 from dataclasses import dataclass, replace
 
 import libcst as cst
@@ -384,15 +383,17 @@ class Modes:
         return steps
 
 
-_SHARED: weakref.WeakKeyDictionary[Flow, Modes] = weakref.WeakKeyDictionary()
+# The Modes of the latest flow only. (A WeakKeyDictionary keyed by the flow never released
+# its entries, because each Modes refers to its flow: every project of a run stayed alive.)
+_LATEST: tuple[Flow, Modes] | None = None
 
 
 def modes_for(evaluator: Evaluator, flow: Flow) -> Modes:
     """One :class:`Modes` per lint run, so the rules of every file share its memos."""
-    modes = _SHARED.get(flow)
-    if modes is None:
-        modes = _SHARED[flow] = Modes(evaluator, flow)
-    return modes
+    global _LATEST
+    if _LATEST is None or _LATEST[0] is not flow:
+        _LATEST = (flow, Modes(evaluator, flow))
+    return _LATEST[1]
 
 
 def model_expression(call: cst.Call) -> cst.BaseExpression | None:

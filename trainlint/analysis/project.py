@@ -40,12 +40,24 @@ class Project:
         self._directory_texts: dict[Path, list[tuple[Path, str]]] = {}
         self._symbols: dict[tuple[Path, str], tuple[ModuleModel, str] | None] = {}
         self._accessed: set[Path] = set()
+        self._imports: dict[Path, set[Path]] = {}  # importer -> local modules it resolved to
 
     def start_tracking(self) -> set[Path]:
         """A fresh set that collects every other module the analysis looks at from now on:
         a cached result of a file stays valid only while those modules are unchanged."""
         self._accessed = set()
         return self._accessed
+
+    def dependencies(self, accessed: set[Path]) -> set[Path]:
+        """``accessed`` and the local modules they import, transitively: an evaluation that
+        an earlier file left memoized reads those without resolving the import again."""
+        found, pending = set(accessed), list(accessed)
+        while pending:
+            for imported in self._imports.get(pending.pop(), ()):
+                if imported not in found:
+                    found.add(imported)
+                    pending.append(imported)
+        return found
 
     def add(self, path: Path, tree: cst.Module) -> ModuleModel:
         """Register a module the caller already parsed."""
@@ -146,6 +158,7 @@ class Project:
         found = self._symbols[key]
         if found is not None:
             self._accessed.add(found[0].path)
+            self._imports.setdefault(importer.path, set()).add(found[0].path)
         return found
 
     def _resolve_symbol(

@@ -1,0 +1,183 @@
+"""Repository-scale benchmark: trainlint (cold and warm cache), a bare libcst parse,
+TorchFix and ruff, on the same corpus of real Python files.
+
+Reproducible: the corpus is a deterministic sample (every k-th file, sorted by path) of a
+folder of real code, by default the ``torch`` package installed in this virtualenv, copied
+into a scratch folder so that every tool sees the same tree. TorchFix and ruff run from a
+separate virtualenv (``--tools-venv``, created with ``--setup``): TorchFix is installed
+with ``--no-deps`` plus its light dependencies, so it can never pull a torch build.
+
+    python bench/bench_scale.py --setup            # once: the tools' virtualenv
+    python bench/bench_scale.py                    # ~5 minutes on 2 cores; prints a Markdown table
+
+Each command runs in a fresh process tree; its wall time and peak RSS (largest process of
+the tree, from ``getrusage(RUSAGE_CHILDREN)``) are measured by a small wrapper process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_CORPUS = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "torch"
+DEFAULT_TOOLS_VENV = Path("/tmp/trainlint-bench-venv")
+TOOLS = ("ruff", "flake8", "PyYAML", "libcst>=1.5.0,<1.6.0")  # TorchFix's own dependencies + ruff
+TORCHFIX = "torchfix==0.7.0"
+
+# Runs a command, then prints its wall time and the peak RSS of its process tree.
+WRAPPER = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"seconds": time.perf_counter() - start, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                  "peak_rss_mb": usage.ru_maxrss / 1024, "exit": code}))
+"""
+
+# The baseline: parse every file with libcst, over the same number of processes.
+BARE_PARSE = """
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+import libcst
+
+def parse(path):
+    try:
+        libcst.parse_module(Path(path).read_bytes())
+    except Exception:
+        pass
+
+files = [str(p) for p in Path(sys.argv[1]).rglob("*.py")]
+with ProcessPoolExecutor(int(sys.argv[2])) as pool:
+    list(pool.map(parse, files, chunksize=32))
+"""
+
+
+@dataclass
+class Timing:
+    name: str
+    files: int
+    seconds: float
+    cpu_seconds: float  # user + system of the whole process tree: robust on a busy machine
+    peak_rss_mb: float
+
+    @property
+    def files_per_second(self) -> float:
+        return self.files / self.seconds
+
+
+def main() -> None:
+    args = _arguments()
+    if args.setup:
+        _setup(args.tools_venv)
+        return
+    jobs = args.jobs or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="trainlint-bench-") as scratch:
+        timings = _run_all(args, Path(scratch), jobs)
+    _report(timings, jobs, args.json)
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder of real Python code to sample")
+    parser.add_argument("--files", type=int, default=800, help="files in the main sample")
+    parser.add_argument("--torchfix-files", type=int, default=100, help="TorchFix is slow: its own, smaller sample")
+    parser.add_argument("--jobs", type=int, default=None, help="processes for every tool (default: every core)")
+    parser.add_argument("--tools-venv", type=Path, default=DEFAULT_TOOLS_VENV)
+    parser.add_argument("--setup", action="store_true", help="create the tools' virtualenv and exit")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    return parser.parse_args()
+
+
+def _setup(venv: Path) -> None:
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, *TOOLS], check=True)
+    subprocess.run([*pip, "--no-deps", TORCHFIX], check=True)
+
+
+def sample(corpus: Path, count: int, target: Path) -> Path:
+    """Every k-th ``.py`` file of ``corpus`` (sorted), copied with its relative path."""
+    files = sorted(p for p in corpus.rglob("*.py") if p.is_file())
+    step = max(len(files) // count, 1)
+    for file in files[::step][:count]:
+        destination = target / file.relative_to(corpus)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, destination)
+    return target
+
+
+def measure(name: str, files: int, command: list[str], cwd: Path) -> Timing:
+    output = subprocess.run([sys.executable, "-P", "-c", WRAPPER, *command], cwd=cwd, capture_output=True, text=True, check=True)
+    data = json.loads(output.stdout)
+    print(f"  {name}: {data['seconds']:.2f} s, peak RSS {data['peak_rss_mb']:.0f} MiB (exit {data['exit']})", file=sys.stderr)
+    return Timing(name, files, data["seconds"], data["cpu_seconds"], data["peak_rss_mb"])
+
+
+def _run_all(args: argparse.Namespace, scratch: Path, jobs: int) -> list[Timing]:
+    big = sample(args.corpus, args.files, scratch / "corpus")
+    # Memory against file count: the same files once and twice (two copies), so that the
+    # largest file, which sets the peak of any parser, is the same in both runs.
+    once = sample(args.corpus, args.files // 2, scratch / "once" / "a")
+    twice = scratch / "twice"
+    shutil.copytree(once, twice / "a")
+    shutil.copytree(once, twice / "b")
+    small = sample(args.corpus, args.torchfix_files, scratch / "torchfix")
+    counts = {path: sum(1 for _ in path.rglob("*.py")) for path in (big, once, twice, small)}
+    # -P: the corpus is the working directory, and its modules (torch's ``types.py``...)
+    # must not shadow the standard library.
+    trainlint = [sys.executable, "-P", "-m", "trainlint", "check", "--exit-zero", "--format", "concise", "--jobs", str(jobs), "."]
+    timings = [
+        measure("libcst parse", counts[big], [sys.executable, "-P", "-c", BARE_PARSE, ".", str(jobs)], big),
+        measure("trainlint cold", counts[big], trainlint, big),
+        measure("trainlint warm", counts[big], trainlint, big),
+        measure("trainlint, half sample once", counts[once], [*trainlint, "--no-cache"], once),
+        measure("trainlint, half sample twice", counts[twice], [*trainlint, "--no-cache"], twice),
+        measure("trainlint cold, TorchFix sample", counts[small], [*trainlint, "--no-cache"], small),
+    ]
+    tools = args.tools_venv / "bin"
+    if (tools / "ruff").exists():
+        timings.append(measure("ruff", counts[big], [str(tools / "ruff"), "check", "--no-cache", "--exit-zero", "-q", "."], big))
+    if (tools / "torchfix").exists():
+        timings.append(measure("TorchFix", counts[small], [str(tools / "torchfix"), "--jobs", str(jobs), "."], small))
+    return timings
+
+
+def _report(timings: list[Timing], jobs: int, json_path: Path | None) -> None:
+    by_name = {t.name: t for t in timings}
+    print("| tool | files | wall s | CPU s | files/s (wall) | peak RSS (MiB) |\n|---|---:|---:|---:|---:|---:|")
+    for t in timings:
+        print(f"| {t.name} | {t.files} | {t.seconds:.2f} | {t.cpu_seconds:.2f} | {t.files_per_second:.0f} | {t.peak_rss_mb:.0f} |")
+    ratios = {
+        "cold / libcst parse (wall)": by_name["trainlint cold"].seconds / by_name["libcst parse"].seconds,
+        "cold / libcst parse (CPU)": by_name["trainlint cold"].cpu_seconds / by_name["libcst parse"].cpu_seconds,
+        "warm / cold (wall)": by_name["trainlint warm"].seconds / by_name["trainlint cold"].seconds,
+        "peak RSS, 2x files / 1x files": by_name["trainlint, half sample twice"].peak_rss_mb
+        / by_name["trainlint, half sample once"].peak_rss_mb,
+    }
+    if "TorchFix" in by_name:
+        ratios["TorchFix / trainlint, same sample (wall)"] = (
+            by_name["TorchFix"].seconds / by_name["trainlint cold, TorchFix sample"].seconds
+        )
+        ratios["TorchFix / trainlint, same sample (CPU)"] = (
+            by_name["TorchFix"].cpu_seconds / by_name["trainlint cold, TorchFix sample"].cpu_seconds
+        )
+    if "ruff" in by_name:
+        ratios["trainlint cold / ruff (wall)"] = by_name["trainlint cold"].seconds / by_name["ruff"].seconds
+    print(f"\n{jobs} process(es). Ratios:")
+    for name, value in ratios.items():
+        print(f"- {name}: {value:.2f}")
+    if json_path is not None:
+        json_path.write_text(json.dumps({"jobs": jobs, "timings": [asdict(t) for t in timings], "ratios": ratios}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
