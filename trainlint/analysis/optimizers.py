@@ -63,7 +63,9 @@ class OptimizerCall:
 
 def optimizer_calls(module: ModuleModel, ev: Evaluator) -> Iterator[OptimizerCall]:
     """Constructions of ``torch.optim`` optimizers in ``module``."""
-    for call in module.calls:
+    # Only calls named like a torch optimizer class are evaluated: resolving every call of
+    # a file would follow its imports into large code bases.
+    for call in (c for name in catalog.OPTIMIZER_NAMES for c in module.calls_by_name.get(name, [])):
         qualname = next((q for q in sorted(ev.callee(call, module)) if catalog.is_optimizer(q)), None)
         if qualname is None:
             continue

@@ -303,6 +303,8 @@ class Evaluator:
         return ()
 
     def _import_value(self, qualname: str, module: ModuleModel) -> tuple[Value, ...]:
+        if not _maybe_local(LibRef(qualname)):
+            return (LibRef(qualname),)
         local = self.project.resolve_symbol(module, qualname)
         if local is None:
             return (LibRef(qualname.lstrip(".")),)
@@ -574,6 +576,8 @@ def _returns(function: cst.FunctionDef) -> Iterator[cst.Return]:
 
 
 def _compound_blocks(node: cst.BaseCompoundStatement) -> list[cst.CSTNode]:
+    if isinstance(node, cst.Match):
+        return [case.body for case in node.cases]
     blocks: list[cst.CSTNode] = [node.body]
     for attr in ("orelse", "finalbody"):
         extra = getattr(node, attr, None)

@@ -41,7 +41,7 @@ class ZeroInitializedWeights(Rule):
         "Initialize weights randomly (nn.init.kaiming_normal_, xavier_uniform_, normal_(0, 0.02)); zero only "
         "biases, norm gains or one chosen final/residual layer."
     )
-    triggers = ("zero", "constant", "fill_(0")
+    triggers = ("zeros_", "zero_(", "constant_", "fill_(0")
 
     def check(self, ctx: Context) -> Iterator[Report]:
         model, ev = ctx.model, ctx.evaluator
