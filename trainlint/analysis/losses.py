@@ -25,7 +25,8 @@ class LossCall:
 
 def loss_calls(module: ModuleModel, ev: Evaluator, family: frozenset[str]) -> Iterator[LossCall]:
     """Calls in ``module`` that compute one of the losses in ``family`` (qualified names)."""
-    for call in module.calls:
+    # A loss takes an input and a target: calls with fewer arguments are not evaluated.
+    for call in (c for c in module.calls if len(c.args) >= 2):
         for qualname in ev.callee(call, module) & family:
             yield LossCall(call, qualname, call_arg(call, 0, "input"), call_arg(call, 1, "target"), None)
             break

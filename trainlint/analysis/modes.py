@@ -144,9 +144,8 @@ class Modes:
         if calls is None:
             calls = [
                 call
-                for call in module.calls
-                if module.enclosing_function(call) is function
-                and (function is None or module.is_within(call, function.body))
+                for call in module.calls_by_function.get(function, [])
+                if function is None or module.is_within(call, function.body)
             ]
             self._scope_calls[key] = calls
         return calls

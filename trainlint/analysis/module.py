@@ -78,6 +78,8 @@ class ModuleModel:
         self.scopes: dict[cst.CSTNode, Scope] = {}
         self.calls: list[cst.Call] = []
         self.calls_by_name: dict[str, list[cst.Call]] = defaultdict(list)
+        # Calls by innermost enclosing function (``None``: module level), in source order.
+        self.calls_by_function: dict[cst.FunctionDef | None, list[cst.Call]] = defaultdict(list)
         self.loops: list[Loop] = []
         self.functions: list[cst.FunctionDef] = []
         self.classes: dict[str, cst.ClassDef] = {}
@@ -187,7 +189,7 @@ class _Indexer:
         self.counter = 0
 
     def run(self) -> None:
-        self._visit(self.m.tree, None, self.m.module_scope, None)
+        self._visit(self.m.tree, None, self.m.module_scope, None, None)
 
     def _visit(
         self,
@@ -195,6 +197,7 @@ class _Indexer:
         parent: cst.CSTNode | None,
         scope: Scope,
         cls: cst.ClassDef | None,
+        function: cst.FunctionDef | None,
     ) -> None:
         m = self.m
         if parent is not None:
@@ -202,10 +205,15 @@ class _Indexer:
         m.order[node] = self.counter
         self.counter += 1
         # Most nodes (names, operators, literals) index nothing: skip the dispatch for them.
-        if type(node) in _INDEXED:
+        node_type = type(node)
+        if node_type in _INDEXED:
             scope, cls = self._record(node, scope, cls)
+            if node_type is cst.Call:
+                m.calls_by_function[function].append(node)  # type: ignore[arg-type]
+            elif node_type is cst.FunctionDef:
+                function = node  # type: ignore[assignment]
         for child in iter_children(node):
-            self._visit(child, node, scope, cls)
+            self._visit(child, node, scope, cls, function)
 
     def _record(
         self, node: cst.CSTNode, scope: Scope, cls: cst.ClassDef | None
