@@ -181,6 +181,11 @@ _INDEXED = frozenset(
 )
 
 
+# Subtrees no analysis looks into: type annotations and f-string internals. Not indexing
+# them saves a sizeable share of the indexing time on annotated library code.
+_OPAQUE = frozenset({cst.Annotation, cst.FormattedString})
+
+
 class _Indexer:
     """Builds a :class:`ModuleModel` in one recursive walk."""
 
@@ -212,6 +217,8 @@ class _Indexer:
                 m.calls_by_function[function].append(node)  # type: ignore[arg-type]
             elif node_type is cst.FunctionDef:
                 function = node  # type: ignore[assignment]
+        if node_type in _OPAQUE:
+            return
         for child in iter_children(node):
             self._visit(child, node, scope, cls, function)
 
