@@ -138,8 +138,9 @@ class Linter:
             # fraction of libcst's cost.
             result.diagnostics.extend(self._syntax_check(display, source))
             return _Checked(result)
-        # A file that an earlier file imports was parsed then; parse it only once.
-        known = self.project.get(path) if reuse and not source.cells else None
+        # The project parses each file once, and shares trees of recently parsed files
+        # between chunks (a file imported by an earlier chunk is not parsed again).
+        known = self.project.load(path) if reuse and not source.cells else None
         if known is not None:
             return self._analyse(known, rules, display, source, result)
         try:

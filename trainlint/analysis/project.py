@@ -7,6 +7,7 @@ command line.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import libcst as cst
@@ -15,6 +16,8 @@ from trainlint.analysis.catalog import KNOWN_LIBRARIES
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import root_name, terminal_name
 
+# Parsed trees of imported files kept per process (bounded: memory stays flat).
+TREE_CACHE_SIZE = 128
 # Sibling files scanned for call sites; bounded so huge flat folders stay cheap.
 MAX_SIBLINGS = 64
 _ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
@@ -65,10 +68,6 @@ class Project:
         model = ModuleModel(resolved, tree, resolved.stem)
         self._register(resolved, model)
         return model
-
-    def get(self, path: Path) -> ModuleModel | None:
-        """The index of ``path`` if some analysis already loaded it."""
-        return self._models.get(path.resolve())
 
     def _register(self, path: Path, model: ModuleModel | None) -> None:
         self._models[path] = model
@@ -133,11 +132,11 @@ class Project:
     @staticmethod
     def _parse(path: Path) -> ModuleModel | None:
         try:
-            source = path.read_bytes()
-            tree = cst.parse_module(source)
-        except (OSError, cst.ParserSyntaxError, UnicodeDecodeError, ValueError):
+            stat = path.stat()
+        except OSError:
             return None
-        return ModuleModel(path, tree, path.stem)
+        tree = _parse_file(path, stat.st_mtime_ns, stat.st_size)
+        return ModuleModel(path, tree, path.stem) if tree is not None else None
 
     def _root_for(self, directory: Path) -> Path:
         root = self._roots.get(directory)
@@ -197,3 +196,14 @@ def _module_files(base: Path, parts: list[str]) -> list[Path]:
         return [base / "__init__.py"]
     stem = base.joinpath(*parts)
     return [stem.with_suffix(".py"), stem / "__init__.py"]
+
+
+@lru_cache(maxsize=TREE_CACHE_SIZE)
+def _parse_file(path: Path, mtime_ns: int, size: int) -> cst.Module | None:
+    """Parsed tree of an imported file, shared by the projects of one process: each chunk
+    of a large run gets a fresh project, but the modules they import are largely the same.
+    Trees are immutable; the stat stamp in the key invalidates edited files."""
+    try:
+        return cst.parse_module(path.read_bytes())
+    except (OSError, cst.ParserSyntaxError, UnicodeDecodeError, ValueError):
+        return None
