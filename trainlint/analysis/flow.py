@@ -231,8 +231,9 @@ class Flow:
             return []
         items: list[Item] = []
         for value in self.ev.eval(closure, module):
-            if isinstance(value, FuncRef):
-                items.extend(_without_returns(_relocate(self._suite(value.node.body, value.module, depth + 1), call)).items)
+            body = self._helper_block(value, depth + 1) if isinstance(value, FuncRef) else None
+            if body is not None:
+                items.extend(_without_returns(_relocate(body, call)).items)
         return items
 
     # -- classifying calls ----------------------------------------------------------------

@@ -152,14 +152,6 @@ class Evaluator:
         self._memo[key] = result
         return result
 
-    def qualnames(self, expr: cst.BaseExpression, module: ModuleModel) -> set[str]:
-        """Qualified names of library callables/objects ``expr`` may be."""
-        names: set[str] = set()
-        for value in self.eval(expr, module):
-            if isinstance(value, (LibRef, Obj)):
-                names.add(value.qualname)
-        return names
-
     def callee(self, call: cst.Call, module: ModuleModel) -> set[str]:
         """Qualified names of the library function a call invokes (``F.softmax`` → ...)."""
         return {v.qualname for v in self.eval(call.func, module) if isinstance(v, LibRef)}

@@ -38,7 +38,6 @@ _TOKEN_FIELD_PREFIXES = (
     "asynchronous",
     "arrow",
     "walrus",
-    "semicolon",
 )
 
 _FIELDS_CACHE: dict[type, tuple[str, ...]] = {}
@@ -67,14 +66,3 @@ def iter_children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
                 if isinstance(item, cst.CSTNode):
                     yield item
 
-
-def iter_descendants(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
-    """Yield every structural descendant of ``node`` (pre-order, excluding ``node``)."""
-    stack = list(iter_children(node))
-    stack.reverse()
-    while stack:
-        current = stack.pop()
-        yield current
-        children = list(iter_children(current))
-        children.reverse()
-        stack.extend(children)
