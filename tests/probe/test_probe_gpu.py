@@ -88,3 +88,34 @@ def test_no_second_weight_copy_on_the_gpu() -> None:
     assert probed - plain < 0.5 * weights, (probed, plain, weights)
     assert torch.cuda.memory_allocated() <= baseline
     assert all(torch.equal(p.cpu(), b) for p, b in zip(model.parameters(), before))
+
+
+def test_large_logits_add_no_copies_to_the_peak() -> None:
+    """Language-model shape: the logits dwarf the weights. The output checks run while the
+    graph is alive, so float64 or masked copies of the logits would show up in the peak."""
+    vocab, tokens = 32000, 2048
+    model = nn.Sequential(nn.Embedding(vocab, 64), nn.Linear(64, vocab)).cuda()
+    gen = torch.Generator().manual_seed(0)
+    loader = [
+        (torch.randint(0, vocab, (tokens,), generator=gen).cuda(),) * 2 for _ in range(3)
+    ]
+    logits_bytes = tokens * vocab * 4
+
+    def plain_step() -> None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        nn.functional.cross_entropy(model(loader[0][0]), loader[0][1]).backward()
+        optimizer.step()
+        model.zero_grad(set_to_none=True)
+
+    snapshot = [p.detach().clone() for p in model.parameters()]
+    plain_step()
+    with torch.no_grad():
+        for param, saved in zip(model.parameters(), snapshot):
+            param.copy_(saved)
+    del snapshot
+    baseline = torch.cuda.memory_allocated()
+    plain = _peak_above(baseline, plain_step)
+    probed = _peak_above(
+        baseline, lambda: probe(model, loader, nn.CrossEntropyLoss(), max_steps=10)
+    )
+    assert probed - plain < 0.5 * logits_bytes, (probed, plain, logits_bytes)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from trainlint.diagnostics import Finding, Severity
-from trainlint.probe import amp, data, gradient_flow, initial_loss, outputs, overfit
+from trainlint.probe import amp, data, gradient_flow, initial_loss, outputs, overfit, stats
 from trainlint.probe.batches import (
     BatchKind,
     BatchStructureError,
@@ -347,7 +347,7 @@ class _Session:
     def _inspect_outputs(self, forward: Forward) -> None:
         logits = forward.logits
         if isinstance(logits, torch.Tensor) and logits.dtype.is_floating_point:
-            self.outputs_finite = bool(torch.isfinite(logits.detach()).all())
+            self.outputs_finite = stats.all_finite(logits.detach())
         if self.runner is not None and self.runner.kind is BatchKind.PAIR:
             self._add(outputs.check_outputs(logits, forward.targets, self.task))
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else "n/a"

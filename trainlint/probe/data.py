@@ -14,6 +14,7 @@ from torch import nn
 
 from trainlint.diagnostics import Finding, Severity
 from trainlint.probe.batches import BatchKind, batch_size, split, tensors
+from trainlint.probe import stats
 from trainlint.probe.codes import finding
 from trainlint.probe.task import Kind, Task, class_axis
 
@@ -59,9 +60,9 @@ def check_targets(targets: Any, logits: torch.Tensor | None, task: Task) -> list
 
 
 def _non_finite(name: str, tensor: torch.Tensor, code: str) -> list[Finding]:
-    if not tensor.dtype.is_floating_point or bool(torch.isfinite(tensor).all()):
+    if not tensor.dtype.is_floating_point or stats.all_finite(tensor):
         return []
-    nan = int(torch.isnan(tensor).sum())
+    nan = stats.count_nan(tensor)
     inf = int(torch.isinf(tensor).sum())
     return [
         finding(
@@ -75,18 +76,11 @@ def _non_finite(name: str, tensor: torch.Tensor, code: str) -> list[Finding]:
     ]
 
 
-def _moments(tensor: torch.Tensor) -> tuple[float, float] | None:
-    finite = tensor[torch.isfinite(tensor)].double()
-    if finite.numel() < 2:
-        return None
-    return float(finite.mean()), float(finite.std())
-
-
 def _scale(name: str, tensor: torch.Tensor) -> list[Finding]:
-    moments = _moments(tensor)
-    if moments is None or max(abs(moments[0]), moments[1]) <= INFO_SCALE:
+    moments = stats.finite_moments(tensor)
+    if moments is None or max(abs(moments.mean), moments.std) <= INFO_SCALE:
         return []
-    mean, std = moments
+    mean, std = moments.mean, moments.std
     severity = Severity.WARNING if max(abs(mean), std) > WARN_SCALE else Severity.INFO
     return [
         finding(
@@ -104,10 +98,10 @@ def _scale(name: str, tensor: torch.Tensor) -> list[Finding]:
 
 def _target_scale(targets: torch.Tensor) -> list[Finding]:
     """Info only: unscaled regression targets train, just slowly (overfit_batch shows how)."""
-    moments = _moments(targets)
-    if moments is None or max(abs(moments[0]), moments[1]) <= WARN_SCALE:
+    moments = stats.finite_moments(targets)
+    if moments is None or max(abs(moments.mean), moments.std) <= WARN_SCALE:
         return []
-    mean, std = moments
+    mean, std = moments.mean, moments.std
     return [
         finding(
             "P111",

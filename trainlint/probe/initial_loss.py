@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from trainlint.diagnostics import Finding, Severity
+from trainlint.probe import stats
 from trainlint.probe.codes import finding
 from trainlint.probe.task import Kind, Task, class_axis
 
@@ -183,13 +184,12 @@ def _entropy(counts: torch.Tensor) -> float:
 
 
 def _logit_scale(logits: torch.Tensor | None) -> dict[str, float]:
-    if logits is None or not logits.dtype.is_floating_point or logits.numel() < 2:
+    if logits is None or not logits.dtype.is_floating_point:
         return {}
-    values = logits.detach().double()
-    values = values[torch.isfinite(values)]
-    if values.numel() < 2:
+    moments = stats.finite_moments(logits.detach())
+    if moments is None:
         return {}
-    return {"logit_std": float(values.std()), "logit_absmax": float(values.abs().max())}
+    return {"logit_std": moments.std, "logit_absmax": moments.absmax}
 
 
 def _compare(

@@ -7,11 +7,13 @@ the probe sees the tensors, so it also catches activations hidden behind helpers
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from trainlint.diagnostics import Finding
+from trainlint.probe import stats
 from trainlint.probe.codes import finding
 from trainlint.probe.task import Kind, Task, class_axis
 
@@ -40,7 +42,7 @@ def check_outputs(logits: torch.Tensor | None, targets: Any, task: Task) -> list
     if logits is None or not logits.dtype.is_floating_point or logits.numel() == 0:
         return []
     values = logits.detach()
-    if not bool(torch.isfinite(values).all()):
+    if not stats.all_finite(values):
         return [_non_finite(values)]
     if not task.direct:
         return []  # a wrapper may apply log/log_softmax itself before the real loss
@@ -75,7 +77,7 @@ def producer_name(tensor: torch.Tensor) -> str | None:
 
 
 def _non_finite(values: torch.Tensor) -> Finding:
-    nan = int(torch.isnan(values).sum())
+    nan = stats.count_nan(values)
     return finding(
         "P204",
         f"the model outputs contain NaN/Inf at initialization ({nan} NaN of {values.numel()})",
@@ -92,10 +94,12 @@ def _is_distribution(values: torch.Tensor, producer: str | None, axis: int | Non
         return True
     if axis is None or values.shape[axis] < 2:
         return False
-    if bool((values < 0).any()) or bool((values > 1).any()):
+    if stats.any_outside(values, 0.0, 1.0):
         return False
-    sums = values.double().sum(dim=axis)
-    return bool(((sums - 1).abs() <= SUM_TOLERANCE).all())
+    return all(
+        bool(((part.double().sum(dim=axis) - 1).abs() <= SUM_TOLERANCE).all())
+        for part in stats.slices(values, keep=axis)
+    )
 
 
 def _probabilities(task: Task, producer: str | None) -> Finding:
@@ -119,21 +123,26 @@ def _probabilities(task: Task, producer: str | None) -> Finding:
     )
 
 
+def _row_logsumexps(values: torch.Tensor, axis: int) -> Iterator[torch.Tensor]:
+    for part in stats.slices(values, keep=axis):
+        yield torch.logsumexp(part.double(), dim=axis)
+
+
 def _rows_are_log_probs(values: torch.Tensor, axis: int) -> bool:
-    lse = torch.logsumexp(values.double(), dim=axis)
-    return bool((lse.abs() <= SUM_TOLERANCE).all())
+    return all(bool((lse.abs() <= SUM_TOLERANCE).all()) for lse in _row_logsumexps(values, axis))
 
 
 def _raw_logits_to_nll(values: torch.Tensor, axis: int, task: Task) -> Finding:
-    lse = torch.logsumexp(values.double(), dim=axis)
+    parts = [(float(lse.sum()), lse.numel()) for lse in _row_logsumexps(values, axis)]
+    mean = sum(total for total, _ in parts) / max(1, sum(count for _, count in parts))
     return finding(
         "P203",
         f"{task.loss_name} expects log-probabilities but the outputs are not normalized "
-        f"(logsumexp over classes is {float(lse.mean()):.3g}, not 0): the loss can be driven "
+        f"(logsumexp over classes is {mean:.3g}, not 0): the loss can be driven "
         "to -inf by growing the logits",
         "Apply `log_softmax(dim=1)` before NLLLoss, or use CrossEntropyLoss on the raw logits.",
         subject="outputs",
-        details={"mean_logsumexp": float(lse.mean())},
+        details={"mean_logsumexp": mean},
     )
 
 

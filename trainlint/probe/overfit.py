@@ -134,8 +134,7 @@ def _step(
 ) -> bool:
     """Forward, record, backward; True when the run is over (passed or non-finite).
 
-    A function of its own so the step's outputs and graph are freed before the next
-    forward: holding the previous logits would add their size to the peak memory.
+    A function of its own so the step's graph is freed before the next forward.
     """
     forward, loss = runner.step_loss(batch)
     value = float(loss.detach())
@@ -150,6 +149,9 @@ def _step(
     if len(curve.losses) > 1 and _all_correct(forward, task):
         curve.passed = curve.by_accuracy = True
         return True
+    # The autograd graph keeps what backward needs; the outputs themselves (a language
+    # model's logits are hundreds of MB) would only add to the peak, as in a plain step.
+    del forward
     loss.backward()
     if after_backward is not None:
         after_backward()
