@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from conftest import assert_unchanged, capture
+from conftest import assert_unchanged, capture, run_probe
+from probe_models import BUGGY, HEALTHY
 from probe_models.healthy import cnn_batchnorm
 from torch import nn
 
@@ -29,6 +30,28 @@ def test_probe_on_cuda_restores_state_and_rngs() -> None:
     assert_unchanged(before, capture(model, optimizer))
     assert torch.equal(torch.cuda.get_rng_state(), cuda_rng)
     assert report.ok and report.device.startswith("cuda")
+
+
+@pytest.mark.filterwarnings("ignore:Using a target size")  # mse_broadcast, on purpose
+@pytest.mark.parametrize("name", sorted(BUGGY))
+def test_every_bug_is_caught_on_cuda(name: str) -> None:
+    """The CPU suite's expectations hold on the GPU too (device-side asserts included)."""
+    run = run_probe(BUGGY[name](), device="cuda")
+    found = {(f.code, f.subject) for f in run.report.findings}
+    for expected in run.pipeline.expected:
+        assert any(
+            code == expected.code and (expected.subject is None or subject == expected.subject)
+            for code, subject in found
+        ), (name, expected, found)
+    assert_unchanged(run.before, run.after)
+
+
+@pytest.mark.parametrize("name", sorted(HEALTHY))
+def test_every_healthy_pipeline_passes_on_cuda(name: str) -> None:
+    run = run_probe(HEALTHY[name](), device="cuda")
+    assert run.report.ok, [(f.code, f.message) for f in run.report.at_least("warning")]
+    assert run.report.device.startswith("cuda")
+    assert_unchanged(run.before, run.after)
 
 
 def test_device_argument_moves_a_cpu_model_and_back() -> None:
