@@ -8,10 +8,12 @@ separate virtualenv (``--tools-venv``, created with ``--setup``): TorchFix is in
 with ``--no-deps`` plus its light dependencies, so it can never pull a torch build.
 
     python bench/bench_scale.py --setup            # once: the tools' virtualenv
-    python bench/bench_scale.py                    # ~5 minutes on 2 cores; prints a Markdown table
+    python bench/bench_scale.py                    # ~15 minutes on 2 cores; prints a Markdown table
 
 Each command runs in a fresh process tree; its wall time and peak RSS (largest process of
 the tree, from ``getrusage(RUSAGE_CHILDREN)``) are measured by a small wrapper process.
+Every measurement is the best of ``--repeat`` runs, because on a shared machine a single
+run can be a third slower for reasons that have nothing to do with the tool.
 """
 
 from __future__ import annotations
@@ -89,11 +91,12 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder of real Python code to sample")
     parser.add_argument("--files", type=int, default=800, help="files in the main sample")
-    parser.add_argument("--torchfix-files", type=int, default=100, help="TorchFix is slow: its own, smaller sample")
+    parser.add_argument("--torchfix-files", type=int, default=200, help="TorchFix is slow: its own, smaller sample")
     parser.add_argument("--jobs", type=int, default=None, help="processes for every tool (default: every core)")
     parser.add_argument("--tools-venv", type=Path, default=DEFAULT_TOOLS_VENV)
     parser.add_argument("--setup", action="store_true", help="create the tools' virtualenv and exit")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is kept")
     return parser.parse_args()
 
 
@@ -115,39 +118,53 @@ def sample(corpus: Path, count: int, target: Path) -> Path:
     return target
 
 
-def measure(name: str, files: int, command: list[str], cwd: Path) -> Timing:
-    output = subprocess.run([sys.executable, "-P", "-c", WRAPPER, *command], cwd=cwd, capture_output=True, text=True, check=True)
-    data = json.loads(output.stdout)
-    print(f"  {name}: {data['seconds']:.2f} s, peak RSS {data['peak_rss_mb']:.0f} MiB (exit {data['exit']})", file=sys.stderr)
-    return Timing(name, files, data["seconds"], data["cpu_seconds"], data["peak_rss_mb"])
+def measure(name: str, files: int, command: list[str], cwd: Path, repeat: int, fresh: bool = False) -> Timing:
+    """Best of ``repeat`` runs (the least disturbed by other load); peak RSS is the largest.
+
+    ``fresh``: delete trainlint's cache before each run, so that every run is cold.
+    """
+    runs = []
+    for _ in range(repeat):
+        if fresh:
+            shutil.rmtree(cwd / ".trainlint_cache", ignore_errors=True)
+        output = subprocess.run([sys.executable, "-P", "-c", WRAPPER, *command], cwd=cwd, capture_output=True, text=True, check=True)
+        runs.append(json.loads(output.stdout))
+    seconds = min(run["seconds"] for run in runs)
+    peak = max(run["peak_rss_mb"] for run in runs)
+    print(f"  {name}: best {seconds:.2f} s of {[round(run['seconds'], 2) for run in runs]}, peak RSS {peak:.0f} MiB", file=sys.stderr)
+    return Timing(name, files, seconds, min(run["cpu_seconds"] for run in runs), peak)
 
 
 def _run_all(args: argparse.Namespace, scratch: Path, jobs: int) -> list[Timing]:
     big = sample(args.corpus, args.files, scratch / "corpus")
-    # Memory against file count: the same files once and twice (two copies), so that the
-    # largest file, which sets the peak of any parser, is the same in both runs.
+    # Memory against file count: the same files once, twice and 4 times (copies), so that the
+    # largest file, which sets the peak of any parser, is the same in every run.
     once = sample(args.corpus, args.files // 2, scratch / "once" / "a")
-    twice = scratch / "twice"
-    shutil.copytree(once, twice / "a")
-    shutil.copytree(once, twice / "b")
+    twice, four = scratch / "twice", scratch / "four"
+    for copy in "ab":
+        shutil.copytree(once, twice / copy)
+    for copy in "abcd":
+        shutil.copytree(once, four / copy)
     small = sample(args.corpus, args.torchfix_files, scratch / "torchfix")
-    counts = {path: sum(1 for _ in path.rglob("*.py")) for path in (big, once, twice, small)}
+    counts = {path: sum(1 for _ in path.rglob("*.py")) for path in (big, once, twice, four, small)}
     # -P: the corpus is the working directory, and its modules (torch's ``types.py``...)
     # must not shadow the standard library.
     trainlint = [sys.executable, "-P", "-m", "trainlint", "check", "--exit-zero", "--format", "concise", "--jobs", str(jobs), "."]
+    n = args.repeat
     timings = [
-        measure("libcst parse", counts[big], [sys.executable, "-P", "-c", BARE_PARSE, ".", str(jobs)], big),
-        measure("trainlint cold", counts[big], trainlint, big),
-        measure("trainlint warm", counts[big], trainlint, big),
-        measure("trainlint, half sample once", counts[once], [*trainlint, "--no-cache"], once),
-        measure("trainlint, half sample twice", counts[twice], [*trainlint, "--no-cache"], twice),
-        measure("trainlint cold, TorchFix sample", counts[small], [*trainlint, "--no-cache"], small),
+        measure("libcst parse", counts[big], [sys.executable, "-P", "-c", BARE_PARSE, ".", str(jobs)], big, n),
+        measure("trainlint cold", counts[big], trainlint, big, n, fresh=True),
+        measure("trainlint warm", counts[big], trainlint, big, n),
+        measure("trainlint, half sample once", counts[once], [*trainlint, "--no-cache"], once, n),
+        measure("trainlint, half sample twice", counts[twice], [*trainlint, "--no-cache"], twice, n),
+        measure("trainlint, half sample 4 times", counts[four], [*trainlint, "--no-cache"], four, n),
+        measure("trainlint cold, TorchFix sample", counts[small], [*trainlint, "--no-cache"], small, n),
     ]
     tools = args.tools_venv / "bin"
     if (tools / "ruff").exists():
-        timings.append(measure("ruff", counts[big], [str(tools / "ruff"), "check", "--no-cache", "--exit-zero", "-q", "."], big))
+        timings.append(measure("ruff", counts[big], [str(tools / "ruff"), "check", "--no-cache", "--exit-zero", "-q", "."], big, n))
     if (tools / "torchfix").exists():
-        timings.append(measure("TorchFix", counts[small], [str(tools / "torchfix"), "--jobs", str(jobs), "."], small))
+        timings.append(measure("TorchFix", counts[small], [str(tools / "torchfix"), "--jobs", str(jobs), "."], small, n))
     return timings
 
 
@@ -162,6 +179,9 @@ def _report(timings: list[Timing], jobs: int, json_path: Path | None) -> None:
         "warm / cold (wall)": by_name["trainlint warm"].seconds / by_name["trainlint cold"].seconds,
         "peak RSS, 2x files / 1x files": by_name["trainlint, half sample twice"].peak_rss_mb
         / by_name["trainlint, half sample once"].peak_rss_mb,
+        # Once the bounded per-process caches are full, more files must cost no more memory.
+        "peak RSS, 4x files / 2x files": by_name["trainlint, half sample 4 times"].peak_rss_mb
+        / by_name["trainlint, half sample twice"].peak_rss_mb,
     }
     if "TorchFix" in by_name:
         ratios["TorchFix / trainlint, same sample (wall)"] = (

@@ -13,7 +13,7 @@ import pytest
 from trainlint.cache import CACHE_DIR, Cache
 from trainlint.config import Settings
 from trainlint.linter import Linter, LintResult
-from trainlint.runner import CHUNK_SIZE, RunOptions, chunked, run
+from trainlint.runner import CHUNK_SIZE, MIN_CHUNK_SIZE, RunOptions, chunk_size, chunked, run
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -141,9 +141,15 @@ def test_parallel_run_matches_serial_run(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_chunks_keep_directories_together_and_stay_bounded() -> None:
     files = [Path(f"a/{i:03}.py") for i in range(CHUNK_SIZE + 3)] + [Path("b/x.py"), Path("b/y.py"), Path("c/z.py")]
-    chunks = list(chunked(files))
+    chunks = list(chunked(files, CHUNK_SIZE))
     assert [len(c) for c in chunks] == [CHUNK_SIZE, 6]
     assert sum(chunks, []) == files
+
+
+def test_chunk_size_spreads_small_runs_and_caps_large_ones() -> None:
+    assert chunk_size(10) == chunk_size(100) == MIN_CHUNK_SIZE
+    assert chunk_size(300) == 19  # 300 files in 16 chunks
+    assert chunk_size(100_000) == CHUNK_SIZE
 
 
 def test_change_in_a_transitively_imported_module_invalidates(project: Path) -> None:

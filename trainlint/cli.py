@@ -11,7 +11,6 @@ from typing import TextIO
 
 import click
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.table import Table
 
 from trainlint import __version__
@@ -164,5 +163,8 @@ def show_rule(code: str) -> None:
     if page is None:
         _fail(f"no documentation page for {rule.code}")
         return
+    # Imported here: markdown-it costs every `check` run (a pre-commit hook) ~35 ms.
+    from rich.markdown import Markdown
+
     Console().print(Markdown(page.read_text(encoding="utf-8")))
 

@@ -12,6 +12,7 @@ import libcst as cst
 
 from trainlint.analysis.flow import Flow
 from trainlint.analysis.module import ModuleModel
+from trainlint.analysis.parsing import parse_module
 from trainlint.analysis.project import Project
 from trainlint.analysis.values import Evaluator
 from trainlint.config import Settings, matches
@@ -144,7 +145,7 @@ class Linter:
         if known is not None:
             return self._analyse(known, rules, display, source, result)
         try:
-            tree = cst.parse_module(source.text)
+            tree = parse_module(source.text)
         except cst.ParserSyntaxError as exc:
             # CPython's parser pinpoints the mistake better than libcst's; libcst's message
             # is kept for code CPython accepts but libcst cannot parse.

@@ -21,7 +21,7 @@ from trainlint.analysis import catalog
 from trainlint.analysis.module import Loop, ModuleModel
 from trainlint.analysis.names import dotted, terminal_name
 from trainlint.analysis.values import Evaluator, FuncRef, Lit, Obj, call_arg
-from trainlint.analysis.walk import iter_children
+from trainlint.analysis.walk import calls_innermost_first
 
 MAX_EXPANSION_DEPTH = 4
 MAX_PATHS = 512
@@ -173,14 +173,7 @@ class Flow:
 
     def _calls_in(self, node: cst.CSTNode, module: ModuleModel, depth: int) -> list[Item]:
         """Events of the calls inside an expression/statement, innermost-first order."""
-        items: list[Item] = []
-        for child in iter_children(node):
-            if isinstance(child, (cst.Lambda, cst.FunctionDef)):
-                continue
-            items.extend(self._calls_in(child, module, depth))
-        if isinstance(node, cst.Call):
-            items.extend(self._call(node, module, depth))
-        return items
+        return [item for call in calls_innermost_first(node) for item in self._call(call, module, depth)]
 
     def _call(self, call: cst.Call, module: ModuleModel, depth: int) -> list[Item]:
         # Syntactic filters first: evaluating every call of every function is what would

@@ -160,10 +160,10 @@ class Modes:
         """The switch deciding the mode at ``node``; ``None``: never switched (training mode,
         the default of a new module)."""
         function = module.enclosing_function(node)
-        before = module.order[node]
+        before = module.order_of(node)
         decided: ModeSwitch | None = None
         for call in self.calls_in(function, module):
-            if module.order[call] >= before:
+            if module.order_of(call) >= before:
                 break
             decided = self._switch_by(call, module, depth) or decided
         if decided is not None or function is None or depth >= MAX_CALLER_DEPTH:
@@ -238,8 +238,8 @@ class Modes:
                     return True
         # A statement ``torch.set_grad_enabled(False)`` earlier in the same function.
         return any(
-            module.order[call] < module.order[node]
-            and isinstance(module.parent.get(call), cst.Expr)
+            module.order_of(call) < module.order_of(node)
+            and isinstance(module.parent_of(call), cst.Expr)
             and disables_grad(call)
             for call in self.calls_in(function, module)
         )
@@ -251,14 +251,14 @@ class Modes:
         function = module.enclosing_function(call)
         if function is not None and _decorated_grad_off(function):
             return True
-        later = [c for c in self.calls_in(function, module) if module.order[c] > module.order[call]]
+        later = [c for c in self.calls_in(function, module) if module.order_of(c) > module.order_of(call)]
         if any(
             (disables_grad(c) or self._helper_disables_grad(c, module)) and not self._in_training_loop(c, module)
             for c in later
         ):
             return True
         return any(
-            module.order[loop] > module.order[call]
+            module.order_of(loop) > module.order_of(call)
             and module.enclosing_function(loop) is function
             and self.evaluation_call(loop, module) is not None
             for loop in module.loops
@@ -349,8 +349,8 @@ class Modes:
         """Does a backward pass run (in the same function, helpers expanded) after ``start``
         and before ``end``?"""
         function = module.enclosing_function(start)
-        first, last = module.order[start], module.order[end]
-        between = [c for c in self.calls_in(function, module) if first < module.order[c] < last]
+        first, last = module.order_of(start), module.order_of(end)
+        between = [c for c in self.calls_in(function, module) if first < module.order_of(c) < last]
         return any(step.kind == "backward" for step in self._steps(between, module, 0))
 
     def _steps(self, calls: list[cst.Call], module: ModuleModel, depth: int) -> list[Step]:

@@ -143,7 +143,7 @@ def _group(value: DictV, inherited: cst.BaseExpression | None, module: ModuleMod
 
 def _bound_name(value: SeqV) -> cst.BaseExpression | None:
     """``groups`` in ``groups = [...]``, where the list may be built in a helper."""
-    parent = value.module.parent.get(value.node)
+    parent = value.module.parent_of(value.node)
     if isinstance(parent, cst.Assign) and len(parent.targets) == 1:
         return parent.targets[0].target
     return None

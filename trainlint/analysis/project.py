@@ -15,6 +15,7 @@ import libcst as cst
 from trainlint.analysis.catalog import KNOWN_LIBRARIES
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import root_name, terminal_name
+from trainlint.analysis.parsing import parse_module
 
 # Parsed trees of imported files kept per process (bounded: memory stays flat).
 TREE_CACHE_SIZE = 128
@@ -204,6 +205,6 @@ def _parse_file(path: Path, mtime_ns: int, size: int) -> cst.Module | None:
     of a large run gets a fresh project, but the modules they import are largely the same.
     Trees are immutable; the stat stamp in the key invalidates edited files."""
     try:
-        return cst.parse_module(path.read_bytes())
+        return parse_module(path.read_bytes())
     except (OSError, cst.ParserSyntaxError, UnicodeDecodeError, ValueError):
         return None

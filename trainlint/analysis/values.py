@@ -314,7 +314,7 @@ class Evaluator:
         return tuple(found) or (LibRef(qualname.lstrip(".")),)
 
     def _param_values(self, binding: Binding, module: ModuleModel) -> list[Value]:
-        function = binding.scope.node
+        function = binding.scope_node
         values: list[Value] = []
         if isinstance(function, cst.FunctionDef):
             cls = module.method_class(function)
@@ -515,7 +515,7 @@ def _maybe_local(ref: LibRef) -> bool:
 
 
 def _reaching_in(bindings: list[Binding], use: cst.Name, module: ModuleModel) -> list[Binding]:
-    order = module.order.get(use, 0)
+    order = module.order_of(use, 0)
     before = [b for b in bindings if b.order < order and not _is_own_target(b, use, module)]
     if not before:
         # Defined later in a loop (carried from a previous iteration) or not at all.

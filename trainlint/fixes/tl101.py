@@ -70,7 +70,7 @@ def _used_only_by(activation: cst.Call, loss_input: cst.BaseExpression, model: M
         return True
     if not isinstance(loss_input, cst.Name):
         return False
-    assignment = model.parent.get(value)
+    assignment = model.parent_of(value)
     if not (isinstance(assignment, cst.Assign) and len(assignment.targets) == 1):
         return False
     target = assignment.targets[0].target
@@ -83,8 +83,8 @@ def _used_only_by(activation: cst.Call, loss_input: cst.BaseExpression, model: M
 def _method_chain_top(node: cst.BaseExpression, model: ModuleModel) -> cst.BaseExpression:
     """``torch.sigmoid(x).squeeze(1)`` for ``torch.sigmoid(x)``: methods called on it."""
     while True:
-        attribute = model.parent.get(node)
-        call = model.parent.get(attribute) if attribute is not None else None
+        attribute = model.parent_of(node)
+        call = model.parent_of(attribute) if attribute is not None else None
         if not (isinstance(attribute, cst.Attribute) and attribute.value is node and isinstance(call, cst.Call) and call.func is attribute):
             return node
         node = call

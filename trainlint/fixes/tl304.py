@@ -34,10 +34,10 @@ class PlateauMetricFixer(Fixer):
 
 def _metrics_before(call: cst.Call, model: ModuleModel) -> set[str]:
     scope = model.scope_of(call)
-    position = model.order.get(call, 0)
+    position = model.order_of(call, 0)
     return {
         name
         for name, bindings in scope.bindings.items()
         if METRIC_NAME.match(name)
-        and any(b.kind == "assign" and model.order.get(b.node, position) < position for b in bindings)
+        and any(b.kind == "assign" and model.order_of(b.node, position) < position for b in bindings)
     }

@@ -107,7 +107,7 @@ class _Checker:
                 binding.kind in ("assign", "for", "with")
                 and binding.node is not statement
                 and self.module.is_within(binding.node, loop.body)
-                and self.module.order[binding.node] < self.module.order[statement]
+                and self.module.order_of(binding.node) < self.module.order_of(statement)
                 and self.module.dominates(binding.node, statement)
             ):
                 return True

@@ -36,7 +36,7 @@ class Fp16AutocastWithoutScaler(Rule):
 
 def _opens_with(call: cst.Call, ctx: Context) -> bool:
     """``with torch.autocast(...):`` (a bare call or a stored context manager is not a region)."""
-    item = ctx.model.parent.get(call)
+    item = ctx.model.parent_of(call)
     return isinstance(item, cst.WithItem) and item.item is call
 
 

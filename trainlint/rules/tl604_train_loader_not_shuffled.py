@@ -84,7 +84,7 @@ def _held_out(loader: Obj, dataset: cst.BaseExpression, ev: Evaluator) -> bool:
     shares the loop with training): judged by the loader's and dataset's names and by
     ``train=False`` / ``split="test"`` on the dataset."""
     module = loader.module
-    target = module.parent.get(loader.call)
+    target = module.parent_of(loader.call)
     names = [dotted(dataset) or ""]
     if isinstance(target, cst.Assign):
         names.extend(dotted(t.target) or "" for t in target.targets)

@@ -90,7 +90,7 @@ def _shuffles(sampler: Obj, ctx: Context) -> bool:
 
 def _held_out(sampler: Obj) -> bool:
     dataset = call_arg(sampler.call, 0, "dataset")
-    target = sampler.module.parent.get(sampler.call)
+    target = sampler.module.parent_of(sampler.call)
     names = [dotted(dataset) or ""] if dataset is not None else []
     if isinstance(target, cst.Assign):
         names.extend(dotted(t.target) or "" for t in target.targets)
