@@ -16,7 +16,7 @@ import libcst as cst
 
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import terminal_name
-from trainlint.analysis.values import ClassRef, DictV, Evaluator, Instance, Obj, SeqV, Value, call_arg, literal_value
+from trainlint.analysis.values import ClassRef, DictV, Evaluator, Instance, LibRef, Lit, Obj, SeqV, Value, call_arg, literal_value
 
 MAX_DEPTH = 6
 
@@ -85,7 +85,13 @@ def _value_has(value: Value, ev: Evaluator, depth: int, visiting: set[int]) -> b
             for e in value.node.elements
             if isinstance(e, cst.DictElement)
         )
+    if isinstance(value, Lit) or (isinstance(value, LibRef) and _is_torch_function(value.qualname)):
+        return False  # ``self.groups = 1``, ``self.conv = F.conv2d``: no layer held
     return None
+
+
+def _is_torch_function(qualname: str) -> bool:
+    return qualname.startswith("torch.") and qualname.rsplit(".", 1)[-1][:1].islower()
 
 
 def _expr_has(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, depth: int, visiting: set[int]) -> bool | None:

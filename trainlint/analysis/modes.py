@@ -28,12 +28,15 @@ from trainlint.analysis import catalog
 from trainlint.analysis.flow import Action, Flow, _unwrap_iteration
 from trainlint.analysis.module import Loop, ModuleModel
 from trainlint.analysis.names import dotted, root_name, terminal_name
-from trainlint.analysis.values import Evaluator, Instance, Obj, Value, call_arg, literal_value
+from trainlint.analysis.values import Evaluator, FuncRef, Instance, Obj, Value, call_arg, literal_value
+from trainlint.analysis.walk import iter_children
 
 MAX_CALLER_DEPTH = 3
 MAX_EXPANSION_DEPTH = 4
 
 GRAD_OFF_CONTEXTS = frozenset({"no_grad", "inference_mode"})
+# Projects' own wrappers say so in their names: YOLOv5's ``smart_inference_mode``.
+GRAD_OFF_SUFFIXES = ("_no_grad", "_inference_mode")
 # Word starts in a loader's name that mark held-out data: ``val_loader``, ``testloader``, ``eval_dataloader``.
 EVAL_DATA_PREFIXES = ("val", "test", "eval", "holdout")
 MODEL_NAMES = ("model", "net", "network")
@@ -93,8 +96,8 @@ def mode_set_by(call: cst.Call, module: ModuleModel, ev: Evaluator) -> Mode | No
 def disables_grad(expr: cst.BaseExpression) -> bool:
     """``torch.no_grad()``, ``torch.inference_mode``, ``torch.set_grad_enabled(False)``."""
     target = expr.func if isinstance(expr, cst.Call) else expr
-    name = terminal_name(target)
-    if name in GRAD_OFF_CONTEXTS:
+    name = terminal_name(target) or ""
+    if name in GRAD_OFF_CONTEXTS or name.endswith(GRAD_OFF_SUFFIXES):
         return True
     if name == "set_grad_enabled" and isinstance(expr, cst.Call):
         flag = call_arg(expr, 0, "mode")
@@ -119,8 +122,16 @@ def is_eval_name(name: str) -> bool:
     return "dev" in words or any(w.startswith(EVAL_DATA_PREFIXES) and not w.startswith("value") for w in words)
 
 
-def _decorated_grad_off(function: cst.FunctionDef) -> bool:
-    return any(disables_grad(decorator.decorator) for decorator in function.decorators)
+def _mentions_grad_off(function: cst.FunctionDef) -> bool:
+    """``torch.no_grad``/``inference_mode`` anywhere in the body, nested functions included:
+    what a decorator (factory) that turns gradients off is built from."""
+    pending: list[cst.CSTNode] = [function.body]
+    while pending:
+        node = pending.pop()
+        if type(node) is cst.Name and node.value in GRAD_OFF_CONTEXTS:
+            return True
+        pending.extend(iter_children(node))
+    return False
 
 
 class Modes:
@@ -133,6 +144,7 @@ class Modes:
         self._exit_modes: dict[int, Mode | None] = {}
         self._function_steps: dict[int, list[Step]] = {}
         self._active: set[int] = set()
+        self._grad_off_decorated: dict[int, bool] = {}
 
     # -- calls of one function body ----------------------------------------------------------
 
@@ -228,7 +240,7 @@ class Modes:
         return bool(sites) and all(self.grad_disabled(call, caller, depth + 1) for call, caller in sites)
 
     def _grad_off_locally(self, node: cst.CSTNode, module: ModuleModel, function: cst.FunctionDef | None) -> bool:
-        if function is not None and _decorated_grad_off(function):
+        if function is not None and self.decorated_grad_off(function, module):
             return True
         for ancestor in module.ancestors(node):
             if ancestor is function:
@@ -249,7 +261,7 @@ class Modes:
         evaluation loop, or work without gradients outside any training loop? Tells an
         evaluation's ``model.eval()`` from a frozen teacher's."""
         function = module.enclosing_function(call)
-        if function is not None and _decorated_grad_off(function):
+        if function is not None and self.decorated_grad_off(function, module):
             return True
         later = [c for c in self.calls_in(function, module) if module.order_of(c) > module.order_of(call)]
         if any(
@@ -264,6 +276,25 @@ class Modes:
             for loop in module.loops
         )
 
+    def decorated_grad_off(self, function: cst.FunctionDef, module: ModuleModel) -> bool:
+        """``@torch.no_grad()``, or a project's own decorator built on it."""
+        key = id(function)
+        known = self._grad_off_decorated.get(key)
+        if known is None:
+            known = self._grad_off_decorated[key] = any(
+                self._decorator_disables_grad(decorator.decorator, module) for decorator in function.decorators
+            )
+        return known
+
+    def _decorator_disables_grad(self, decorator: cst.BaseExpression, module: ModuleModel) -> bool:
+        if disables_grad(decorator):
+            return True
+        if isinstance(decorator, cst.Call):  # a factory: ``@smart_mode()``
+            wrappers = self.ev.functions_called(decorator, module)
+        else:
+            wrappers = [v for v in self.ev.eval(decorator, module) if isinstance(v, FuncRef)]
+        return any(_mentions_grad_off(wrapper.node) for wrapper in wrappers)
+
     def _in_training_loop(self, node: cst.CSTNode, module: ModuleModel) -> bool:
         return any(
             event.action is Action.BACKWARD
@@ -273,7 +304,7 @@ class Modes:
 
     def _helper_disables_grad(self, call: cst.Call, module: ModuleModel) -> bool:
         return any(
-            _decorated_grad_off(f.node) or any(disables_grad(c) for c in self.calls_in(f.node, f.module))
+            self.decorated_grad_off(f.node, f.module) or any(disables_grad(c) for c in self.calls_in(f.node, f.module))
             for f in self.ev.functions_called(call, module)
         )
 

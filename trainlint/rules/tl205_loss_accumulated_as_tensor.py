@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import libcst as cst
 
 from trainlint.analysis.flow import Action, Flow
+from trainlint.analysis.modes import disables_grad
 from trainlint.analysis.module import Loop, ModuleModel
 from trainlint.analysis.names import dotted, terminal_name
 from trainlint.analysis.values import Evaluator, TensorV, call_arg
@@ -19,7 +20,6 @@ DETACHING_FUNCTIONS = frozenset({"float", "int"})
 GRAPH_METHODS = frozenset(
     {"mean", "sum", "float", "double", "half", "clone", "to", "cpu", "cuda", "squeeze", "view", "reshape", "mul", "div", "add"}
 )
-NO_GRAD_CONTEXTS = frozenset({"no_grad", "inference_mode"})
 # ``args.loss`` / ``self.loss`` are settings or attributes, not a model output's loss.
 NOT_OUTPUTS = frozenset({"self", "args", "cfg", "config", "opt", "hparams"})
 
@@ -93,9 +93,9 @@ class _Checker:
 
     def _no_grad(self, node: cst.CSTNode) -> bool:
         for ancestor in self.module.ancestors(node):
-            if isinstance(ancestor, cst.With) and any(_disables_grad(item.item) for item in ancestor.items):
+            if isinstance(ancestor, cst.With) and any(disables_grad(item.item) for item in ancestor.items):
                 return True
-            if isinstance(ancestor, cst.FunctionDef) and any(_disables_grad(d.decorator) for d in ancestor.decorators):
+            if isinstance(ancestor, cst.FunctionDef) and any(disables_grad(d.decorator) for d in ancestor.decorators):
                 return True
         return False
 
@@ -195,14 +195,3 @@ def _is_output_loss(expr: cst.BaseExpression) -> bool:
         )
     return False
 
-
-def _disables_grad(expr: cst.BaseExpression) -> bool:
-    """``torch.no_grad()``, ``torch.inference_mode()``, ``torch.set_grad_enabled(False)``."""
-    call = expr if isinstance(expr, cst.Call) else None
-    name = terminal_name(call.func if call is not None else expr)
-    if name in NO_GRAD_CONTEXTS:
-        return True
-    if name == "set_grad_enabled" and call is not None:
-        flag = call_arg(call, 0, "mode")
-        return isinstance(flag, cst.Name) and flag.value == "False"
-    return False

@@ -5,10 +5,10 @@ from collections.abc import Iterator
 import libcst as cst
 
 from trainlint.analysis.model_summary import has_mode_layers
-from trainlint.analysis.module import Loop, ModuleModel
+from trainlint.analysis.module import AttrAssignment, Loop, ModuleModel
 from trainlint.analysis.modes import Mode, Modes, ModeSwitch, model_expression, model_name, modes_for
-from trainlint.analysis.names import dotted
-from trainlint.analysis.values import Obj
+from trainlint.analysis.names import dotted, terminal_name
+from trainlint.analysis.values import ClassRef, Instance, Obj
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -31,7 +31,7 @@ class EvaluationWithoutModelEval(Rule):
             if call is None or id(call) in reported:
                 continue
             switch = modes.mode_at(call, ctx.model)
-            if switch is None and _loaded_in_eval_mode(call, ctx):
+            if switch is None and (_loaded_in_eval_mode(call, ctx) or _opaque_model(call, ctx)):
                 continue
             if not _in_eval_mode(switch, loop, ctx.model, modes) and _mode_matters(call, ctx):
                 reported.add(id(call))
@@ -55,10 +55,84 @@ def _in_eval_mode(switch: ModeSwitch | None, loop: Loop, module: ModuleModel, mo
 
 
 def _loaded_in_eval_mode(call: cst.Call, ctx: Context) -> bool:
-    """``from_pretrained`` (transformers, diffusers) returns a model already in eval mode."""
+    """``from_pretrained`` (transformers, diffusers) returns a model already in eval mode,
+    and so does an inference wrapper whose constructor puts what it loads in eval mode
+    (YOLOv5's ``DetectMultiBackend``: the wrapper's own flag is never read)."""
     target = model_expression(call)
     values = ctx.evaluator.eval(target, ctx.model) if target is not None else ()
-    return bool(values) and all(isinstance(v, Obj) and v.qualname.endswith(".from_pretrained") for v in values)
+    return bool(values) and all(
+        (isinstance(v, Obj) and v.qualname.endswith(".from_pretrained"))
+        or (isinstance(v, Instance) and _constructor_calls_eval(v, ctx))
+        for v in values
+    )
+
+
+# Methods that return the module they are called on, mode unchanged.
+_SAME_MODULE = frozenset({"to", "cuda", "cpu", "half", "float", "bfloat16", "double", "requires_grad_"})
+
+
+def _opaque_model(call: cst.Call, ctx: Context) -> bool:
+    target = model_expression(call)
+    return target is not None and _opaque_origin(target, ctx.model, ctx)
+
+
+def _opaque_origin(expr: cst.BaseExpression, module: ModuleModel, ctx: Context, depth: int = 0) -> bool:
+    """The model comes only from places whose mode is unknown or eval: a ``self.unet`` that no
+    method assigns (diffusers' ``register_modules``, ``setattr``), or any ``from_pretrained``,
+    directly or through local names and attributes. Parameters are not opaque: a function
+    without visible callers is taken to start in training mode."""
+    if depth > 4:
+        return False
+    if isinstance(expr, cst.Call):
+        if isinstance(expr.func, cst.Attribute) and expr.func.attr.value in _SAME_MODULE:
+            return _opaque_origin(expr.func.value, module, ctx, depth + 1)
+        return terminal_name(expr.func) == "from_pretrained"
+    if isinstance(expr, cst.Name):
+        bindings = module.scope_of(expr).bindings.get(expr.value, [])
+        return bool(bindings) and all(
+            b.kind == "assign" and b.value is not None and _opaque_origin(b.value, module, ctx, depth + 1)
+            for b in bindings
+        )
+    if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
+        assignments = _self_assignments(expr, module, ctx)
+        return assignments is not None and all(
+            _opaque_origin(a.value, klass_module, ctx, depth + 1) for klass_module, a in assignments
+        )
+    return False
+
+
+def _self_assignments(
+    attribute: cst.Attribute, module: ModuleModel, ctx: Context
+) -> list[tuple[ModuleModel, AttrAssignment]] | None:
+    """Every ``self.<attr> = ...`` in the class of the method around ``attribute`` and its
+    local bases; ``None`` outside a method."""
+    cls = next(
+        (module.method_class(a) for a in module.ancestors(attribute) if isinstance(a, cst.FunctionDef) and module.method_class(a)),
+        None,
+    )
+    if cls is None:
+        return None
+    return [
+        (klass.module, assignment)
+        for klass in ctx.evaluator.class_chain(ClassRef(module, cls))
+        for assignment in klass.module.self_attrs.get(klass.node, {}).get(attribute.attr.value, [])
+    ]
+
+
+def _constructor_calls_eval(instance: Instance, ctx: Context) -> bool:
+    """``__init__`` calls ``.eval()``, itself or in a function it calls (a loader)."""
+    init = ctx.evaluator.method(instance.cls, "__init__")
+    if init is None:
+        return False
+    calls = init.module.calls_by_function.get(init.node, [])
+    if any(terminal_name(c.func) == "eval" for c in calls):
+        return True
+    return any(
+        terminal_name(inner.func) == "eval"
+        for c in calls
+        for loader in ctx.evaluator.functions_called(c, init.module)
+        for inner in loader.module.calls_by_function.get(loader.node, [])
+    )
 
 
 def _mode_matters(call: cst.Call, ctx: Context) -> bool:
