@@ -41,7 +41,8 @@ def _problem(optimizer: OptimizerCall, ctx: Context) -> str | None:
     if optimizer.weight_decay is None or optimizer.params is None or decay_of(optimizer.weight_decay, model, ev) == "zero":
         return None
     owner = whole_model_params(optimizer.params, model, ev)
-    if owner is None:
+    # LoRA adapters are bias-free low-rank matrices, the very parameters decay is meant for.
+    if owner is None or "lora" in owner.lower():
         return None
     return (
         f"{optimizer.short_name} applies weight_decay={_shown(optimizer.weight_decay, model, ctx)} to every parameter "
