@@ -3,6 +3,7 @@ atomic writes) and the process pool (same findings as a serial run)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import threading
@@ -163,3 +164,13 @@ def test_change_in_a_transitively_imported_module_invalidates(project: Path) -> 
     assert [(d.path, d.code) for d in first.diagnostics] == [("other.py", "TL101"), ("train.py", "TL101")]
     (project / "layers.py").write_text("def head(x):\n    return x\n")
     assert run([Path("train.py")], settings, RunOptions(jobs=1)).diagnostics == []
+
+
+def test_in_process_run_gives_the_collector_back(tmp_path: Path) -> None:
+    """Workers tune the garbage collector for the run; an in-process run must not leave the
+    caller's process (an editor integration, a test session) frozen or retuned."""
+    (tmp_path / "train.py").write_text(TRAIN)
+    thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
+    run([tmp_path], Settings(root=tmp_path), RunOptions(jobs=1, cache=False))
+    assert gc.get_threshold() == thresholds
+    assert gc.get_freeze_count() == frozen

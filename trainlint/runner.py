@@ -103,8 +103,9 @@ def _by_directory(files: list[Path]) -> Iterator[list[Path]]:
 def _results(chunks: list[list[Path]], settings: Settings, options: RunOptions) -> Iterator[LintResult]:
     jobs = min(options.jobs or os.cpu_count() or 1, len(chunks))
     if jobs <= 1:
-        _init_worker(settings, options)
-        yield from map(_lint_chunk, chunks)
+        _set_options(settings, options)
+        with _collector_tuned():
+            yield from map(_lint_chunk, chunks)
         return
     with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(settings, options)) as pool:
         # Largest first, so that no big chunk starts last while the other workers idle; the
@@ -129,15 +130,41 @@ _options = RunOptions()
 
 
 def _init_worker(settings: Settings, options: RunOptions) -> None:
+    """Pool initializer: the process lives for this run only, so the collector stays tuned."""
+    _set_options(settings, options)
+    _tune_collector()
+
+
+def _set_options(settings: Settings, options: RunOptions) -> None:
     global _settings, _options
     _settings, _options = settings, options
-    # Everything imported so far lives for the whole run: keep it out of every collection.
+
+
+def _tune_collector() -> tuple[int, int, int]:
+    """Keep what is alive now (the imported modules) out of every collection, and collect
+    less often; returns the previous thresholds."""
+    previous = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
+    return previous
+
+
+@contextmanager
+def _collector_tuned() -> Iterator[None]:
+    """In-process runs give the caller's process its collector back afterwards (a caller
+    that froze objects itself keeps them frozen)."""
+    caller_froze = gc.get_freeze_count() > 0
+    previous = _tune_collector()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        if not caller_froze:
+            gc.unfreeze()
 
 
 def _lint_chunk(chunk: list[Path]) -> LintResult:
-    assert _settings is not None, "_init_worker runs first"
+    assert _settings is not None, "_set_options runs first"
     linter = Linter(_settings, _options.fixes)
     cache = Cache(_settings.root, _settings) if _options.cache else None
     result = LintResult()
