@@ -4,8 +4,9 @@ from collections.abc import Iterator
 
 import libcst as cst
 
+from trainlint.analysis import catalog
 from trainlint.analysis.model_summary import has_mode_layers
-from trainlint.analysis.module import AttrAssignment, Loop, ModuleModel
+from trainlint.analysis.module import Loop, ModuleModel
 from trainlint.analysis.modes import Mode, Modes, ModeSwitch, model_expression, model_name, modes_for
 from trainlint.analysis.names import dotted, terminal_name
 from trainlint.analysis.values import ClassRef, Instance, Obj
@@ -67,8 +68,8 @@ def _loaded_in_eval_mode(call: cst.Call, ctx: Context) -> bool:
     )
 
 
-# Methods that return the module they are called on, mode unchanged.
-_SAME_MODULE = frozenset({"to", "cuda", "cpu", "half", "float", "bfloat16", "double", "requires_grad_"})
+# Methods that return the module they are called on; ``.train()`` also does, but changes its mode.
+_SAME_MODULE = catalog.PASS_THROUGH_METHODS - {"train"}
 
 
 def _opaque_model(call: cst.Call, ctx: Context) -> bool:
@@ -94,29 +95,21 @@ def _opaque_origin(expr: cst.BaseExpression, module: ModuleModel, ctx: Context, 
             for b in bindings
         )
     if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
-        assignments = _self_assignments(expr, module, ctx)
-        return assignments is not None and all(
-            _opaque_origin(a.value, klass_module, ctx, depth + 1) for klass_module, a in assignments
+        instance = _self_instance(expr, module)
+        return instance is not None and all(
+            _opaque_origin(value, owner, ctx, depth + 1)
+            for value, _, owner in ctx.evaluator.attribute_values(instance, expr.attr.value)
         )
     return False
 
 
-def _self_assignments(
-    attribute: cst.Attribute, module: ModuleModel, ctx: Context
-) -> list[tuple[ModuleModel, AttrAssignment]] | None:
-    """Every ``self.<attr> = ...`` in the class of the method around ``attribute`` and its
-    local bases; ``None`` outside a method."""
+def _self_instance(attribute: cst.Attribute, module: ModuleModel) -> Instance | None:
+    """The ``self`` of the method around ``attribute``; ``None`` outside a method."""
     cls = next(
         (module.method_class(a) for a in module.ancestors(attribute) if isinstance(a, cst.FunctionDef) and module.method_class(a)),
         None,
     )
-    if cls is None:
-        return None
-    return [
-        (klass.module, assignment)
-        for klass in ctx.evaluator.class_chain(ClassRef(module, cls))
-        for assignment in klass.module.self_attrs.get(klass.node, {}).get(attribute.attr.value, [])
-    ]
+    return Instance(ClassRef(module, cls)) if cls is not None else None
 
 
 def _constructor_calls_eval(instance: Instance, ctx: Context) -> bool:
