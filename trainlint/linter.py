@@ -10,7 +10,7 @@ from pathlib import Path
 
 import libcst as cst
 
-from trainlint.analysis.flow import Flow
+from trainlint.analysis.engine import Engine
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.parsing import parse_module
 from trainlint.analysis.project import Project
@@ -78,7 +78,7 @@ class Linter:
         self.rules: list[Rule] = [rule() for rule in settings.active_rules()]
         self.project = Project()
         self.evaluator = Evaluator(self.project)
-        self.flow = Flow(self.evaluator)
+        self.engine = Engine(self.evaluator)
         self.parse_errors_enabled = settings.enabled(PARSE_ERROR_CODE)
 
     def lint_paths(self, paths: Iterable[Path]) -> LintResult:
@@ -199,7 +199,7 @@ class Linter:
     def _run_rules(
         self, rules: list[Rule], model: ModuleModel, display: str, source: Source, result: LintResult
     ) -> list[tuple[Rule, Report]]:
-        ctx = Context(model.path, display, source.text, model, self.project, self.evaluator, self.flow)
+        ctx = Context(model.path, display, source.text, model, self.project, self.evaluator, self.engine)
         reports: list[tuple[Rule, Report]] = []
         for rule in rules:
             try:

@@ -22,7 +22,7 @@ import libcst as cst
 from trainlint.diagnostics import Severity
 
 if TYPE_CHECKING:
-    from trainlint.analysis.flow import Flow
+    from trainlint.analysis.engine import Engine
     from trainlint.analysis.module import ModuleModel
     from trainlint.analysis.project import Project
     from trainlint.analysis.values import Evaluator
@@ -53,7 +53,7 @@ class Context:
     model: ModuleModel
     project: Project
     evaluator: Evaluator
-    flow: Flow
+    engine: Engine
 
 
 class Rule:

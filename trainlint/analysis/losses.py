@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from trainlint.analysis import catalog
+from trainlint.analysis import brains
+from trainlint.analysis.brains import torch as T
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.values import Evaluator, Obj, TensorV, call_arg
 
@@ -71,4 +72,4 @@ def _verb(tensor: TensorV) -> str:
     return {"probs": "softmax", "log_probs": "log_softmax", "sigmoid": "sigmoid"}.get(tensor.kind, tensor.kind)
 
 
-__all__ = ["LossCall", "catalog", "describe_origin", "input_kinds", "loss_calls", "short_name"]
+__all__ = ["LossCall", "describe_origin", "input_kinds", "loss_calls", "short_name"]

@@ -15,7 +15,8 @@ from typing import Literal
 
 import libcst as cst
 
-from trainlint.analysis import catalog
+from trainlint.analysis import brains
+from trainlint.analysis.brains import torch as T
 from trainlint.analysis.argparse_defaults import resolve_number
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.values import DictV, Evaluator, Instance, Obj, SeqV, call_arg, literal_value
@@ -32,7 +33,7 @@ _DECAY_POSITION = {
 # Library modules whose ``parameters()`` are a whole network rather than one layer.
 _CONTAINERS = frozenset(
     {"torch.nn.Sequential", "torch.nn.ModuleList", "torch.nn.ModuleDict"}
-) | catalog.MODEL_WRAPPERS
+) | T.MODEL_WRAPPERS
 
 Decay = Literal["zero", "nonzero", "unknown"]
 
@@ -65,8 +66,8 @@ def optimizer_calls(module: ModuleModel, ev: Evaluator) -> Iterator[OptimizerCal
     """Constructions of ``torch.optim`` optimizers in ``module``."""
     # Only calls named like a torch optimizer class are evaluated: resolving every call of
     # a file would follow its imports into large code bases.
-    for call in (c for name in catalog.OPTIMIZER_NAMES for c in module.calls_by_name.get(name, [])):
-        qualname = next((q for q in sorted(ev.callee(call, module)) if catalog.is_optimizer(q)), None)
+    for call in (c for name in T.OPTIMIZER_NAMES for c in module.calls_by_name.get(name, [])):
+        qualname = next((q for q in sorted(ev.callee(call, module)) if brains.is_optimizer(q)), None)
         if qualname is None:
             continue
         position = _DECAY_POSITION.get(qualname.rsplit(".", 1)[-1])

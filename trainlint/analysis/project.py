@@ -12,7 +12,7 @@ from pathlib import Path
 
 import libcst as cst
 
-from trainlint.analysis.catalog import KNOWN_LIBRARIES
+from trainlint.analysis.brains import KNOWN_LIBRARIES
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import root_name, terminal_name
 from trainlint.analysis.parsing import parse_module

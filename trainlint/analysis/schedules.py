@@ -16,10 +16,14 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from trainlint.analysis import catalog
+from trainlint.analysis import brains
+from trainlint.analysis.brains import torch as T
+from trainlint.analysis.brains import transformers as HF
 from trainlint.analysis.argparse_defaults import resolve_number
-from trainlint.analysis.flow import Flow, Seq
-from trainlint.analysis.module import Loop, ModuleModel
+from trainlint.analysis.engine import Engine
+from trainlint.analysis.ir import Flag, OpKind
+from trainlint.analysis.training import frequency
+from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted
 from trainlint.analysis.values import Evaluator, Obj, SeqV, call_arg
 from trainlint.analysis.walk import iter_children
@@ -27,8 +31,8 @@ from trainlint.analysis.walk import iter_children
 STEP = "step"
 EPOCH = "epoch"
 
-TORCH_SCHEDULERS = "torch.optim.lr_scheduler."
-HF_SCHEDULES = ("transformers.get_", "transformers.optimization.get_")
+TORCH_SCHEDULERS = T.SCHEDULERS
+HF_SCHEDULES = HF.SCHEDULE_PREFIXES
 PLATEAU = "ReduceLROnPlateau"
 MAX_LIFT = 3
 MAX_FOLLOW = 3
@@ -36,7 +40,7 @@ MAX_FOLLOW = 3
 # Schedulers that are defined per batch whatever their arguments.
 PER_STEP_CLASSES = frozenset({"OneCycleLR", "CyclicLR"})
 # Hugging Face schedules that do not change the LR at all, so their frequency is moot.
-CONSTANT_SCHEDULES = frozenset({"get_constant_schedule", "constant"})
+CONSTANT_SCHEDULES = HF.CONSTANT_SCHEDULES
 # The argument that sets a schedule's length, as (position, keyword) in the constructor.
 LENGTH_ARGUMENTS: dict[str, tuple[int, str]] = {
     "CosineAnnealingLR": (1, "T_max"),
@@ -109,17 +113,17 @@ def receiver(call: cst.Call) -> cst.BaseExpression:
 
 
 class Schedules:
-    """Scheduler queries over one project's evaluator and flow."""
+    """Scheduler queries over one project's evaluator and engine."""
 
-    def __init__(self, evaluator: Evaluator, flow: Flow) -> None:
+    def __init__(self, evaluator: Evaluator, engine: Engine) -> None:
         self.ev = evaluator
-        self.flow = flow
+        self.engine = engine
 
     # -- which schedulers ---------------------------------------------------------------
 
     def schedulers(self, expr: cst.BaseExpression, module: ModuleModel) -> list[Obj]:
         """The LR schedulers ``expr`` may be, each with the call that built it."""
-        return [obj for obj in self.ev.objects(expr, module) if catalog.is_scheduler(obj.qualname)]
+        return [obj for obj in self.ev.objects(expr, module) if brains.is_scheduler(obj.qualname)]
 
     def optimizer_of(self, scheduler: Obj) -> cst.BaseExpression | None:
         """The optimizer argument of a scheduler's constructor."""
@@ -136,12 +140,22 @@ class Schedules:
         if not qualname.startswith(TORCH_SCHEDULERS):
             return None
         if name in PER_STEP_CLASSES:
-            return Intent(STEP, name)
+            return self._cycle_intent(scheduler, name)
         if name in ("SequentialLR", "ChainedScheduler"):
             return self._composite_intent(scheduler, depth) if depth < MAX_FOLLOW else None
         if name in LENGTH_ARGUMENTS:
             return self._length_intent(scheduler, name)
         return None
+
+    def _cycle_intent(self, scheduler: Obj, name: str) -> Intent:
+        """``OneCycleLR`` counts whatever ``total_steps`` counts (``epochs=`` with
+        ``steps_per_epoch=`` is steps); it is a per-step schedule unless its length is
+        written in epochs."""
+        total = call_arg(scheduler.call, 2, "total_steps") if name == "OneCycleLR" else None
+        if total is not None and call_arg(scheduler.call, None, "steps_per_epoch") is None:
+            if self.extent(total, scheduler.module) == EPOCH:
+                return Intent(EPOCH, f"{name}(total_steps={_text(total, scheduler.module)})")
+        return Intent(STEP, name)
 
     def _hf_intent(self, scheduler: Obj) -> Intent | None:
         """Every Hugging Face schedule is written in optimizer steps (warmup and training
@@ -237,58 +251,18 @@ class Schedules:
 
     # -- where it is stepped ------------------------------------------------------------
 
-    def stepped_per(self, call: cst.Call, module: ModuleModel) -> str | None:
-        """``step`` when the call runs once per mini-batch, ``epoch`` once per epoch.
-        A loop that steps the optimizer but iterates ``range(epochs)`` over the whole data
-        set (full-batch training) is per epoch as much as per step: no verdict."""
-        frequency = self.flow.frequency(call, module)
-        if frequency == STEP and not any(self._minibatches(chain) for chain in self._loop_chains(call, module)):
-            return None
-        return frequency
-
-    def _loop_chains(self, node: cst.CSTNode, module: ModuleModel, depth: int = 0) -> list[list[Loop]]:
-        """The loops around ``node``, innermost first, continued through the call sites of
-        the enclosing function (one chain per call site)."""
-        loops = module.enclosing_loops(node)
-        function = module.enclosing_function(node)
-        if function is None or depth >= MAX_LIFT:
-            return [loops]
-        chains = [
-            loops + outer
-            for site, caller in self.ev.call_sites(function, module)
-            for outer in self._loop_chains(site, caller, depth + 1)
-        ]
-        return chains or [loops]
-
-    @staticmethod
-    def _minibatches(chain: list[Loop]) -> bool:
-        """The innermost loop walks over data (not ``range(n)``), or is nested in another loop."""
-        return bool(chain) and (len(chain) > 1 or not _counts(chain[0]))
-
-    def iteration_blocks(self, node: cst.CSTNode, module: ModuleModel, depth: int = 0) -> Iterator[Seq]:
-        """The body of the innermost loop that runs ``node``, looking through the callers of
-        the enclosing function when ``node`` is not in a loop of its own."""
-        loops = module.enclosing_loops(node)
-        if loops:
-            yield self.flow.loop_body(loops[0], module)
-            return
-        function = module.enclosing_function(node)
-        if function is None or depth >= MAX_LIFT:
-            return
-        for site, caller in self.ev.call_sites(function, module):
-            yield from self.iteration_blocks(site, caller, depth + 1)
-
     # -- the shared check of TL301 / TL302 ------------------------------------------------
 
     def missteps(self, module: ModuleModel, stepped: str) -> Iterator[Misstep]:
         """Argument-less ``scheduler.step()`` calls that run once per ``stepped`` while every
         scheduler they may step that has an intent is meant for the other frequency.
         ``step(epoch)`` sets the position explicitly and is left alone."""
-        for call in step_calls(module):
-            if call.args:
+        for op in self.engine.ops_in(module, OpKind.SCHEDULER_STEP):
+            call = op.node
+            if op.has(Flag.HAS_ARGS) or op.target is None or not isinstance(call, cst.Call):
                 continue
-            candidates = self.schedulers(receiver(call), module)
-            if not candidates or self.stepped_per(call, module) != stepped:
+            candidates = self.schedulers(op.target, module)
+            if not candidates or frequency(self.engine, op) != stepped:
                 continue
             intents = [(obj, self.intent(obj)) for obj in candidates]
             if any(intent is not None and intent.frequency == stepped for _, intent in intents):
@@ -357,18 +331,6 @@ def _by_gamma(gamma: float | None) -> str | None:
     if gamma <= MAX_EPOCH_GAMMA:
         return EPOCH
     return STEP if gamma >= MIN_STEP_GAMMA else None
-
-
-def _counts(loop: Loop) -> bool:
-    """``for i in range(n)`` / ``for i in tqdm(range(n))``: a counter, not a data loader."""
-    if not isinstance(loop, cst.For):
-        return True
-    expr: cst.BaseExpression | None = loop.iter
-    while isinstance(expr, cst.Call):
-        if dotted(expr.func) in ("range", "trange"):
-            return True
-        expr = expr.args[0].value if expr.args else None
-    return False
 
 
 def _string(expr: cst.BaseExpression) -> str | None:

@@ -1,30 +1,26 @@
-"""Shared queries of the training-loop rules: which blocks to analyse, and whether a gradient-clearing call touches the optimizer a step applies."""
+"""Questions the training rules share, answered from the engine's recorded states.
+
+Nothing here walks paths: each answer reads the state the engine recorded before an op
+(its gradients, its scheduler order...) or what a loop's iterations ran.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable
 
 import libcst as cst
 
-from trainlint.analysis.flow import Action, Event, Flow, Path, Seq
+from trainlint.analysis.engine import Engine, LoopFacts, Occurrence
+from trainlint.analysis.ir import Flag, Invoke, Loop, Op, OpKind, Region, RegionKind, iterated, walk_items
+from trainlint.analysis.keys import Key, Relation, relation, variable
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted
-from trainlint.analysis.values import FuncRef, call_arg
+from trainlint.analysis.models import is_model
+from trainlint.analysis.state import Grad, ModeV
 
-PARAMETER_METHODS = ("parameters", "named_parameters")
-
-
-def step_blocks(flow: Flow, module: ModuleModel) -> Iterator[Seq]:
-    """Functions that run backward and a step themselves (a ``train_step`` helper), then
-    training-loop iterations. Functions come first so that an event written in a helper is
-    reported in the helper rather than at the loop's call of it."""
-    for function in module.functions:
-        block = flow.function_block(FuncRef(module, function))
-        direct = {e.action for e in flow.events(block, nested_loops=False)}
-        if {Action.BACKWARD, Action.STEP} <= direct:
-            yield block
-    for _, body in flow.training_loops(module):
-        yield body
+# Word starts in a loader's name that mark held-out data: ``val_loader``, ``testloader``.
+EVAL_DATA_PREFIXES = ("val", "test", "eval", "holdout")
 
 
 def call_text(node: cst.CSTNode, module: ModuleModel) -> str:
@@ -32,59 +28,255 @@ def call_text(node: cst.CSTNode, module: ModuleModel) -> str:
     return module.tree.code_for_node(node).strip()
 
 
-def is_zero_grad_call(event: Event) -> bool:
-    """``x.zero_grad(...)``: clears every parameter it owns (``p.grad = None`` loops are
-    often deliberately selective, e.g. freezing one layer)."""
-    node = event.node
-    return (
-        isinstance(node, cst.Call)
-        and isinstance(node.func, cst.Attribute)
-        and node.func.attr.value == "zero_grad"
-    )
+def target(engine: Engine, occurrence: Occurrence) -> Key | None:
+    op = occurrence.op
+    return engine.key(op.target, op.module, occurrence.frame) if op.target is not None else None
 
 
-class Clearing:
-    """Decides whether a CLEAR event affects the optimizer a STEP event applies."""
+def grads(engine: Engine, occurrence: Occurrence) -> frozenset[Grad]:
+    """The gradients of the optimizer an op acts on, just before it."""
+    key = target(engine, occurrence)
+    return occurrence.state.grad_of(key) if key is not None else frozenset()
 
-    def __init__(self, flow: Flow, paths: list[Path]) -> None:
-        self.flow = flow
-        steps = [e for path in paths for e in path if e.action is Action.STEP]
-        self.stepped = {e.receiver for e in steps if e.receiver}
-        # The model whose parameters each stepped optimizer updates, when we can tell.
-        self.owner = {e.receiver: self._trained_model(e) for e in steps if e.receiver}
 
-    def covers(self, clear: Event, step: Event) -> bool:
-        """False only when we know the clear is for a *different* optimizer or model of the
-        same block (GANs, multi-optimizer setups); unknowns count as covering."""
-        if clear.receiver is None or step.receiver is None or clear.receiver == step.receiver:
-            return True
-        if clear.receiver in self.stepped:
+def clipped(engine: Engine, occurrence: Occurrence) -> list[frozenset[Grad]]:
+    """The gradients a clip may touch: those of the optimizers built over the clipped
+    model's parameters, or of every optimizer when that is unknown."""
+    state = occurrence.state
+    owner = _parameters_key(engine, occurrence)
+    related = []
+    for key, values in state.grads.items():
+        optimizer_owner = engine._owner(key)
+        if owner is None or optimizer_owner is None or relation(owner, optimizer_owner) is not Relation.DIFFERENT:
+            related.append(values)
+    return related or [state.grads_default]
+
+
+def _parameters_key(engine: Engine, occurrence: Occurrence) -> Key | None:
+    params = occurrence.op.target
+    if isinstance(params, cst.Call) and isinstance(params.func, cst.Attribute) and params.func.attr.value in ("parameters", "named_parameters"):
+        return engine.key(params.func.value, occurrence.op.module, occurrence.frame)
+    return None
+
+
+def innermost_loop(engine: Engine, occurrence: Occurrence) -> LoopFacts | None:
+    if not occurrence.loops:
+        return None
+    return engine._loops.get(occurrence.loops[-1].loop)
+
+
+def earliest(ops: Iterable[Op]) -> Op | None:
+    """The first op in source order (ops of one iteration, for a stable report)."""
+    return min(ops, key=lambda op: (str(op.module.path), op.module.order_of(op.node, 0)), default=None)
+
+
+def frequency(engine: Engine, op: Op) -> str | None:
+    """``"step"`` when the op runs once per mini-batch, ``"epoch"`` once per epoch, ``None``
+    when activations disagree or cannot tell. A loop that steps the optimizer but walks
+    ``range(epochs)`` over the whole data set (full-batch training) is both: no verdict."""
+    verdicts: set[str | None] = set()
+    for occurrence in engine.occurrences_of(op):
+        loop = innermost_loop(engine, occurrence)
+        if loop is None:
+            verdicts.add(None)
+        elif engine.is_batch_loop(loop):
+            minibatches = len(occurrence.loops) > 1 or _walks_data(engine, loop)
+            verdicts.add("step" if minibatches else None)
+        elif engine.is_epoch_loop(loop):
+            verdicts.add("epoch")
+        else:
+            verdicts.add(None)
+    return verdicts.pop() if len(verdicts) == 1 else None
+
+
+def _walks_data(engine: Engine, loop: LoopFacts) -> bool:
+    """Not ``for i in range(n)`` / ``for i in tqdm(range(n))``: a counter is no data loader."""
+    node = loop.loop.node
+    if isinstance(node, cst.While):
+        return engine.iterates_data(loop.loop)
+    if not isinstance(node, cst.For):
+        return True  # a hook a library calls once per batch
+    expr: cst.BaseExpression | None = node.iter
+    while isinstance(expr, cst.Call):
+        if dotted(expr.func) in ("range", "trange"):
             return False
-        owner = self.owner.get(step.receiver)
-        others = {model for opt, model in self.owner.items() if opt != step.receiver and model}
-        return not (owner and clear.receiver != owner and clear.receiver in others)
-
-    def _trained_model(self, step: Event) -> str | None:
-        """``netG`` for an optimizer built as ``Adam(netG.parameters(), ...)``."""
-        receiver = _step_receiver_expr(step)
-        if receiver is None:
-            return None
-        for obj in self.flow.ev.objects(receiver, step.module):
-            params = call_arg(obj.call, 0, "params")
-            if (
-                isinstance(params, cst.Call)
-                and isinstance(params.func, cst.Attribute)
-                and params.func.attr.value in PARAMETER_METHODS
-            ):
-                return dotted(params.func.value)
-        return None
+        expr = expr.args[0].value if expr.args else None
+    return True
 
 
-def _step_receiver_expr(step: Event) -> cst.BaseExpression | None:
-    """The optimizer expression of ``opt.step()`` or ``scaler.step(opt)``."""
-    call = step.node
-    if not isinstance(call, cst.Call) or not isinstance(call.func, cst.Attribute):
-        return None
-    return call_arg(call, 0, "optimizer") if step.via_scaler else call.func.value
+def runs_every_iteration(engine: Engine, op: Op, loop: LoopFacts) -> bool:
+    """Every iteration of ``loop`` that backpropagates also runs ``op``."""
+    ends = [level for end in loop.ends for level in end.state.loops if level.loop == id(loop.loop.node)]
+    training = [level for level in ends if any(o.kind is OpKind.BACKWARD for o in level.may)]
+    return bool(training) and all(op in level.must for level in training)
 
 
+def evaluates_after(engine: Engine, switch: Op) -> bool:
+    """Code after a ``model.eval()`` in its function evaluates: an evaluation loop, gradients
+    turned off outside any training loop, or a call into code that does either. Tells an
+    evaluation's switch from a frozen teacher's."""
+    function = switch.module.enclosing_function(switch.node)
+    if function is not None and engine.ir.decorated_grad_off(function, switch.module):
+        return True
+    block = engine.ir.function(function, switch.module) if function is not None else engine.ir.module_code(switch.module)
+    after = False
+    for item in walk_items(block):
+        if item is switch:
+            after = True
+        elif after and _evaluates(engine, item, switch.module):
+            return True
+    return False
+
+
+def _evaluates(engine: Engine, item: object, module: ModuleModel) -> bool:
+    if isinstance(item, Region) and item.kind is RegionKind.GRAD_OFF:
+        return not _in_training_loop(engine, item.node, module)
+    if isinstance(item, Loop):
+        facts = engine.loop(item.node, item.module)
+        return facts is not None and is_evaluation_loop(engine, facts)
+    if isinstance(item, Invoke):
+        return any(
+            engine.ir.decorated_grad_off(f.node, f.module)
+            or any(isinstance(i, Region) and i.kind is RegionKind.GRAD_OFF for i in walk_items(engine.ir.function(f.node, f.module)))
+            for f in engine.targets(item)
+        )
+    return False
+
+
+def _in_training_loop(engine: Engine, node: cst.CSTNode, module: ModuleModel) -> bool:
+    """A frozen teacher's forward under no_grad inside the training loop is no evaluation."""
+    for snapshot in engine.snapshots(node, module):
+        for level in snapshot.state.loops:
+            facts = engine._loops.get(level.loop)
+            if facts is not None and any(op.kind is OpKind.BACKWARD for op in engine.iteration_ops(facts)):
+                return True
+    return False
+
+
+def is_evaluation_loop(engine: Engine, loop: LoopFacts) -> bool:
+    """A loop whose iterations neither backpropagate nor step, run with gradients off or
+    over held-out data, and call a model."""
+    kinds = {op.kind for op in engine.iteration_ops(loop)}
+    if kinds & {OpKind.BACKWARD, OpKind.STEP} or not model_calls(engine, loop):
+        return False
+    return iterates_held_out(loop) or grad_off(engine, loop.loop.node, loop.loop.module)
+
+
+def grad_off(engine: Engine, node: cst.CSTNode, module: ModuleModel) -> bool:
+    """Gradients are off at ``node`` in every activation that reached it."""
+    snapshots = engine.snapshots(node, module)
+    return bool(snapshots) and all(s.state.grad == frozenset({"off"}) for s in snapshots)
+
+
+def iterates_held_out(loop: LoopFacts) -> bool:
+    """The loop walks a validation/test loader (judged by its name)."""
+    node = loop.loop.node
+    return isinstance(node, cst.For) and is_eval_name(dotted(iterated(node)) or "")
+
+
+def is_eval_name(name: str) -> bool:
+    """``val_loader``, ``self.testloader``, ``eval_dataset``, ``dev_ds``: names of held-out
+    data (but not ``values``, ``interval`` or ``device``)."""
+    words = re.split(r"[^a-z]+", name.lower())
+    return "dev" in words or any(w.startswith(EVAL_DATA_PREFIXES) and not w.startswith("value") for w in words)
+
+
+def model_calls(engine: Engine, loop: LoopFacts) -> list[cst.Call]:
+    """Calls of a model (``model(x)``, ``self.net(x)``, ``model.forward(x)``) in the loop body."""
+    node, module = loop.loop.node, loop.loop.module
+    body = node.body if isinstance(node, (cst.For, cst.While, cst.FunctionDef)) else node
+    function = module.enclosing_function(node) if not isinstance(node, cst.FunctionDef) else node
+    return [
+        call
+        for call in module.calls_by_function.get(function, [])
+        if module.is_within(call, body) and _is_model_call(call, module, engine)
+    ]
+
+
+def _is_model_call(call: cst.Call, module: ModuleModel, engine: Engine) -> bool:
+    target = model_expression(call)
+    text = dotted(target) if target is not None else None
+    if target is None or text is None or text == "self":
+        return False  # a model calling itself (generate loops) decides nothing about its callers
+    return is_model(target, module, engine.ev)
+
+
+def model_expression(call: cst.Call) -> cst.BaseExpression | None:
+    """What is called as a model: ``model`` in ``model(x)`` and in ``model.forward(x)``."""
+    func = call.func
+    if isinstance(func, cst.Attribute) and func.attr.value == "forward":
+        return func.value
+    if isinstance(func, (cst.Name, cst.Attribute)):
+        return func
+    return None
+
+
+def model_name(call: cst.Call) -> str:
+    """``model``, ``self.net``: how a model call names its model, for messages."""
+    target = model_expression(call)
+    return (dotted(target) if target is not None else None) or "the model"
+
+
+def modes_at(engine: Engine, call: cst.Call, module: ModuleModel) -> list[frozenset[ModeV]]:
+    """The modes the called model may be in, per activation that ran the call."""
+    target = model_expression(call)
+    if target is None:
+        return []
+    found = []
+    for snapshot in engine.snapshots(call, module):
+        key = engine.key(target, module, snapshot.frame)
+        found.append(snapshot.state.modes.get(key) or engine.mode_initial(key))
+    return found
+
+
+def stepped_optimizers(engine: Engine, loop: LoopFacts) -> list[Occurrence]:
+    return [o for op in engine.iteration_ops(loop) if op.kind is OpKind.STEP for o in engine.occurrences_of(op)]
+
+
+def is_zero_grad(op: Op) -> bool:
+    """``x.zero_grad(...)`` clears every parameter it owns (``p.grad = None`` loops are often
+    deliberately selective, e.g. freezing one layer)."""
+    node = op.node
+    return isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "zero_grad"
+
+
+def measures_only(op: Op) -> bool:
+    return op.has(Flag.MEASURE_ONLY)
+
+
+def backpropagated_names(engine: Engine, loop: LoopFacts) -> set[str]:
+    """Local names whose value some backward of the loop backpropagates: the operand of
+    ``backward()`` and the names it was computed from (``loss = running / n``)."""
+    names: set[str] = set()
+    pending: list[tuple[cst.BaseExpression, ModuleModel, int]] = [
+        (op.operand, op.module, 0) for op in engine.iteration_ops(loop) if op.kind is OpKind.BACKWARD and op.operand is not None
+    ]
+    while pending:
+        expr, module, depth = pending.pop()
+        for name in _names(expr):
+            if name.value in names:
+                continue
+            names.add(name.value)
+            if depth < 3:
+                pending.extend((b.value, module, depth + 1) for b in engine.ev.reaching(name, module) if b.kind in ("assign", "aug") and b.value is not None)
+    return names
+
+
+def _names(expr: cst.BaseExpression) -> list[cst.Name]:
+    found: list[cst.Name] = []
+    pending: list[cst.CSTNode] = [expr]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, cst.Name):
+            found.append(node)
+        elif isinstance(node, cst.Attribute):
+            pending.append(node.value)
+        elif isinstance(node, cst.Call):
+            pending.extend(arg.value for arg in node.args)
+            if isinstance(node.func, cst.Attribute):
+                pending.append(node.func.value)
+        elif isinstance(node, (cst.BinaryOperation,)):
+            pending.extend([node.left, node.right])
+        elif isinstance(node, cst.UnaryOperation):
+            pending.append(node.expression)
+    return found

@@ -16,7 +16,8 @@ from typing import Union
 
 import libcst as cst
 
-from trainlint.analysis import catalog
+from trainlint.analysis import brains
+from trainlint.analysis.brains import torch as T
 from trainlint.analysis.module import Binding, ModuleModel, Scope
 from trainlint.analysis.names import dotted
 from trainlint.analysis.project import Project
@@ -49,9 +50,11 @@ class ClassRef:
 
 @dataclass(frozen=True, eq=False)
 class Instance:
-    """An instance of a user-defined class (typically an ``nn.Module``)."""
+    """An instance of a user-defined class (typically an ``nn.Module``); ``site`` is the
+    constructor call when known (``self`` inside a method has none)."""
 
     cls: ClassRef
+    site: cst.Call | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,7 +66,7 @@ class FuncRef:
 
 @dataclass(frozen=True, eq=False)
 class TensorV:
-    """A tensor whose meaning we know: ``kind`` is one of :data:`catalog.TENSOR_KINDS`."""
+    """A tensor whose meaning we know: ``kind`` is one of :data:`T.TENSOR_KINDS`."""
 
     kind: str
     origin: cst.CSTNode
@@ -172,9 +175,11 @@ class Evaluator:
             if isinstance(value, FuncRef):
                 found.append(value)
             elif isinstance(value, Instance):
-                forward = self.method(value.cls, "forward")
-                if forward is not None:
-                    found.append(FuncRef(forward.module, forward.node, value))
+                # nn.Modules run ``forward``; other callable objects (timm's loss scaler)
+                # run ``__call__``.
+                method = self.method(value.cls, "forward") or self.method(value.cls, "__call__")
+                if method is not None:
+                    found.append(FuncRef(method.module, method.node, value))
         return found
 
     def number(self, expr: cst.BaseExpression, module: ModuleModel) -> float | None:
@@ -397,7 +402,7 @@ class Evaluator:
                 method = self.method(receiver, attr)
                 if method is not None:
                     yield method
-            elif isinstance(receiver, Obj) and attr == "module" and receiver.qualname in catalog.MODEL_WRAPPERS:
+            elif isinstance(receiver, Obj) and attr == "module" and receiver.qualname in T.MODEL_WRAPPERS:
                 # ``ddp_model.module`` is the wrapped model.
                 yield from self._wrapped(receiver)
 
@@ -422,20 +427,25 @@ class Evaluator:
                 yield value  # probs[:, 1] and probs[range(n), y] are still probabilities
             elif isinstance(value, SeqV) and isinstance(index, int):
                 yield from self._select((value,), (index,))
+            elif isinstance(value, DictV) and isinstance(index, str):
+                # ``loaders["train"]``: the entry of a dict literal
+                for element in value.node.elements:
+                    if isinstance(element, cst.DictElement) and literal_value(element.key) == index:
+                        yield from self.eval(element.value, value.module)
 
     def _eval_call(self, call: cst.Call, module: ModuleModel) -> Iterator[Value]:
         func = call.func
         if isinstance(func, cst.Attribute):
             method = func.attr.value
-            if method == "prepare" and any(o.qualname in catalog.ACCELERATORS for o in self.objects(func.value, module)):
+            if method == "prepare" and any(o.qualname in brains.ACCELERATORS for o in self.objects(func.value, module)):
                 yield from self._prepared(call, module)
                 return
-            if method in catalog.TENSOR_METHOD_KINDS:
+            if method in T.TENSOR_METHOD_KINDS:
                 receiver = self.eval(func.value, module)
                 if not any(isinstance(v, (LibRef, Instance, ClassRef)) for v in receiver):
-                    yield TensorV(catalog.TENSOR_METHOD_KINDS[method], call, module)
+                    yield TensorV(T.TENSOR_METHOD_KINDS[method], call, module)
                     return
-            if method in catalog.PASS_THROUGH_METHODS:
+            if method in T.PASS_THROUGH_METHODS:
                 yield from (v for v in self.eval(func.value, module) if not isinstance(v, (LibRef, ClassRef, FuncRef)))
                 return
             if method == "log" and not call.args:
@@ -458,7 +468,7 @@ class Evaluator:
         if isinstance(callee, LibRef):
             yield from self._apply_library(callee.qualname, call, module)
         elif isinstance(callee, ClassRef):
-            yield Instance(callee)
+            yield Instance(callee, call)
         elif isinstance(callee, FuncRef):
             yield from self.returns(callee)
         elif isinstance(callee, Instance):
@@ -469,37 +479,59 @@ class Evaluator:
             yield from self._call_object(callee, call, module)
 
     def _apply_library(self, qualname: str, call: cst.Call, module: ModuleModel) -> Iterator[Value]:
-        kind = catalog.TENSOR_FUNCTION_KINDS.get(qualname)
+        kind = T.TENSOR_FUNCTION_KINDS.get(qualname)
         if kind is not None:
             yield TensorV(kind, call, module)
-        elif qualname in catalog.LOG_FUNCTIONS:
+        elif qualname in T.LOG_FUNCTIONS:
             first = call_arg(call, 0, "input")
             if first is not None:
                 yield from _manual_log(self.eval(first, module), call, module)
-        elif qualname in catalog.MODEL_WRAPPERS or qualname in catalog.MODEL_PASS_THROUGH_FUNCTIONS:
+        elif qualname in T.MODEL_WRAPPERS or qualname in T.IDENTITY_FUNCTIONS:
             first = call_arg(call, 0, "module") or call_arg(call, 0, "model")
             if first is not None:
                 yield from self.eval(first, module)
-            if qualname in catalog.MODEL_WRAPPERS:
+            if qualname in T.MODEL_WRAPPERS or qualname in T.COPY_FUNCTIONS:
+                # A deep copy is another object (an EMA model), with the same code.
                 yield Obj(qualname, call, module)
-        elif qualname in catalog.LOSS_FUNCTIONS:
+        elif qualname in T.LOSS_FUNCTIONS:
             yield TensorV("loss", call, module)
+        elif qualname in T.JOIN_FUNCTIONS:
+            yield from self._joined(call, module)
+        elif qualname == "typing.cast":
+            second = call_arg(call, 1, "val")
+            if second is not None:
+                yield from self.eval(second, module)
         else:
             yield Obj(qualname, call, module)
 
+    def _joined(self, call: cst.Call, module: ModuleModel) -> Iterator[Value]:
+        """``torch.cat([p1, p2])`` keeps the tensor kind its parts share; a mix has none."""
+        parts = call_arg(call, 0, "tensors")
+        sequences = [v for v in self.eval(parts, module) if isinstance(v, SeqV)] if parts is not None else []
+        if len(sequences) != 1 or not sequences[0].node.elements:
+            return
+        kinds: set[str] = set()
+        for element in sequences[0].node.elements:
+            found = {v.kind for v in self.eval(element.value, sequences[0].module) if isinstance(v, TensorV)}
+            if len(found) != 1 or isinstance(element, cst.StarredElement):
+                return
+            kinds |= found
+        if len(kinds) == 1:
+            yield TensorV(kinds.pop(), call, module)
+
     def _call_object(self, obj: Obj, call: cst.Call, module: ModuleModel) -> Iterator[Value]:
         """Calling an ``nn.Module``-like library object: ``nn.Softmax(dim=1)(x)``."""
-        kind = catalog.MODULE_CLASS_KINDS.get(obj.qualname)
+        kind = T.MODULE_CLASS_KINDS.get(obj.qualname)
         if kind is not None:
             yield TensorV(kind, call, module)
-        elif obj.qualname in catalog.LOSS_CLASSES:
+        elif obj.qualname in T.LOSS_CLASSES:
             yield TensorV("loss", call, module)
         elif obj.qualname == "torch.nn.Sequential" and obj.call.args:
             last = obj.call.args[-1]
             if not last.star:
                 for layer in self.eval(last.value, obj.module):
                     yield from self._apply(layer, call, module)
-        elif obj.qualname in catalog.MODEL_WRAPPERS:
+        elif obj.qualname in T.MODEL_WRAPPERS:
             for inner in self._wrapped(obj):
                 yield from self._apply(inner, call, module)
 
@@ -511,7 +543,7 @@ def _manual_log(values: Iterable[Value], call: cst.Call, module: ModuleModel) ->
 
 def _maybe_local(ref: LibRef) -> bool:
     """Library names never resolve to local files; skip the file-system lookup for them."""
-    return ref.qualname.split(".")[0] not in catalog.KNOWN_LIBRARIES
+    return ref.qualname.split(".")[0] not in brains.KNOWN_LIBRARIES
 
 
 def _reaching_in(bindings: list[Binding], use: cst.Name, module: ModuleModel) -> list[Binding]:
@@ -634,7 +666,7 @@ def _identity(value: Value) -> object:
     if isinstance(value, ClassRef):
         return ("class", id(value.node))
     if isinstance(value, Instance):
-        return ("instance", id(value.cls.node))
+        return ("instance", id(value.cls.node), id(value.site) if value.site is not None else None)
     if isinstance(value, FuncRef):
         return ("function", id(value.node), id(value.bound.cls.node) if value.bound else None)
     if isinstance(value, TensorV):

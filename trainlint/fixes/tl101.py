@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import libcst as cst
 
-from trainlint.analysis.catalog import BCE_WITH_LOGITS, CROSS_ENTROPY
+from trainlint.analysis.brains.torch import BCE_WITH_LOGITS, CROSS_ENTROPY
 from trainlint.analysis.losses import input_kinds, loss_calls
 from trainlint.analysis.module import ModuleModel, Scope
 from trainlint.analysis.names import root_name, terminal_name

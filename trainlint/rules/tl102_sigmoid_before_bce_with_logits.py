@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from trainlint.analysis.catalog import BCE_WITH_LOGITS
+from trainlint.analysis.brains.torch import BCE_WITH_LOGITS
 from trainlint.analysis.losses import describe_origin, inputs_of_kind, short_name
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule

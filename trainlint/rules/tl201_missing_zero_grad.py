@@ -1,21 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-from trainlint.analysis.flow import Action, Event, Path
-from trainlint.analysis.training import Clearing, call_text
+from trainlint.analysis.engine import Occurrence
+from trainlint.analysis.ir import Op, OpKind
+from trainlint.analysis.keys import Relation
+from trainlint.analysis.training import call_text, earliest, grads, innermost_loop, runs_every_iteration, target
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
-
-
-@dataclass(frozen=True)
-class Stale:
-    """A step of ``optimizer`` that runs on gradients not cleared in its iteration."""
-
-    optimizer: str
-    backward: Event
-    clear: Event | None  # a clear that runs on some iterations only, if there is one
 
 
 class MissingZeroGrad(Rule):
@@ -30,65 +22,59 @@ class MissingZeroGrad(Rule):
 
     def check(self, ctx: Context) -> Iterator[Report]:
         reported: set[int] = set()
-        for _, body in ctx.flow.training_loops(ctx.model):
-            paths = ctx.flow.paths(body)
-            clearing = Clearing(ctx.flow, paths)
-            for stale in _stale_steps(paths, clearing):
-                node = stale.backward.anchor
-                if id(node) not in reported:
-                    reported.add(id(node))
-                    yield Report(node, message=_message(stale, ctx))
+        for occurrence in ctx.engine.occurrences(ctx.model, OpKind.STEP):
+            if not any(g.applied and g.pending for g in grads(ctx.engine, occurrence)):
+                continue
+            clears = _clears_in_iteration(occurrence, ctx)
+            loop = innermost_loop(ctx.engine, occurrence)
+            # A clear that runs on some iterations next to a step that runs on some
+            # iterations is gradient accumulation.
+            if clears and loop is not None and not runs_every_iteration(ctx.engine, occurrence.op, loop):
+                continue
+            backward = earliest(occurrence.state.group)
+            if backward is None:
+                continue
+            node = _at(occurrence, backward, ctx)
+            if id(node) not in reported:
+                reported.add(id(node))
+                yield Report(node, message=_message(occurrence, clears, ctx))
 
 
-def _stale_steps(paths: list[Path], clearing: Clearing) -> Iterator[Stale]:
-    """Per stepped optimizer: flag when some iteration steps without clearing and either
-    no iteration clears at all, or the step runs on every iteration that runs backward
-    while the clear does not (a clear under ``if i == 0:``). When both are conditional it is
-    gradient accumulation, which is correct."""
-    steps = {e.receiver or "optimizer": e for path in paths for e in path if e.action is Action.STEP}
-    backward_paths = [path for path in paths if any(e.action is Action.BACKWARD for e in path)]
-    for optimizer, step in steps.items():
-        uncovered = [path for path in paths if _stale_backward(path, step, clearing) is not None]
-        if not uncovered:
+def _clears_in_iteration(step: Occurrence, ctx: Context) -> list[Op]:
+    """Clears of the stepped optimizer that some iteration of its loop runs."""
+    loop = innermost_loop(ctx.engine, step)
+    if loop is None:
+        return []
+    optimizer = target(ctx.engine, step)
+    found = []
+    for op in ctx.engine.iteration_ops(loop):
+        if op.kind is not OpKind.CLEAR:
             continue
-        clears = [e for path in paths for e in path if e.action is Action.CLEAR and clearing.covers(e, step)]
-        always_steps = all(_steps(path, step) for path in backward_paths)
-        if clears and not always_steps:
-            continue
-        backward = _stale_backward(uncovered[0], step, clearing)
-        assert backward is not None
-        yield Stale(optimizer, backward, clears[0] if clears else None)
+        # Judged where the optimizer was already met: before, every clear may be its own.
+        occurrences = [c for c in ctx.engine.occurrences_of(op) if optimizer is None or optimizer in c.state.grads]
+        if any(optimizer is None or ctx.engine.clears(clear, optimizer) is not Relation.DIFFERENT for clear in occurrences):
+            found.append(op)
+    return found
 
 
-def _steps(path: Path, step: Event) -> bool:
-    return any(e.action is Action.STEP and e.receiver == step.receiver for e in path)
+def _at(step: Occurrence, backward: Op, ctx: Context) -> object:
+    """The backward in this file, else the call in this file that leads to it."""
+    for occurrence in ctx.engine.occurrences_of(backward):
+        if occurrence.home is step.home:
+            return occurrence.node_in(ctx.model)
+    return step.node_in(ctx.model)
 
 
-def _stale_backward(path: Path, step: Event, clearing: Clearing) -> Event | None:
-    """The first backward feeding a step of ``step``'s optimizer on ``path`` when nothing on
-    the path clears that optimizer's gradients."""
-    if any(e.action is Action.CLEAR and clearing.covers(e, step) for e in path):
-        return None
-    pending: Event | None = None
-    for event in path:
-        if event.action is Action.BACKWARD and pending is None:
-            pending = event
-        elif event.action is Action.STEP:
-            if event.receiver == step.receiver and pending is not None:
-                return pending
-            pending = None  # an earlier backward fed a different optimizer's step
-    return None
-
-
-def _message(stale: Stale, ctx: Context) -> str:
-    backward = call_text(stale.backward.anchor, ctx.model)
-    if stale.clear is None:
+def _message(step: Occurrence, clears: list[Op], ctx: Context) -> str:
+    optimizer = call_text(step.op.target, step.op.module) if step.op.target is not None else "the optimizer"
+    if not clears:
         return (
-            f"`{backward}` runs every iteration but the gradients of `{stale.optimizer}` are never cleared in the loop, "
-            f"so they accumulate across iterations and `{stale.optimizer}.step()` applies their running sum"
+            f"backward() runs every iteration but the gradients of `{optimizer}` are never cleared in the loop, "
+            f"so they accumulate across iterations and `{optimizer}.step()` applies their running sum"
         )
-    where = ctx.model.line_of(stale.clear.anchor)
+    clear = earliest(clears)
+    assert clear is not None
     return (
-        f"the gradients of `{stale.optimizer}` are cleared only on some iterations (line {where}) but `{stale.optimizer}.step()` "
-        f"runs on every one, so `{backward}` accumulates into the gradients of earlier iterations"
+        f"the gradients of `{optimizer}` are cleared only on some iterations ({clear.module.where(clear.node)}) but "
+        f"`{optimizer}.step()` runs on every one, so backward() accumulates into the gradients of earlier iterations"
     )

@@ -2,11 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import libcst as cst
-
-from trainlint.analysis.flow import Action, Event, Path
-from trainlint.analysis.training import call_text, step_blocks
-from trainlint.analysis.values import call_arg
+from trainlint.analysis.ir import OpKind
+from trainlint.analysis.training import call_text, clipped, measures_only
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -24,35 +21,18 @@ class ClipAfterStep(Rule):
 
     def check(self, ctx: Context) -> Iterator[Report]:
         reported: set[int] = set()
-        for body in step_blocks(ctx.flow, ctx.model):
-            for path in ctx.flow.paths(body):
-                for clip, step in _late_clips(path):
-                    if id(clip.node) not in reported and not _measures_only(clip):
-                        reported.add(id(clip.node))
-                        yield Report(clip.anchor, message=_message(clip, step, ctx))
-
-
-def _late_clips(path: Path) -> Iterator[tuple[Event, Event]]:
-    """(clip, step): a clip that follows a step with no backward in between."""
-    step: Event | None = None
-    for event in path:
-        if event.action is Action.STEP:
-            step = event
-        elif event.action is Action.BACKWARD:
-            step = None
-        elif event.action is Action.CLIP and step is not None:
-            yield event, step
-
-
-def _measures_only(clip: Event) -> bool:
-    """``clip_grad_norm_(params, float("inf"))`` only computes the norm (for logging)."""
-    node = clip.node
-    if not isinstance(node, cst.Call):
-        return False
-    limit = call_arg(node, 1, "max_norm") or call_arg(node, 1, "clip_value")
-    return limit is not None and "inf" in clip.module.tree.code_for_node(limit)
-
-
-def _message(clip: Event, step: Event, ctx: Context) -> str:
-    stepped = call_text(step.anchor, ctx.model)
-    return f"gradients are clipped after `{stepped}` has already applied them, so the clipping never limits an update"
+        for occurrence in ctx.engine.occurrences(ctx.model, OpKind.CLIP):
+            if measures_only(occurrence.op):
+                continue
+            for values in clipped(ctx.engine, occurrence):
+                steps = [g.stepped for g in values if g.stepped is not None and not g.pending]
+                if not values or len(steps) != len(values):
+                    continue
+                node = occurrence.node_in(ctx.model)
+                if id(node) not in reported:
+                    reported.add(id(node))
+                    stepped = call_text(steps[0].node, steps[0].module)
+                    yield Report(
+                        node,
+                        message=f"gradients are clipped after `{stepped}` has already applied them, so the clipping never limits an update",
+                    )

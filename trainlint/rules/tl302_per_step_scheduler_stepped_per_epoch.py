@@ -18,7 +18,7 @@ class PerStepSchedulerSteppedPerEpoch(Rule):
     triggers = (".step()",)
 
     def check(self, ctx: Context) -> Iterator[Report]:
-        schedules = Schedules(ctx.evaluator, ctx.flow)
+        schedules = Schedules(ctx.evaluator, ctx.engine)
         for misstep in schedules.missteps(ctx.model, EPOCH):
             yield Report(
                 misstep.call,

@@ -19,7 +19,7 @@ class PlateauSchedulerWithoutMetric(Rule):
     triggers = (".step(",)
 
     def check(self, ctx: Context) -> Iterator[Report]:
-        schedules = Schedules(ctx.evaluator, ctx.flow)
+        schedules = Schedules(ctx.evaluator, ctx.engine)
         for call in step_calls(ctx.model):
             if call_arg(call, 0, "metrics") is not None or any(arg.star for arg in call.args):
                 continue

@@ -2,11 +2,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from trainlint.analysis.amp import exclusive, is_scaled_backward, report_node
-from trainlint.analysis.flow import Action, Event, Path
-from trainlint.analysis.module import ModuleModel
-from trainlint.analysis.training import call_text, step_blocks
-from trainlint.analysis.values import Evaluator
+from trainlint.analysis.engine import Occurrence
+from trainlint.analysis.ir import OpKind
+from trainlint.analysis.training import call_text, grads, innermost_loop
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -22,30 +20,23 @@ class OptimizerStepBypassesScaler(Rule):
 
     def check(self, ctx: Context) -> Iterator[Report]:
         reported: set[int] = set()
-        for body in step_blocks(ctx.flow, ctx.model):
-            for path in ctx.flow.paths(body):
-                for backward, step in _direct_steps(path, ctx.evaluator, ctx.model):
-                    node = report_node(step, ctx.model)
-                    if id(node) not in reported:
-                        reported.add(id(node))
-                        yield Report(node, message=_message(backward, step, path))
+        for occurrence in ctx.engine.occurrences(ctx.model, OpKind.STEP):
+            if occurrence.op.via is not None:
+                continue
+            scaled = [g.scaled for g in grads(ctx.engine, occurrence) if g.scaled is not None]
+            node = occurrence.node_in(ctx.model)
+            if scaled and id(node) not in reported:
+                reported.add(id(node))
+                yield Report(node, message=_message(occurrence, scaled[0].node, scaled[0].module, ctx))
 
 
-def _direct_steps(path: Path, ev: Evaluator, module: ModuleModel) -> Iterator[tuple[Event, Event]]:
-    """(scaled backward, plain optimizer step): the latest backward on the path was scaled."""
-    backward: Event | None = None
-    for event in path:
-        if event.action is Action.BACKWARD:
-            backward = event if is_scaled_backward(event, ev) else None
-        elif event.action is Action.STEP and not event.via_scaler and backward is not None:
-            if not exclusive(backward, event, module):
-                yield backward, event
-
-
-def _message(backward: Event, step: Event, path: Path) -> str:
+def _message(occurrence: Occurrence, backward: object, module: object, ctx: Context) -> str:
+    step = occurrence.op
     stepped = call_text(step.node, step.module)
-    scaled = call_text(backward.node, backward.module)
-    if any(e.via_scaler and e.action is Action.STEP and e.receiver == step.receiver for e in path):
+    scaled = call_text(backward, module)  # type: ignore[arg-type]
+    loop = innermost_loop(ctx.engine, occurrence)
+    also_scaler = loop is not None and any(op.kind is OpKind.STEP and op.via is not None for op in ctx.engine.iteration_ops(loop))
+    if also_scaler:
         return (
             f"`{stepped}` runs in addition to the scaler's step of the same optimizer: every batch "
             f"is applied twice, the second time with the gradients of `{scaled}` still scaled"

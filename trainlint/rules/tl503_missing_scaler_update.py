@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from trainlint.analysis.amp import report_node
-from trainlint.analysis.flow import Action
-from trainlint.analysis.training import call_text, step_blocks
+from trainlint.analysis.engine import Occurrence
+from trainlint.analysis.ir import OpKind
+from trainlint.analysis.training import call_text, innermost_loop
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -20,21 +20,26 @@ class MissingScalerUpdate(Rule):
 
     def check(self, ctx: Context) -> Iterator[Report]:
         reported: set[int] = set()
-        for body in step_blocks(ctx.flow, ctx.model):
-            events = list(ctx.flow.events(body))
-            # Anywhere in the iteration counts: an update under the same condition as the
-            # step (gradient accumulation) is fine, and paths are not needed for "never".
-            if any(e.action is Action.SCALER_UPDATE for e in events):
+        for occurrence in ctx.engine.occurrences(ctx.model, OpKind.STEP):
+            if occurrence.op.via is None or _updates(occurrence, ctx):
                 continue
-            for step in (e for e in events if e.action is Action.STEP and e.via_scaler):
-                node = report_node(step, ctx.model)
-                if id(node) not in reported:
-                    reported.add(id(node))
-                    yield Report(node, message=_message(call_text(step.node, step.module)))
+            node = occurrence.node_in(ctx.model)
+            if id(node) not in reported:
+                reported.add(id(node))
+                step = call_text(occurrence.op.node, occurrence.op.module)
+                yield Report(
+                    node,
+                    message=(
+                        f"`{step}` is not followed by `scaler.update()` in the iteration: the loss scale never "
+                        "shrinks after an overflow or grows back, and the next `scaler.step()` raises"
+                    ),
+                )
 
 
-def _message(step: str) -> str:
-    return (
-        f"`{step}` is not followed by `scaler.update()` in the iteration: the loss scale never "
-        "shrinks after an overflow or grows back, and the next `scaler.step()` raises"
-    )
+def _updates(step: Occurrence, ctx: Context) -> bool:
+    """Some path of the step's iteration (or of its root, outside loops) updates a scaler:
+    an update under the same condition as the step (gradient accumulation) is fine."""
+    loop = innermost_loop(ctx.engine, step)
+    if loop is not None:
+        return any(op.kind is OpKind.SCALER_UPDATE for op in ctx.engine.iteration_ops(loop))
+    return any(o.home is step.home for o in ctx.engine.occurrences(step.home.module, OpKind.SCALER_UPDATE))

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from trainlint.analysis.amp import exclusive, is_framework_backward, is_scaled_backward, report_node
-from trainlint.analysis.flow import Action, Event, Path
-from trainlint.analysis.training import call_text, step_blocks
+from trainlint.analysis.ir import OpKind
+from trainlint.analysis.training import call_text, earliest, grads
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -20,30 +19,20 @@ class BackwardOnUnscaledLoss(Rule):
 
     def check(self, ctx: Context) -> Iterator[Report]:
         reported: set[int] = set()
-        for body in step_blocks(ctx.flow, ctx.model):
-            for path in ctx.flow.paths(body):
-                for backward, step in _unscaled_backwards(path, ctx):
-                    node = report_node(backward, ctx.model)
-                    if id(node) not in reported:
-                        reported.add(id(node))
-                        yield Report(node, message=_message(backward, step))
-
-
-def _unscaled_backwards(path: Path, ctx: Context) -> Iterator[tuple[Event, Event]]:
-    """(plain backward, scaler step): the latest backward before a scaler step was unscaled."""
-    backward: Event | None = None
-    for event in path:
-        if event.action is Action.BACKWARD:
-            plain = not is_scaled_backward(event, ctx.evaluator) and not is_framework_backward(event, ctx.evaluator)
-            backward = event if plain else None
-        elif event.action is Action.STEP and event.via_scaler and backward is not None:
-            if not exclusive(backward, event, ctx.model):
-                yield backward, event
-
-
-def _message(backward: Event, step: Event) -> str:
-    return (
-        f"`{call_text(backward.node, backward.module)}` backpropagates the unscaled loss, but "
-        f"`{call_text(step.node, step.module)}` divides the gradients by the loss scale: updates "
-        "shrink by that factor (65536 at first) and small float16 gradients underflow to zero"
-    )
+        for occurrence in ctx.engine.occurrences(ctx.model, OpKind.STEP):
+            if occurrence.op.via is None:
+                continue
+            backward = earliest(g.plain for g in grads(ctx.engine, occurrence) if g.plain is not None)
+            if backward is None:
+                continue
+            node = next((o.node_in(ctx.model) for o in ctx.engine.occurrences_of(backward) if o.home is occurrence.home), None)
+            if node is not None and id(node) not in reported:
+                reported.add(id(node))
+                yield Report(
+                    node,
+                    message=(
+                        f"`{call_text(backward.node, backward.module)}` backpropagates the unscaled loss, but "
+                        f"`{call_text(occurrence.op.node, occurrence.op.module)}` divides the gradients by the loss scale: updates "
+                        "shrink by that factor (65536 at first) and small float16 gradients underflow to zero"
+                    ),
+                )

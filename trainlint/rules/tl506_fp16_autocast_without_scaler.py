@@ -4,14 +4,12 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from trainlint.analysis.amp import autocast_dtype, creates_grad_scaler, is_framework_backward, is_scaled_backward
-from trainlint.analysis.flow import Action, Event, Seq
-from trainlint.analysis.training import call_text
-from trainlint.analysis.values import FuncRef
+from trainlint.analysis.amp import autocast_dtype, creates_grad_scaler
+from trainlint.analysis.engine import LoopFacts
+from trainlint.analysis.ir import Flag, Op, OpKind
+from trainlint.analysis.training import call_text, innermost_loop
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
-
-SCALER_ACTIONS = (Action.UNSCALE, Action.SCALER_UPDATE)
 
 
 class Fp16AutocastWithoutScaler(Rule):
@@ -29,9 +27,14 @@ class Fp16AutocastWithoutScaler(Rule):
         for call in ctx.model.calls_by_name.get("autocast", []):
             if not _opens_with(call, ctx) or autocast_dtype(call, ctx.model, ctx.evaluator) != "float16":
                 continue
-            block = _training_block(call, ctx)
-            if block is not None and not _scaled_elsewhere(block, ctx):
-                yield Report(call, message=_message(call, ctx))
+            if any(_unscaled_training(snapshot_loop, ctx) for snapshot_loop in _iterations(call, ctx)):
+                yield Report(
+                    call,
+                    message=(
+                        f"`{call_text(call, ctx.model)}` runs the training forward in float16 but no GradScaler "
+                        "scales the loss: gradients below ~6e-8 flush to zero and larger losses can overflow"
+                    ),
+                )
 
 
 def _opens_with(call: cst.Call, ctx: Context) -> bool:
@@ -40,39 +43,29 @@ def _opens_with(call: cst.Call, ctx: Context) -> bool:
     return isinstance(item, cst.WithItem) and item.item is call
 
 
-def _training_block(call: cst.Call, ctx: Context) -> tuple[cst.CSTNode, Seq] | None:
-    """The training iteration the autocast region belongs to: its innermost loop when that
-    loop trains, else its function when the function itself runs backward and a step."""
-    loops = ctx.model.enclosing_loops(call)
-    if loops:
-        return next(((loop, body) for loop, body in ctx.flow.training_loops(ctx.model) if loop is loops[0]), None)
-    function = ctx.model.enclosing_function(call)
-    if function is None:
-        return None
-    body = ctx.flow.function_block(FuncRef(ctx.model, function))
-    actions = {e.action for e in ctx.flow.events(body, nested_loops=False)}
-    return (function, body) if {Action.BACKWARD, Action.STEP} <= actions else None
+def _iterations(call: cst.Call, ctx: Context) -> list[set[Op]]:
+    """What the iteration around the autocast region runs (its loop's iterations, or its
+    function when that backpropagates and steps outside any loop), per activation."""
+    found: list[set[Op]] = []
+    for snapshot in ctx.engine.snapshots(call, ctx.model):
+        if snapshot.state.loops:
+            loop: LoopFacts | None = ctx.engine._loops.get(snapshot.state.loops[-1].loop)
+            if loop is not None:
+                found.append(ctx.engine.iteration_ops(loop))
+        else:
+            found.append({o.op for o in ctx.engine.occurrences(ctx.model) if o.frame is snapshot.frame})
+    return found
 
 
-def _scaled_elsewhere(block: tuple[cst.CSTNode, Seq], ctx: Context) -> bool:
-    """The iteration already scales the loss, or hands it to a framework or a scaler helper
-    (timm's ``loss_scaler(loss, optimizer)``, ``accelerator.backward(loss)``)."""
-    node, body = block
-    if "scaler" in ctx.model.tree.code_for_node(node).lower():
-        return True
-    return any(_handles_scaling(event, ctx) for event in ctx.flow.events(body))
-
-
-def _handles_scaling(event: Event, ctx: Context) -> bool:
-    if event.action in SCALER_ACTIONS or (event.action is Action.STEP and event.via_scaler):
-        return True
-    return event.action is Action.BACKWARD and (
-        is_scaled_backward(event, ctx.evaluator) or is_framework_backward(event, ctx.evaluator)
-    )
-
-
-def _message(call: cst.Call, ctx: Context) -> str:
-    return (
-        f"`{call_text(call, ctx.model)}` runs the training forward in float16 but no GradScaler "
-        "scales the loss: gradients below ~6e-8 flush to zero and larger losses can overflow"
+def _unscaled_training(ops: set[Op], ctx: Context) -> bool:
+    """The iteration backpropagates and steps, and nothing in it scales the loss (a scaler,
+    a framework's backward, timm's loss-scaler call)."""
+    kinds = {op.kind for op in ops}
+    if not {OpKind.BACKWARD, OpKind.STEP} <= kinds:
+        return False
+    return not any(
+        op.kind in (OpKind.UNSCALE, OpKind.SCALER_UPDATE)
+        or (op.kind is OpKind.STEP and op.via is not None)
+        or (op.kind is OpKind.BACKWARD and (op.has(Flag.SCALED) or op.has(Flag.FRAMEWORK)))
+        for op in ops
     )

@@ -4,12 +4,12 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from trainlint.analysis import catalog
-from trainlint.analysis.model_summary import has_mode_layers
-from trainlint.analysis.module import Loop, ModuleModel
-from trainlint.analysis.modes import Mode, Modes, ModeSwitch, model_expression, model_name, modes_for
-from trainlint.analysis.names import dotted, terminal_name
-from trainlint.analysis.values import ClassRef, Instance, Obj
+from trainlint.analysis.engine import Engine, LoopFacts
+from trainlint.analysis.ir import Op, OpKind
+from trainlint.analysis.models import has_mode_layers
+from trainlint.analysis.module import ModuleModel
+from trainlint.analysis.state import ModeV
+from trainlint.analysis.training import is_evaluation_loop, model_calls, model_expression, model_name, modes_at
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -25,106 +25,41 @@ class EvaluationWithoutModelEval(Rule):
     triggers = ("no_grad", "inference_mode", "loader", "_dl")
 
     def check(self, ctx: Context) -> Iterator[Report]:
-        modes = modes_for(ctx.evaluator, ctx.flow)
         reported: set[int] = set()
-        for loop in ctx.model.loops:
-            call = modes.evaluation_call(loop, ctx.model)
-            if call is None or id(call) in reported:
+        for loop in ctx.engine.loops(ctx.model):
+            if not is_evaluation_loop(ctx.engine, loop):
                 continue
-            switch = modes.mode_at(call, ctx.model)
-            if switch is None and (_loaded_in_eval_mode(call, ctx) or _opaque_model(call, ctx)):
+            call = model_calls(ctx.engine, loop)[0]
+            modes = modes_at(ctx.engine, call, ctx.model)
+            if not modes or not all(v.mode == "train" for values in modes for v in values):
                 continue
-            if not _in_eval_mode(switch, loop, ctx.model, modes) and _mode_matters(call, ctx):
-                reported.add(id(call))
-                yield Report(call, message=_message(call, switch))
+            if id(call) in reported or _deliberate(modes, loop, ctx) or not _mode_matters(call, ctx):
+                continue
+            reported.add(id(call))
+            yield Report(call, message=_message(call, modes))
 
 
-def _in_eval_mode(switch: ModeSwitch | None, loop: Loop, module: ModuleModel, modes: Modes) -> bool:
-    """Eval (or unknown) mode, or a ``model.train()`` written before the loop on purpose
-    (Monte-Carlo dropout, recomputing batch-norm statistics) with no training in between;
-    ``None`` means never switched: training mode."""
-    if switch is None:
+def _deliberate(modes: list[frozenset[ModeV]], loop: LoopFacts, ctx: Context) -> bool:
+    """A ``model.train()`` written before the loop in the same function, with no training in
+    between: Monte-Carlo dropout, or recomputing batch-norm statistics."""
+    origins = {v.origin for values in modes for v in values}
+    if None in origins:
         return False
-    if switch.mode is not Mode.TRAIN:
-        return True
-    return (
-        switch.direct
-        and switch.module is module
-        and switch.call is not None
-        and not modes.trains_between(switch.call, loop, module)
+    function = ctx.model.enclosing_function(loop.loop.node)
+    return all(
+        origin is not None and origin.module is ctx.model and ctx.model.enclosing_function(origin.node) is function
+        and not _trains_between(ctx.engine, origin, loop.loop.node, ctx.model)
+        for origin in origins
     )
 
 
-def _loaded_in_eval_mode(call: cst.Call, ctx: Context) -> bool:
-    """``from_pretrained`` (transformers, diffusers) returns a model already in eval mode,
-    and so does an inference wrapper whose constructor puts what it loads in eval mode
-    (YOLOv5's ``DetectMultiBackend``: the wrapper's own flag is never read)."""
-    target = model_expression(call)
-    values = ctx.evaluator.eval(target, ctx.model) if target is not None else ()
-    return bool(values) and all(
-        (isinstance(v, Obj) and v.qualname.endswith(".from_pretrained"))
-        or (isinstance(v, Instance) and _constructor_calls_eval(v, ctx))
-        for v in values
-    )
-
-
-# Methods that return the module they are called on; ``.train()`` also does, but changes its mode.
-_SAME_MODULE = catalog.PASS_THROUGH_METHODS - {"train"}
-
-
-def _opaque_model(call: cst.Call, ctx: Context) -> bool:
-    target = model_expression(call)
-    return target is not None and _opaque_origin(target, ctx.model, ctx)
-
-
-def _opaque_origin(expr: cst.BaseExpression, module: ModuleModel, ctx: Context, depth: int = 0) -> bool:
-    """The model comes only from places whose mode is unknown or eval: a ``self.unet`` that no
-    method assigns (diffusers' ``register_modules``, ``setattr``), or any ``from_pretrained``,
-    directly or through local names and attributes. Parameters are not opaque: a function
-    without visible callers is taken to start in training mode."""
-    if depth > 4:
-        return False
-    if isinstance(expr, cst.Call):
-        if isinstance(expr.func, cst.Attribute) and expr.func.attr.value in _SAME_MODULE:
-            return _opaque_origin(expr.func.value, module, ctx, depth + 1)
-        return terminal_name(expr.func) == "from_pretrained"
-    if isinstance(expr, cst.Name):
-        bindings = module.scope_of(expr).bindings.get(expr.value, [])
-        return bool(bindings) and all(
-            b.kind == "assign" and b.value is not None and _opaque_origin(b.value, module, ctx, depth + 1)
-            for b in bindings
-        )
-    if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
-        instance = _self_instance(expr, module)
-        return instance is not None and all(
-            _opaque_origin(value, owner, ctx, depth + 1)
-            for value, _, owner in ctx.evaluator.attribute_values(instance, expr.attr.value)
-        )
-    return False
-
-
-def _self_instance(attribute: cst.Attribute, module: ModuleModel) -> Instance | None:
-    """The ``self`` of the method around ``attribute``; ``None`` outside a method."""
-    cls = next(
-        (module.method_class(a) for a in module.ancestors(attribute) if isinstance(a, cst.FunctionDef) and module.method_class(a)),
-        None,
-    )
-    return Instance(ClassRef(module, cls)) if cls is not None else None
-
-
-def _constructor_calls_eval(instance: Instance, ctx: Context) -> bool:
-    """``__init__`` calls ``.eval()``, itself or in a function it calls (a loader)."""
-    init = ctx.evaluator.method(instance.cls, "__init__")
-    if init is None:
-        return False
-    calls = init.module.calls_by_function.get(init.node, [])
-    if any(terminal_name(c.func) == "eval" for c in calls):
-        return True
+def _trains_between(engine: Engine, start: Op, end: cst.CSTNode, module: ModuleModel) -> bool:
+    first, last = module.order_of(start.node, 0), module.order_of(end, 0)
+    function = module.enclosing_function(start.node)
     return any(
-        terminal_name(inner.func) == "eval"
-        for c in calls
-        for loader in ctx.evaluator.functions_called(c, init.module)
-        for inner in loader.module.calls_by_function.get(loader.node, [])
+        first < module.order_of(o.node_in(module), 0) < last
+        for o in engine.occurrences(module, OpKind.BACKWARD)
+        if module.enclosing_function(o.node_in(module)) is function
     )
 
 
@@ -134,14 +69,15 @@ def _mode_matters(call: cst.Call, ctx: Context) -> bool:
     return target is None or has_mode_layers(ctx.evaluator.eval(target, ctx.model), ctx.evaluator) is not False
 
 
-def _message(call: cst.Call, switch: ModeSwitch | None) -> str:
-    name = model_name(call)
-    if switch is not None and switch.call is not None and switch.module is not None:
-        callee = dotted(switch.call.func) or "the call"
-        cause = f"`{callee}()` at {switch.module.where(switch.call)} leaves it in training mode"
+def _message(call: cst.Call, modes: list[frozenset[ModeV]]) -> str:
+    origins = [v.origin for values in modes for v in values if v.origin is not None]
+    if origins:
+        switch = origins[0]
+        callee = switch.module.tree.code_for_node(switch.node).strip()
+        cause = f"`{callee}` at {switch.module.where(switch.node)} leaves it in training mode"
     else:
         cause = "nothing on the way here calls model.eval()"
     return (
-        f"`{name}` runs in an evaluation loop in training mode: {cause}; dropout stays active and "
+        f"`{model_name(call)}` runs in an evaluation loop in training mode: {cause}; dropout stays active and "
         "batch norm normalizes with (and updates) batch statistics, so the metrics are wrong"
     )

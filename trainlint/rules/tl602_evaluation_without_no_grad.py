@@ -4,9 +4,10 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from trainlint.analysis.module import Loop
-from trainlint.analysis.modes import Mode, model_name, modes_for
+from trainlint.analysis.engine import LoopFacts
+from trainlint.analysis.ir import OpKind
 from trainlint.analysis.names import terminal_name
+from trainlint.analysis.training import model_calls, model_name, modes_at
 from trainlint.analysis.values import literal_value
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
@@ -25,23 +26,33 @@ class EvaluationWithoutNoGrad(Rule):
     triggers = (".eval()", "train(False)", "train(mode=False)")
 
     def check(self, ctx: Context) -> Iterator[Report]:
-        modes = modes_for(ctx.evaluator, ctx.flow)
         reported: set[int] = set()
-        for loop in ctx.model.loops:
-            calls = modes.model_calls(loop, ctx.model)
+        for loop in ctx.engine.loops(ctx.model):
+            calls = model_calls(ctx.engine, loop)
             if not calls or id(calls[0]) in reported or _wants_gradients(loop, ctx):
                 continue
-            switch = modes.mode_at(calls[0], ctx.model)
-            if switch is not None and switch.mode is Mode.EVAL and not modes.grad_disabled(calls[0], ctx.model):
+            modes = modes_at(ctx.engine, calls[0], ctx.model)
+            if not modes or not all(v.mode == "eval" for values in modes for v in values):
+                continue
+            snapshots = ctx.engine.snapshots(calls[0], ctx.model)
+            if any(s.state.grad == frozenset({"on"}) for s in snapshots):
                 reported.add(id(calls[0]))
-                yield Report(calls[0], message=_message(calls[0]))
+                yield Report(
+                    calls[0],
+                    message=(
+                        f"`{model_name(calls[0])}` is evaluated (eval mode, no backward) without torch.no_grad(): autograd "
+                        "keeps every activation of the forward pass, so evaluation uses far more memory than it needs"
+                    ),
+                )
 
 
-def _wants_gradients(loop: Loop, ctx: Context) -> bool:
+def _wants_gradients(loop: LoopFacts, ctx: Context) -> bool:
     """A backward pass or step, or explicit gradient work, anywhere in the iteration."""
-    if next(ctx.flow.events(ctx.flow.loop_body(loop, ctx.model)), None) is not None:
+    if any(op.kind in (OpKind.BACKWARD, OpKind.STEP, OpKind.CLEAR) for op in ctx.engine.iteration_ops(loop)):
         return True
-    return any(_uses_gradients(call) for call in ctx.model.calls if ctx.model.is_within(call, loop.body))
+    node = loop.loop.node
+    body = node.body if isinstance(node, (cst.For, cst.While, cst.FunctionDef)) else node
+    return any(_uses_gradients(call) for call in ctx.model.calls if ctx.model.is_within(call, body))
 
 
 def _uses_gradients(call: cst.Call) -> bool:
@@ -49,12 +60,4 @@ def _uses_gradients(call: cst.Call) -> bool:
     return terminal_name(call.func) in GRADIENT_USES or any(
         arg.keyword is not None and arg.keyword.value == "requires_grad" and literal_value(arg.value) is True
         for arg in call.args
-    )
-
-
-def _message(call: cst.Call) -> str:
-    name = model_name(call)
-    return (
-        f"`{name}` is evaluated (eval mode, no backward) without torch.no_grad(): autograd keeps every "
-        "activation of the forward pass, so evaluation uses far more memory than it needs"
     )

@@ -2,8 +2,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from trainlint.analysis.modes import Mode, Modes, Step, modes_for
+import libcst as cst
+
+from trainlint.analysis.engine import Engine, Occurrence
+from trainlint.analysis.ir import Op, OpKind
+from trainlint.analysis.keys import Key, Relation, relation
 from trainlint.analysis.names import dotted
+from trainlint.analysis.training import evaluates_after, innermost_loop, stepped_optimizers, target
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -18,45 +23,71 @@ class TrainModeNotRestored(Rule):
     triggers = (".eval()", "train(False)", "train(mode=False)")
 
     def check(self, ctx: Context) -> Iterator[Report]:
-        modes = modes_for(ctx.evaluator, ctx.flow)
-        # One report per eval switch, in the tightest loop that shows the problem: an epoch
-        # loop inside ``main()`` is reported, not also a ``for seed in seeds: main()`` around it.
-        tightest: dict[int, tuple[int, Step]] = {}
-        for loop in ctx.model.loops:
-            steps = modes.iteration_steps(loop, ctx.model)
-            if not any(step.kind == "backward" for step in steps):
-                continue
-            for index, step in enumerate(steps):
-                known = tightest.get(id(step.call))
-                if (known is None or len(steps) < known[0]) and _unrestored_evaluation(steps, index, modes):
-                    tightest[id(step.call)] = (len(steps), step)
+        engine = ctx.engine
+        engine.analyse(ctx.model)
         reported: set[int] = set()
-        for _, step in tightest.values():
-            if id(step.anchor) not in reported:
-                reported.add(id(step.anchor))
-                yield Report(step.anchor, message=_message(step))
+        for backward in engine.all_occurrences(OpKind.BACKWARD):
+            trained = _trained_models(engine, backward)
+            for key, values in backward.state.modes.items():
+                if trained is not None and not any(relation(key, model) is not Relation.DIFFERENT for model in trained):
+                    continue
+                for value in values:
+                    switch = value.origin
+                    if value.mode != "eval" or not value.certain or switch is None or not evaluates_after(engine, switch):
+                        continue
+                    where = _report_node(engine, switch, backward, ctx)
+                    if where is not None and id(where[0]) not in reported:
+                        reported.add(id(where[0]))
+                        yield Report(where[0], message=_message(switch, where[1]))
 
 
-def _unrestored_evaluation(steps: list[Step], index: int, modes: Modes) -> bool:
-    """``steps[index]`` is an evaluation's ``model.eval()`` and the next backward pass of the
-    loop (this iteration or, wrapping around, the next one) comes before any ``train()``."""
-    step = steps[index]
-    if step.kind != Mode.EVAL.value or not modes.evaluates_after(step.call, step.module):
-        return False
-    for later in (*steps[index + 1:], *steps[:index]):
-        if later.kind == "backward":
-            return True
-        if later.kind != Mode.EVAL.value:
-            return False  # train() or a switch to an unknown mode: assume it restores training
-    return False
+def _trained_models(engine: Engine, backward: Occurrence) -> list[Key] | None:
+    """The models whose parameters the loop's optimizers update (``None``: unknown)."""
+    loop = innermost_loop(engine, backward)
+    if loop is None:
+        return None
+    owners = []
+    for step in stepped_optimizers(engine, loop):
+        optimizer = target(engine, step)
+        owner = engine._owner(optimizer) if optimizer is not None else None
+        if owner is None:
+            return None
+        owners.append(owner)
+    return owners or None
 
 
-def _message(step: Step) -> str:
-    switch = f"`{dotted(step.call.func) or 'model.eval'}()`"
-    if step.anchor is step.call:
-        where = f"{switch} here"
-    else:
-        where = f"`{dotted(step.anchor.func) or 'this call'}()` ({switch} at {step.module.where(step.call)})"
+def _report_node(engine: Engine, switch: Op, backward: Occurrence, ctx: Context) -> tuple[cst.CSTNode, bool] | None:
+    """The switch, or the call leading to it, in the tightest loop that runs both the
+    evaluation and the next backward pass; only when that loop is in this file."""
+    best: tuple[int, cst.CSTNode, bool] | None = None
+    for occurrence in engine.occurrences_of(switch):
+        common = _common_prefix(occurrence.state.loops, backward.state.loops)
+        if common == 0:
+            continue
+        loop = engine._loops.get(occurrence.state.loops[common - 1].loop)
+        if loop is None or loop.loop.module is not ctx.model:
+            continue
+        node = occurrence.node_in(ctx.model)
+        if not ctx.model.is_within(node, loop.loop.node):
+            continue
+        if best is None or common > best[0]:
+            best = (common, node, node is switch.node)
+    return (best[1], best[2]) if best is not None else None
+
+
+def _common_prefix(a: tuple, b: tuple) -> int:  # type: ignore[type-arg]
+    count = 0
+    for left, right in zip(a, b):
+        if left.loop != right.loop:
+            break
+        count += 1
+    return count
+
+
+def _message(switch: Op, direct: bool) -> str:
+    call = switch.node
+    text = f"`{dotted(call.func) or 'model.eval'}()`" if isinstance(call, cst.Call) else "`model.eval()`"
+    where = f"{text} here" if direct else f"this call ({text} at {switch.module.where(call)})"
     return (
         f"{where} leaves the model in eval mode and the loop's next backward pass runs before any "
         "model.train(): later epochs train without dropout and with frozen batch-norm statistics"

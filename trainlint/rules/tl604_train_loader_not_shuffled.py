@@ -4,9 +4,11 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from trainlint.analysis import catalog
+from trainlint.analysis import brains
+from trainlint.analysis.brains import torch as T
+from trainlint.analysis.ir import iterated
 from trainlint.analysis.module import ModuleModel
-from trainlint.analysis.modes import is_eval_name, loop_iterable
+from trainlint.analysis.training import is_eval_name
 from trainlint.analysis.names import dotted
 from trainlint.analysis.values import Evaluator, Instance, Lit, Obj, call_arg, literal_value
 from trainlint.diagnostics import Severity
@@ -14,10 +16,7 @@ from trainlint.rule import Context, Report, Rule
 
 # Arguments (keyword, position) that decide the order themselves: a sampler may shuffle
 # (DistributedSampler, RandomSampler, weighted sampling), so the loader is not judged.
-ORDER_ARGUMENTS = (("sampler", 3), ("batch_sampler", 4))
-SHUFFLE_POSITION = 2
-# Datasets that stream: a DataLoader cannot shuffle them (``shuffle=True`` raises).
-STREAMING_MARKERS = ("Iterable", "IterDataPipe", "WebDataset", "Stream")
+ORDER_ARGUMENTS = (("sampler", T.LOADER_SAMPLER_POSITION), ("batch_sampler", T.LOADER_BATCH_SAMPLER_POSITION))
 
 
 class TrainLoaderNotShuffled(Rule):
@@ -31,10 +30,11 @@ class TrainLoaderNotShuffled(Rule):
 
     def check(self, ctx: Context) -> Iterator[Report]:
         reported: set[int] = set()
-        for loop, _ in ctx.flow.training_loops(ctx.model):
-            if not isinstance(loop, cst.For):
+        for facts in ctx.engine.loops(ctx.model):
+            loop = facts.loop.node
+            if not isinstance(loop, cst.For) or not ctx.engine.is_training_loop(facts):
                 continue
-            for loader in _loaders(loop_iterable(loop), ctx.model, ctx.evaluator):
+            for loader in _loaders(iterated(loop), ctx.model, ctx.evaluator):
                 if loader.module is ctx.model and id(loader.call) not in reported and _unshuffled(loader, ctx.evaluator):
                     reported.add(id(loader.call))
                     yield Report(loader.call)
@@ -42,7 +42,7 @@ class TrainLoaderNotShuffled(Rule):
 
 def _loaders(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> list[Obj]:
     """DataLoaders ``expr`` may be, also through ``accelerator.prepare(..., loader, ...)``."""
-    found = [obj for obj in ev.objects(expr, module) if obj.qualname in catalog.DATA_LOADERS]
+    found = [obj for obj in ev.objects(expr, module) if obj.qualname in brains.DATA_LOADERS]
     if found or not isinstance(expr, cst.Name):
         return found
     for binding in ev.reaching(expr, module):
@@ -60,15 +60,15 @@ def _is_prepare(call: cst.Call, module: ModuleModel, ev: Evaluator) -> bool:
     return (
         isinstance(func, cst.Attribute)
         and func.attr.value == "prepare"
-        and any(obj.qualname in catalog.ACCELERATORS for obj in ev.objects(func.value, module))
+        and any(obj.qualname in brains.ACCELERATORS for obj in ev.objects(func.value, module))
     )
 
 
 def _unshuffled(loader: Obj, ev: Evaluator) -> bool:
     call = loader.call
-    if any(arg.star for arg in call.args) or any(call_arg(call, position, name) is not None for name, position in ORDER_ARGUMENTS):
+    if any(arg.star for arg in call.args) or any(_orders(call_arg(call, position, name), loader, ev) for name, position in ORDER_ARGUMENTS):
         return False  # **kwargs may shuffle; a sampler orders the data itself
-    shuffle = call_arg(call, SHUFFLE_POSITION, "shuffle")
+    shuffle = call_arg(call, T.LOADER_SHUFFLE_POSITION, "shuffle")
     if shuffle is not None and not _provably_false(shuffle, loader.module, ev):
         return False
     dataset = call_arg(call, 0, "dataset")
@@ -77,6 +77,15 @@ def _unshuffled(loader: Obj, ev: Evaluator) -> bool:
         and not _streams(dataset, loader.module, ev)
         and not _held_out(loader, dataset, ev)
     )
+
+
+def _orders(sampler: cst.BaseExpression | None, loader: Obj, ev: Evaluator) -> bool:
+    """A sampler is given, and on every path: ``DistributedSampler(ds) if distributed else
+    None`` leaves the single-process loader in file order."""
+    if sampler is None:
+        return False
+    values = ev.eval(sampler, loader.module)
+    return not (values and any(v == Lit(None) for v in values)) and literal_value(sampler) is not None
 
 
 def _held_out(loader: Obj, dataset: cst.BaseExpression, ev: Evaluator) -> bool:
@@ -110,9 +119,9 @@ def _provably_false(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator
 def _streams(dataset: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bool:
     """An IterableDataset (user subclass or library stream), or ``load_dataset(..., streaming=True)``."""
     for value in ev.eval(dataset, module):
-        if isinstance(value, Instance) and any(m in q for q in ev.base_qualnames(value.cls) for m in STREAMING_MARKERS):
+        if isinstance(value, Instance) and any(m in q for q in ev.base_qualnames(value.cls) for m in T.STREAMING_MARKERS):
             return True
-        if isinstance(value, Obj) and (any(m in value.qualname for m in STREAMING_MARKERS) or _streaming_flag(value.call)):
+        if isinstance(value, Obj) and (any(m in value.qualname for m in T.STREAMING_MARKERS) or _streaming_flag(value.call)):
             return True
     return False
 

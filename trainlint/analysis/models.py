@@ -1,58 +1,62 @@
-"""Which layers a model contains, as far as the code shows: does it have any layer whose
-behaviour differs between ``model.train()`` and ``model.eval()``?
+"""What is a model, and which layers it contains as far as the code shows.
 
-Only dropout and batch-norm-like layers (running statistics) care about the mode; LayerNorm,
-GroupNorm, linear and convolution layers do not. The answer is three-valued: ``True`` (has
-such a layer, or is a library model that is assumed to), ``False`` (every layer is known and
-none cares about the mode) and ``None`` (unknown). Rules that want silence for mode-free
-models act only on ``False``.
+"Is this an ``nn.Module``?" is answered here and nowhere else: by what built the value
+(a user class with ``forward`` or a module base class, a torch layer, a library model),
+else by the name people give models. The layer summary answers whether a model has any
+layer whose behaviour differs between ``model.train()`` and ``model.eval()``: only dropout
+and batch-norm-like layers (running statistics) care. It is three-valued: ``True`` (has such
+a layer, or is a library model assumed to), ``False`` (every layer is known and none cares)
+and ``None`` (unknown). Rules that want silence for mode-free models act only on ``False``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import libcst as cst
 
+from trainlint.analysis import brains
+from trainlint.analysis.brains import torch as T
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import terminal_name
-from trainlint.analysis.values import ClassRef, DictV, Evaluator, Instance, LibRef, Lit, Obj, SeqV, Value, call_arg, literal_value
+from trainlint.analysis.values import ClassRef, DictV, Evaluator, FuncRef, Instance, LibRef, Lit, Obj, SeqV, Value, call_arg, literal_value
 
 MAX_DEPTH = 6
-
-# Layers that always behave differently in training mode.
-MODE_DEPENDENT = frozenset(
-    {
-        "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout",
-        "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LazyBatchNorm1d", "LazyBatchNorm2d",
-        "LazyBatchNorm3d", "SyncBatchNorm", "Transformer", "TransformerEncoder",
-        "TransformerDecoder", "TransformerEncoderLayer", "TransformerDecoderLayer",
-    }
-)
-# Layers that carry dropout only when built with ``dropout=`` > 0.
-DROPOUT_ARGUMENT = frozenset({"MultiheadAttention", "LSTM", "GRU", "RNN"})
-# Instance norms keep running statistics only with ``track_running_stats=True``.
-RUNNING_STATS_ARGUMENT = frozenset({"InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"})
-MODE_FREE = frozenset(
-    {
-        "Linear", "LazyLinear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d",
-        "ConvTranspose2d", "ConvTranspose3d", "ReLU", "ReLU6", "GELU", "SiLU", "Mish", "Tanh",
-        "Sigmoid", "Softmax", "LogSoftmax", "LeakyReLU", "ELU", "SELU", "PReLU", "Softplus",
-        "Hardswish", "Hardtanh", "LayerNorm", "GroupNorm", "RMSNorm", "LocalResponseNorm",
-        "Embedding", "EmbeddingBag", "Flatten", "Unflatten", "Identity", "MaxPool1d",
-        "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d",
-        "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d",
-        "AdaptiveMaxPool3d", "Upsample", "PixelShuffle", "ZeroPad2d", "ConstantPad1d",
-        "ConstantPad2d", "ReflectionPad2d", "Parameter",
-    }
-)
-CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})
-# ``F.dropout(x, p, training=self.training)`` and friends inside a forward.
-FUNCTIONAL_MODE_DEPENDENT = frozenset(
-    {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout", "batch_norm"}
+# Names people give to models; used only when nothing is known about the value.
+MODEL_NAME = re.compile(
+    r"^_?(\w*_)?(model|net|network|encoder|decoder|backbone|generator|discriminator|classifier|teacher|student)\d*$"
+    r"|^\w*(model|net)\d*$",
+    re.IGNORECASE,
 )
 # Registering submodules by name hides them from the attribute index.
 DYNAMIC_REGISTRATION = frozenset({"add_module", "register_module", "setattr"})
+
+
+def is_model_value(value: Value, ev: Evaluator) -> bool:
+    if isinstance(value, Instance):
+        return is_model_class(value.cls, ev)
+    if isinstance(value, Obj):
+        return brains.is_model(value.qualname)
+    return False
+
+
+def is_model_class(cls: ClassRef, ev: Evaluator) -> bool:
+    """A user class deriving from ``nn.Module`` (or a library model); or one defining
+    ``forward`` whose bases cannot all be seen (a plain class with ``forward`` is not)."""
+    if any(brains.is_module_base(base) for base in ev.base_qualnames(cls)):
+        return True
+    unseen = any(not ev.eval(base.value, klass.module) for klass in ev.class_chain(cls) for base in klass.node.bases)
+    return unseen and ev.method(cls, "forward") is not None
+
+
+def is_model(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bool:
+    """Known to be an ``nn.Module``, or unknown and named like a model."""
+    values = [v for v in ev.eval(expr, module) if isinstance(v, (Instance, Obj, LibRef, FuncRef))]
+    if values:
+        return any(is_model_value(v, ev) for v in values)
+    name = terminal_name(expr)
+    return name is not None and MODEL_NAME.match(name) is not None
 
 
 def has_mode_layers(values: tuple[Value, ...], ev: Evaluator) -> bool | None:
@@ -99,26 +103,19 @@ def _expr_has(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, dept
     return _combine(_value_has(v, ev, depth, visiting) for v in values) if values else None
 
 
-def _layer_name(qualname: str) -> str | None:
-    """``Dropout`` for ``torch.nn.Dropout`` and ``torch.nn.modules.dropout.Dropout``."""
-    if qualname.startswith("torch.nn.") and not qualname.startswith("torch.nn.functional"):
-        return qualname.rsplit(".", 1)[-1]
-    return None
-
-
 def _library_has(obj: Obj, ev: Evaluator, depth: int, visiting: set[int]) -> bool | None:
-    layer = _layer_name(obj.qualname)
+    layer = T.layer_name(obj.qualname)
     if layer is None:
         return True  # a library model (torchvision, timm, transformers): assume it has them
-    if layer in MODE_DEPENDENT:
+    if layer in T.MODE_DEPENDENT_LAYERS:
         return True
-    if layer in MODE_FREE:
+    if layer in T.MODE_FREE_LAYERS:
         return False
-    if layer in DROPOUT_ARGUMENT:
+    if layer in T.DROPOUT_ARGUMENT_LAYERS:
         return _literal_flag(call_arg(obj.call, None, "dropout"), default=False)
-    if layer in RUNNING_STATS_ARGUMENT:
+    if layer in T.RUNNING_STATS_ARGUMENT_LAYERS:
         return _literal_flag(call_arg(obj.call, None, "track_running_stats"), default=False)
-    if layer in CONTAINERS:
+    if layer in T.CONTAINER_LAYERS:
         return _combine(
             _expr_has(arg.value, obj.module, ev, depth + 1, visiting) if not arg.star else None
             for arg in obj.call.args
@@ -138,7 +135,7 @@ def _class_has(cls: ClassRef, ev: Evaluator, depth: int, visiting: set[int]) -> 
     key = id(cls.node)
     if key in visiting:
         return False  # a recursive reference adds no new layer types
-    if ev.base_qualnames(cls) - {"torch.nn.Module", "torch.nn.modules.module.Module"}:
+    if ev.base_qualnames(cls) - T.MODULE_BASES:
         return None  # nn.Sequential subclasses, library base models: layers are not all visible
     visiting.add(key)
     try:
@@ -173,7 +170,7 @@ def _functional_layers(klass: ClassRef, ev: Evaluator) -> bool | None:
         if not module.is_within(call, klass.node):
             continue
         name = terminal_name(call.func)
-        if name in FUNCTIONAL_MODE_DEPENDENT and any(q.startswith("torch.") for q in ev.callee(call, module)):
+        if name in T.FUNCTIONAL_MODE_DEPENDENT and any(q.startswith("torch.") for q in ev.callee(call, module)):
             return True
         unknown = unknown or name in DYNAMIC_REGISTRATION
     return None if unknown else False

@@ -1,0 +1,245 @@
+"""Which object an expression denotes, per call site: the keys training state is kept under.
+
+A helper ``def step(opt): opt.step()`` is analysed once per call site: its parameters are
+bound to the caller's arguments (a :class:`Frame`), so ``opt`` is ``optimizer_d`` at one
+call and ``optimizer_g`` at another, never a merge of both. An expression resolves to the
+objects that may have built it (the allocation sites the evaluator finds) and, when those
+are unknown, to its text in the scope that binds its first name.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from trainlint.analysis import brains
+from trainlint.analysis.brains import Kind
+from trainlint.analysis.module import ModuleModel
+from trainlint.analysis.names import dotted
+from trainlint.analysis.values import ClassRef, Evaluator, Instance, Obj, Value, call_arg
+
+MAX_ALIAS_DEPTH = 4
+# Methods returning the module they are called on (``model.to(device)``): same object.
+_SAME_OBJECT_METHODS = frozenset({"to", "cuda", "cpu", "float", "half", "double", "bfloat16", "train", "requires_grad_"})
+
+
+class Relation(enum.Enum):
+    SAME = "same"
+    MAYBE = "maybe"  # cannot tell: an unresolved name next to a known object
+    DIFFERENT = "different"
+
+
+@dataclass(frozen=True)
+class Key:
+    """An object training state is kept for. Identity is ``ident``: the allocation sites
+    when known, else the scoped text of the expression."""
+
+    ident: tuple[object, ...]
+    label: str = field(compare=False)
+    kind: Kind | None = field(compare=False, default=None)
+    values: tuple[Value, ...] = field(compare=False, default=())
+
+    @property
+    def sites(self) -> frozenset[object]:
+        return self.ident[1] if self.ident[0] == "s" else frozenset()  # type: ignore[return-value]
+
+    @property
+    def text(self) -> str | None:
+        return self.ident[1] if self.ident[0] == "t" else None  # type: ignore[return-value]
+
+    def is_part_of(self, other: Key) -> bool:
+        """``model.backbone`` is part of ``model`` (by text)."""
+        mine, theirs = self.text, other.text
+        return mine is not None and theirs is not None and mine.startswith(theirs + ".")
+
+
+def relation(a: Key, b: Key) -> Relation:
+    if a.ident == b.ident:
+        return Relation.SAME
+    if a.kind is not None and b.kind is not None and a.kind is not b.kind:
+        return Relation.DIFFERENT
+    if a.sites and b.sites:
+        if a.sites & b.sites:
+            return Relation.MAYBE
+        return Relation.MAYBE if _same_class(a, b) else Relation.DIFFERENT
+    return Relation.MAYBE
+
+
+def _same_class(a: Key, b: Key) -> bool:
+    """``self`` inside a class's methods may be any instance of it."""
+    classes_a = {id(v.cls.node) for v in a.values if isinstance(v, Instance) and v.site is None}
+    classes_b = {id(v.cls.node) for v in b.values if isinstance(v, Instance) and v.site is None}
+    any_a = {id(v.cls.node) for v in a.values if isinstance(v, Instance)}
+    any_b = {id(v.cls.node) for v in b.values if isinstance(v, Instance)}
+    return bool(classes_a & any_b or classes_b & any_a)
+
+
+@dataclass(eq=False)
+class Frame:
+    """One activation of a function: where it was called from, and what its parameters
+    are bound to there (an argument expression, evaluated in the caller's frame)."""
+
+    function: cst.FunctionDef | None  # None: module-level code
+    module: ModuleModel
+    parent: Frame | None = None
+    site: cst.CSTNode | None = None
+    bindings: dict[str, tuple[cst.BaseExpression, ModuleModel, Frame | None]] = field(default_factory=dict)
+    depth: int = 0
+
+    def chain(self) -> list[Frame]:
+        """This frame and its callers, innermost first."""
+        frames: list[Frame] = []
+        current: Frame | None = self
+        while current is not None:
+            frames.append(current)
+            current = current.parent
+        return frames
+
+    def active(self, function: cst.FunctionDef) -> bool:
+        return any(frame.function is function for frame in self.chain())
+
+
+def variable(frame: Frame, name: str) -> str:
+    """The key of a local variable in one activation of its function."""
+    return f"{id(frame)}:{name}"
+
+
+class Resolver:
+    """Expressions to keys, per frame; memoized for unbound (context-free) expressions."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.ev = evaluator
+        self._free: dict[int, Key] = {}
+
+    def key(self, expr: cst.BaseExpression, module: ModuleModel, frame: Frame | None, depth: int = 0) -> Key:
+        expr = _strip(expr)
+        root, attrs = _chain(expr)
+        if root is not None and frame is not None and depth < MAX_ALIAS_DEPTH:
+            bound = self._bound(root, module, frame)
+            if bound is not None:
+                argument, argument_module, argument_frame = bound
+                return self.extend(self.key(argument, argument_module, argument_frame, depth + 1), attrs, expr, module)
+        cached = self._free.get(id(expr))
+        if cached is None:
+            cached = self._free[id(expr)] = self._evaluated(expr, module, root)
+        return cached
+
+    def extend(self, base: Key, attrs: list[str], expr: cst.BaseExpression, module: ModuleModel) -> Key:
+        """``base.a.b``: through the evaluator when ``base`` is a known object, else by text."""
+        if not attrs:
+            return base
+        values = base.values
+        for attr in attrs:
+            values = tuple(v for value in values for v in self._attribute(value, attr))
+        label = ".".join([base.label, *attrs])
+        sites = _sites(values)
+        if sites is not None:
+            return Key(("s", sites), label, _kind(values, attrs[-1]), values)
+        prefix = base.text if base.text is not None else f"{sorted(map(str, base.sites))}"
+        return Key(("t", ".".join([prefix, *attrs])), label, _kind((), attrs[-1]))
+
+    def _attribute(self, value: Value, attr: str) -> tuple[Value, ...]:
+        if isinstance(value, Instance):
+            found: list[Value] = []
+            for expr, path, owner in self.ev.attribute_values(value, attr):
+                found.extend(self.ev._select(self.ev.eval(expr, owner), path))
+            return tuple(found)
+        if isinstance(value, Obj) and attr == "module" and value.qualname in brains.torch.MODEL_WRAPPERS:
+            first = call_arg(value.call, 0, "module") or call_arg(value.call, 0, "model")
+            return self.ev.eval(first, value.module) if first is not None else ()
+        return ()
+
+    def _bound(self, root: str, module: ModuleModel, frame: Frame) -> tuple[cst.BaseExpression, ModuleModel, Frame | None] | None:
+        if frame.module is not module:
+            return None
+        found = frame.bindings.get(root)
+        if found is not None:
+            return found
+        if frame.function is None:
+            return None
+        # A local alias of a bound name: ``opt = optimizer`` / ``model = self.model``.
+        bindings = module.scopes[frame.function].bindings.get(root, []) if frame.function in module.scopes else []
+        if len(bindings) == 1 and bindings[0].kind == "assign" and not bindings[0].path and bindings[0].value is not None:
+            value = bindings[0].value
+            inner, _ = _chain(_strip(value))
+            if inner is not None and inner != root and (inner in frame.bindings or inner == "self"):
+                return value, module, frame
+        return None
+
+    def _evaluated(self, expr: cst.BaseExpression, module: ModuleModel, root: str | None) -> Key:
+        values = self.ev.eval(expr, module)
+        label = dotted(expr) or module.tree.code_for_node(expr).strip()
+        attrs = _chain(expr)[1]
+        sites = _sites(values)
+        kind = _kind(values, attrs[-1] if attrs else root)
+        if sites is not None:
+            return Key(("s", sites), label, kind, values)
+        return Key(("t", self._scoped(expr, module, root, label)), label, kind, values)
+
+    def _scoped(self, expr: cst.BaseExpression, module: ModuleModel, root: str | None, label: str) -> str:
+        """The text of ``expr`` qualified by the scope that binds its first name: two
+        functions' ``model`` are not the same object; ``self`` is its class."""
+        if root is None:
+            return f"{module.path}:{id(expr)}"
+        scope = module.scope_of(expr)
+        while scope is not None and root not in scope.bindings and scope.parent is not None:
+            scope = scope.parent
+        node = scope.node if scope is not None else module.tree
+        if root == "self" and isinstance(node, cst.FunctionDef):
+            cls = module.method_class(node)
+            if cls is not None:
+                return f"{module.path}:{cls.name.value}:{label}"
+        where = node.name.value if isinstance(node, (cst.FunctionDef, cst.ClassDef)) else ""
+        return f"{module.path}:{where}#{module.order_of(node, 0)}:{label}"
+
+
+def _strip(expr: cst.BaseExpression) -> cst.BaseExpression:
+    """``model.to(device)``, ``ddp_model.module``: the same object."""
+    while True:
+        if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in _SAME_OBJECT_METHODS:
+            expr = expr.func.value
+        elif isinstance(expr, cst.Attribute) and expr.attr.value == "module" and isinstance(expr.value, (cst.Name, cst.Attribute)):
+            expr = expr.value
+        else:
+            return expr
+
+
+def _chain(expr: cst.BaseExpression) -> tuple[str | None, list[str]]:
+    """``("self", ["model", "encoder"])`` for ``self.model.encoder``."""
+    attrs: list[str] = []
+    while isinstance(expr, cst.Attribute):
+        attrs.append(expr.attr.value)
+        expr = expr.value
+    if isinstance(expr, cst.Name):
+        return expr.value, list(reversed(attrs))
+    return None, []
+
+
+def _sites(values: tuple[Value, ...]) -> frozenset[object] | None:
+    """Allocation sites of objects; ``None`` when any value is not an allocated object."""
+    copies = [v for v in values if isinstance(v, Obj) and v.qualname in brains.torch.COPY_FUNCTIONS]
+    if copies:
+        return frozenset(id(v.call) for v in copies)  # a deep copy is its own object
+    sites: set[object] = set()
+    for value in values:
+        if isinstance(value, Obj):
+            sites.add(id(value.call))
+        elif isinstance(value, Instance):
+            sites.add(id(value.site) if value.site is not None else ("class", id(value.cls.node)))
+        elif isinstance(value, ClassRef):
+            return None
+        else:
+            continue  # a literal None (``scaler = None if ... else GradScaler()``) is no object
+    return frozenset(sites) if sites else None
+
+
+def _kind(values: tuple[Value, ...], name: str | None) -> Kind | None:
+    kinds = {brains.kind_of(v.qualname) for v in values if isinstance(v, Obj)}
+    kinds.discard(None)
+    if len(kinds) == 1:
+        return kinds.pop()
+    if kinds:
+        return None
+    return brains.kind_from_name(name)

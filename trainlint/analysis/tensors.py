@@ -1,0 +1,102 @@
+"""Whether a value is a tensor still attached to an autograd graph (a loss, a model output)
+or a detached one / a Python number."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import libcst as cst
+
+from trainlint.analysis.brains import transformers as HF
+from trainlint.analysis.module import ModuleModel
+from trainlint.analysis.state import Total
+from trainlint.analysis.values import Evaluator, TensorV
+
+MAX_DEPTH = 4
+# Calls that turn a tensor into a Python number or cut it from the graph.
+DETACHING_METHODS = frozenset({"item", "detach", "detach_", "tolist", "numpy", "cpu_numpy"})
+DETACHING_FUNCTIONS = frozenset({"float", "int", "bool"})
+# Tensor methods whose result stays in the graph of their receiver.
+GRAPH_METHODS = frozenset(
+    {"mean", "sum", "float", "double", "half", "clone", "to", "cpu", "cuda", "squeeze", "view", "reshape", "mul",
+     "div", "add", "sub", "pow", "abs", "sqrt", "exp", "log", "unsqueeze", "flatten", "max", "min"}
+)
+# ``args.loss`` / ``self.loss`` are settings or attributes, not a model output's loss.
+NOT_OUTPUTS = frozenset({"self", "args", "cfg", "config", "opt", "hparams", "params", "hp", "conf"})
+
+Variable = Callable[[str], frozenset[Total]]
+
+
+def holds_graph(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, variable: Variable) -> bool:
+    """Some part of ``expr`` is a tensor with an autograd history. ``variable`` tells what
+    a local name holds at this point (from the engine's state)."""
+    return graph_part(expr, module, ev, variable) is not None
+
+
+def graph_part(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, variable: Variable, depth: int = 0) -> cst.BaseExpression | None:
+    """The sub-expression of ``expr`` that is a tensor still attached to its graph."""
+    if depth > MAX_DEPTH or detached(expr):
+        return None
+    if isinstance(expr, cst.BinaryOperation):
+        return graph_part(expr.left, module, ev, variable, depth + 1) or graph_part(expr.right, module, ev, variable, depth + 1)
+    if isinstance(expr, cst.UnaryOperation):
+        return graph_part(expr.expression, module, ev, variable, depth + 1)
+    if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in GRAPH_METHODS:
+        return expr if graph_part(expr.func.value, module, ev, variable, depth + 1) is not None else None
+    if output_loss(expr) or is_loss_value(expr, module, ev):
+        return expr
+    if isinstance(expr, cst.Name):
+        if _backpropagated_in_function(expr, module):
+            return expr  # ``loss.backward()`` in the same function: it is a loss
+        known = variable(expr.value)
+        if known:
+            return expr if any(total.graph for total in known) else None
+        values = [b.value for b in ev.reaching(expr, module) if b.kind == "assign" and b.value is not None and not b.path]
+        return expr if any(graph_part(value, module, ev, variable, depth + 1) is not None for value in values) else None
+    return None
+
+
+def is_loss_value(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bool:
+    return any(isinstance(v, TensorV) and v.kind == "loss" for v in ev.eval(expr, module))
+
+
+def detached(expr: cst.BaseExpression) -> bool:
+    """A plain number or an explicitly detached tensor."""
+    if isinstance(expr, (cst.Integer, cst.Float)):
+        return True
+    if isinstance(expr, cst.Attribute):
+        return expr.attr.value == "data"
+    if not isinstance(expr, cst.Call):
+        return False
+    func = expr.func
+    if isinstance(func, cst.Name):
+        return func.value in DETACHING_FUNCTIONS
+    return isinstance(func, cst.Attribute) and (func.attr.value in DETACHING_METHODS or detached(func.value))
+
+
+def output_loss(expr: cst.BaseExpression) -> bool:
+    """``outputs.loss`` / ``outputs["loss"]`` of a model output (Hugging Face style)."""
+    if isinstance(expr, cst.Attribute):
+        return expr.attr.value in HF.OUTPUT_LOSS_ATTRIBUTES and isinstance(expr.value, cst.Name) and expr.value.value not in NOT_OUTPUTS
+    if isinstance(expr, cst.Subscript) and len(expr.slice) == 1:
+        index = expr.slice[0].slice
+        return (
+            isinstance(index, cst.Index)
+            and isinstance(index.value, cst.SimpleString)
+            and index.value.evaluated_value in HF.OUTPUT_LOSS_ATTRIBUTES
+        )
+    return False
+
+
+def _backpropagated_in_function(name: cst.Name, module: ModuleModel) -> bool:
+    function = module.enclosing_function(name)
+    for call in module.calls_by_name.get("backward", []):
+        func = call.func
+        if (
+            isinstance(func, cst.Attribute)
+            and isinstance(func.value, cst.Name)
+            and func.value.value == name.value
+            and module.enclosing_function(call) is function
+        ):
+            return True
+    return False
