@@ -757,7 +757,15 @@ def _enter(state: State, loop: Loop, first: bool) -> State:
 
 
 def _leave(state: State) -> State:
-    return state.with_(loops=state.loops[:-1]) if state.loops else state
+    """Out of the loop: what was kept per iteration of it is over."""
+    if not state.loops:
+        return state
+    key = state.loops[-1].loop
+    return state.with_(
+        loops=state.loops[:-1],
+        stepped=frozenset(entry for entry in state.stepped if entry[1] != key),
+        schedules=frozenset(entry for entry in state.schedules if entry[2] != key),
+    )
 
 
 def _assume(state: State, test: tuple[str, bool], index: int) -> State:
@@ -874,10 +882,17 @@ def _compare_positive(operator: cst.BaseCompOp, value: int) -> bool | None:
     return None
 
 
+_MIRRORED: dict[type[cst.BaseCompOp], cst.BaseCompOp] = {
+    cst.LessThan: cst.GreaterThan(),
+    cst.GreaterThan: cst.LessThan(),
+    cst.LessThanEqual: cst.GreaterThanEqual(),
+    cst.GreaterThanEqual: cst.LessThanEqual(),
+}
+
+
 def _mirrored(operator: cst.BaseCompOp) -> cst.BaseCompOp:
-    swap = {cst.LessThan: cst.GreaterThan, cst.GreaterThan: cst.LessThan, cst.LessThanEqual: cst.GreaterThanEqual, cst.GreaterThanEqual: cst.LessThanEqual}
-    kind = swap.get(type(operator))  # type: ignore[call-overload]
-    return kind() if kind is not None else operator
+    """``0 < i`` is ``i > 0``."""
+    return _MIRRORED.get(type(operator), operator)
 
 
 # -- binding arguments ----------------------------------------------------------------------

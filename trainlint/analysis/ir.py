@@ -11,7 +11,7 @@ engine, per call site (see keys.py).
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -237,7 +237,7 @@ class _Build:
             return Block([self._line(suite, list(suite.body))])
         return self.statements(suite.body)  # type: ignore[arg-type]
 
-    def statements(self, statements: list[cst.BaseStatement] | tuple[cst.BaseStatement, ...]) -> Block:
+    def statements(self, statements: Sequence[cst.CSTNode]) -> Block:
         return Block([item for statement in statements for item in self._statement(statement)])
 
     def _statement(self, statement: cst.CSTNode) -> list[Item]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from trainlint.analysis.ir import Op
 from trainlint.analysis.keys import Key
@@ -36,6 +36,7 @@ class ModeV(NamedTuple):
     mode: str  # "train" | "eval" | "unknown"
     origin: Op | None = None
     certain: bool = True
+    trained: bool = False  # a backward ran since the mode was set
 
 
 class Total(NamedTuple):
@@ -59,8 +60,6 @@ class Iteration:
 
 GRAD_ON = frozenset({"on"})
 
-Values = frozenset
-Table = Mapping[Key, frozenset]  # type: ignore[type-arg]
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,7 +110,7 @@ class State:
         return self.with_(loops=loops)
 
 
-def _frozen(table: Mapping[object, frozenset]) -> frozenset:  # type: ignore[type-arg]
+def _frozen(table: Mapping[Any, frozenset[Any]]) -> frozenset[Any]:
     return frozenset(table.items())
 
 
@@ -155,13 +154,13 @@ def _join_group(group: list[State], mode_initial: ModeInitial) -> State:
     )
 
 
-def _union(tables: list[Mapping], defaults: list[object]) -> dict:  # type: ignore[type-arg]
+def _union(tables: list[Mapping[Any, frozenset[Any]]], defaults: list[Any]) -> dict[Any, frozenset[Any]]:
     """Per key, the union of the values; a state that has not met a key yet contributes
     its default for it (a frozenset, or a function of the key)."""
     keys = {key for table in tables for key in table}
-    merged = {}
+    merged: dict[Any, frozenset[Any]] = {}
     for key in keys:
-        values: frozenset = frozenset()  # type: ignore[type-arg]
+        values: frozenset[Any] = frozenset()
         for table, default in zip(tables, defaults):
             found = table.get(key)
             if found is None:

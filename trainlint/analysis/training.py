@@ -148,7 +148,7 @@ def _in_training_loop(engine: Engine, node: cst.CSTNode, module: ModuleModel) ->
     for snapshot in engine.snapshots(node, module):
         for level in snapshot.state.loops:
             facts = engine._loops.get(level.loop)
-            if facts is not None and any(op.kind is OpKind.BACKWARD for op in engine.iteration_ops(facts)):
+            if facts is not None and engine.is_training_loop(facts):
                 return True
     return False
 

@@ -61,6 +61,7 @@ class Transfer:
         return state.with_(
             grads={key: frozenset(map(fed, values)) for key, values in state.grads.items()},
             grads_default=frozenset(map(fed, state.grads_default)),
+            modes={key: frozenset(v._replace(trained=True) for v in values) for key, values in state.modes.items()},
             group=group,
             group_open=True,
         )

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import libcst as cst
+
 from trainlint.analysis.engine import Occurrence
 from trainlint.analysis.ir import Op, OpKind
 from trainlint.analysis.keys import Relation
@@ -57,7 +59,7 @@ def _clears_in_iteration(step: Occurrence, ctx: Context) -> list[Op]:
     return found
 
 
-def _at(step: Occurrence, backward: Op, ctx: Context) -> object:
+def _at(step: Occurrence, backward: Op, ctx: Context) -> cst.CSTNode:
     """The backward in this file, else the call in this file that leads to it."""
     for occurrence in ctx.engine.occurrences_of(backward):
         if occurrence.home is step.home:

@@ -21,19 +21,28 @@ class SchedulerStepBeforeOptimizerStep(Rule):
 
     def check(self, ctx: Context) -> Iterator[Report]:
         schedules = Schedules(ctx.evaluator, ctx.engine)
-        reported: set[int] = set()
-        for occurrence in ctx.engine.occurrences(ctx.model, OpKind.STEP):
-            optimizer = target(ctx.engine, occurrence)
-            for scheduler, owner, _ in occurrence.state.schedules:
-                if owner is not None and optimizer is not None and relation(owner, optimizer) is Relation.DIFFERENT:
-                    continue
-                # ReduceLROnPlateau follows a metric: its place in the iteration does not matter.
-                objects = schedules.schedulers(scheduler.target, scheduler.module) if scheduler.target is not None else []
-                if (objects and all(is_plateau(obj) for obj in objects)) or scheduler.module is not ctx.model:
-                    continue
-                if id(scheduler.node) not in reported:
-                    reported.add(id(scheduler.node))
-                    yield Report(scheduler.node, message=_message(scheduler, occurrence.op))
+        ctx.engine.analyse(ctx.model)
+        early = _early(ctx)
+        for scheduler in ctx.engine.ops_in(ctx.model, OpKind.SCHEDULER_STEP):
+            step = early.get(scheduler)
+            if step is None or scheduler.target is None:
+                continue
+            # ReduceLROnPlateau follows a metric: its place in the iteration does not matter.
+            objects = schedules.schedulers(scheduler.target, scheduler.module)
+            if not (objects and all(is_plateau(obj) for obj in objects)):
+                yield Report(scheduler.node, message=_message(scheduler, step))
+
+
+def _early(ctx: Context) -> dict[Op, Op]:
+    """Scheduler steps that an optimizer step of their optimizer follows in the same
+    iteration, before that optimizer stepped: the state before each optimizer step says."""
+    found: dict[Op, Op] = {}
+    for occurrence in ctx.engine.all_occurrences(OpKind.STEP):
+        optimizer = target(ctx.engine, occurrence)
+        for scheduler, owner, _ in occurrence.state.schedules:
+            if owner is None or optimizer is None or relation(owner, optimizer) is not Relation.DIFFERENT:
+                found.setdefault(scheduler, occurrence.op)
+    return found
 
 
 def _message(scheduler: Op, step: Op) -> str:

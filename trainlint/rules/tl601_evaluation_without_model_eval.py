@@ -4,10 +4,8 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from trainlint.analysis.engine import Engine, LoopFacts
-from trainlint.analysis.ir import Op, OpKind
+from trainlint.analysis.engine import LoopFacts
 from trainlint.analysis.models import has_mode_layers
-from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.state import ModeV
 from trainlint.analysis.training import is_evaluation_loop, model_calls, model_expression, model_name, modes_at
 from trainlint.diagnostics import Severity
@@ -42,24 +40,14 @@ class EvaluationWithoutModelEval(Rule):
 def _deliberate(modes: list[frozenset[ModeV]], loop: LoopFacts, ctx: Context) -> bool:
     """A ``model.train()`` written before the loop in the same function, with no training in
     between: Monte-Carlo dropout, or recomputing batch-norm statistics."""
-    origins = {v.origin for values in modes for v in values}
-    if None in origins:
-        return False
     function = ctx.model.enclosing_function(loop.loop.node)
     return all(
-        origin is not None and origin.module is ctx.model and ctx.model.enclosing_function(origin.node) is function
-        and not _trains_between(ctx.engine, origin, loop.loop.node, ctx.model)
-        for origin in origins
-    )
-
-
-def _trains_between(engine: Engine, start: Op, end: cst.CSTNode, module: ModuleModel) -> bool:
-    first, last = module.order_of(start.node, 0), module.order_of(end, 0)
-    function = module.enclosing_function(start.node)
-    return any(
-        first < module.order_of(o.node_in(module), 0) < last
-        for o in engine.occurrences(module, OpKind.BACKWARD)
-        if module.enclosing_function(o.node_in(module)) is function
+        value.origin is not None
+        and not value.trained
+        and value.origin.module is ctx.model
+        and ctx.model.enclosing_function(value.origin.node) is function
+        for values in modes
+        for value in values
     )
 
 

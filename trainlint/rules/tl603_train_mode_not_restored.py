@@ -8,7 +8,7 @@ from trainlint.analysis.engine import Engine, Occurrence
 from trainlint.analysis.ir import Op, OpKind
 from trainlint.analysis.keys import Key, Relation, relation
 from trainlint.analysis.names import dotted
-from trainlint.analysis.training import evaluates_after, innermost_loop, stepped_optimizers, target
+from trainlint.analysis.training import evaluates_after, innermost_loop, model_calls, model_expression, stepped_optimizers, target
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -29,7 +29,7 @@ class TrainModeNotRestored(Rule):
         for backward in engine.all_occurrences(OpKind.BACKWARD):
             trained = _trained_models(engine, backward)
             for key, values in backward.state.modes.items():
-                if trained is not None and not any(relation(key, model) is not Relation.DIFFERENT for model in trained):
+                if trained is not None and not any(_may_be(key, model) for model in trained):
                     continue
                 for value in values:
                     switch = value.origin
@@ -41,19 +41,36 @@ class TrainModeNotRestored(Rule):
                         yield Report(where[0], message=_message(switch, where[1]))
 
 
+def _may_be(key: Key, model: Key) -> bool:
+    """Two names of one scope are two models (``teacher`` is not ``student``)."""
+    found = relation(key, model)
+    return found is Relation.SAME or (found is Relation.MAYBE and (key.text is None or model.text is None))
+
+
 def _trained_models(engine: Engine, backward: Occurrence) -> list[Key] | None:
-    """The models whose parameters the loop's optimizers update (``None``: unknown)."""
+    """The models trained by the loop around a backward: those its optimizers were built
+    over, else those it calls with gradients on (a frozen teacher runs under no_grad);
+    ``None`` when unknown."""
     loop = innermost_loop(engine, backward)
     if loop is None:
         return None
-    owners = []
+    owners: list[Key] = []
     for step in stepped_optimizers(engine, loop):
         optimizer = target(engine, step)
         owner = engine._owner(optimizer) if optimizer is not None else None
         if owner is None:
-            return None
+            owners = []
+            break
         owners.append(owner)
-    return owners or None
+    if owners:
+        return owners
+    called = []
+    for call in model_calls(engine, loop):
+        expression = model_expression(call)
+        for snapshot in engine.snapshots(call, loop.loop.module):
+            if expression is not None and "on" in snapshot.state.grad:
+                called.append(engine.key(expression, loop.loop.module, snapshot.frame))
+    return called or None
 
 
 def _report_node(engine: Engine, switch: Op, backward: Occurrence, ctx: Context) -> tuple[cst.CSTNode, bool] | None:
