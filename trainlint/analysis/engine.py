@@ -42,7 +42,7 @@ from trainlint.analysis.ir import (
 from trainlint.analysis.keys import Frame, Key, Relation, Resolver, variable
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted, terminal_name
-from trainlint.analysis.state import Iteration, ModeV, State, Total, initial_state, join
+from trainlint.analysis.state import MAX_FACTS, Iteration, ModeV, State, Total, initial_state, join
 from trainlint.analysis.tensors import holds_graph
 from trainlint.analysis.transfer import Transfer
 from trainlint.analysis.walk import iter_children
@@ -71,22 +71,37 @@ class Occurrence(Snapshot):
     home: Frame = field(default=None)  # type: ignore[assignment]
 
     def node_in(self, module: ModuleModel) -> cst.CSTNode:
-        """Where to report the op in ``module``: the op itself when it runs in its home
-        frame, else the call in the home frame that leads to it (a helper's clear is
-        reported at the loop's call of the helper)."""
+        """Where to report the op in ``module``: the op itself when it is written there,
+        else the call there that leads to it."""
+        if self.op.module is module:
+            return self.op.node
+        return self.anchor_in(module)
+
+    def anchor_in(self, module: ModuleModel) -> cst.CSTNode:
+        """The op as its home frame (its loop, or its root) sees it: the op itself when it
+        runs there, else the home frame's call that leads to it (a helper's clear is the
+        loop's call of the helper)."""
+        if self.home.module is module:
+            found = self.node_at(self.home)
+            if found is not None:
+                return found
         frames = self.frame.chain()
-        if self.home.module is module and self.home in frames:
-            if self.frame is self.home:
-                return self.op.node
-            for frame in frames:
-                if frame.parent is self.home and frame.site is not None:
-                    return frame.site
         if self.op.module is module:
             return self.op.node
         for frame in frames:
             if frame.parent is not None and frame.parent.module is module and frame.site is not None:
                 return frame.site
         return self.op.node
+
+    def node_at(self, frame: Frame) -> cst.CSTNode | None:
+        """The op as ``frame`` sees it: itself when it runs there, else the call in
+        ``frame`` that leads to it; ``None`` when ``frame`` is not on the way."""
+        if self.frame is frame:
+            return self.op.node
+        for inner in self.frame.chain():
+            if inner.parent is frame and inner.site is not None:
+                return inner.site
+        return None
 
     @property
     def loops(self) -> tuple[Iteration, ...]:
@@ -244,13 +259,13 @@ class Engine:
     def record(self, node: cst.CSTNode, states: list[State], frame: Frame) -> None:
         found = self._snapshots.setdefault(id(node), {})
         for state in states:
-            found.setdefault((state.identity(), id(frame)), Snapshot(state, frame))
+            found.setdefault((id(state), id(frame)), Snapshot(state, frame))
 
     def record_op(self, op: Op, states: list[State], frame: Frame) -> None:
         found = self._occurrences.setdefault(id(op), {})
         home = self._loop_stack[-1][1] if self._loop_stack else self._root_frame or frame
         for state in states:
-            key = (state.identity(), id(frame))
+            key = (id(state), id(frame))
             if key not in found:
                 occurrence = Occurrence(state, frame, op, home)
                 found[key] = occurrence
@@ -308,6 +323,19 @@ class Engine:
 
     def key(self, expr: cst.BaseExpression, module: ModuleModel, frame: Frame | None) -> Key:
         return self.keys.key(expr, module, frame)
+
+    def modes(self, expr: cst.BaseExpression, module: ModuleModel, snapshot: Snapshot) -> frozenset[ModeV]:
+        """The modes a module may be in: its own last switch, else that of the model it is
+        part of (``model.eval()`` puts ``model.head`` in eval mode), else how it was built."""
+        current: cst.BaseExpression = expr
+        while True:
+            found = snapshot.state.modes.get(self.key(current, module, snapshot.frame))
+            if found is not None:
+                return found
+            if not isinstance(current, cst.Attribute):
+                break
+            current = current.value
+        return self.mode_initial(self.key(expr, module, snapshot.frame))
 
     def loop(self, node: cst.CSTNode, module: ModuleModel) -> LoopFacts | None:
         self.analyse(module)
@@ -591,8 +619,9 @@ class _Run:
         test = condition(branch.test, frame.module) if branch.test is not None else None
         routed: list[list[State]] = [[] for _ in branch.alternatives]
         for state in states:
+            tracked = test is not None and self._tracked(branch, test[0], state, frame)
             for index in self._feasible(branch, test, state, frame):
-                routed[index].append(_assume(state, test, index) if test is not None and self._tracked(test[0], frame) else state)
+                routed[index].append(_assume(state, test, index) if tracked else state)  # type: ignore[arg-type]
         outcome = _Outcome([])
         normal: list[State] = []
         for alternative, inputs in zip(branch.alternatives, routed):
@@ -629,10 +658,19 @@ class _Run:
                 return first_iteration(test, facts.loop.counters, level.first)
         return None
 
-    def _tracked(self, text: str, frame: Frame) -> bool:
+    def _tracked(self, branch: Branch, text: str, state: State, frame: Frame) -> bool:
+        """Conditions worth keeping on each path: tested again later in the function, or a
+        setting the loop does not change (``if use_amp:`` picks one side for every
+        iteration, so the AMP and the fp32 branch never mix)."""
+        if state.loops:
+            loop = self.engine._loops.get(state.loops[-1].loop)
+            if loop is None or _words(text) & (loop.loop.assigned | loop.loop.counters):
+                return False  # changes from one iteration to the next
         function = frame.function
         block = self.engine.ir.function(function, frame.module) if function is not None else self.engine.ir.module_code(frame.module)
-        return text in self.engine.repeated_tests(block, frame.module)
+        if text in self.engine.repeated_tests(block, frame.module):
+            return True
+        return bool(state.loops) and branch.test is not None and _setting(branch.test)
 
     # -- loops ------------------------------------------------------------------------------
 
@@ -770,6 +808,8 @@ def _leave(state: State) -> State:
 
 def _assume(state: State, test: tuple[str, bool], index: int) -> State:
     text, polarity = test
+    if len(state.facts) >= MAX_FACTS:
+        return state
     return state.with_(facts=state.facts | {(text, polarity if index == 0 else not polarity)})
 
 
@@ -794,6 +834,17 @@ def condition(test: cst.BaseExpression, module: ModuleModel) -> tuple[str, bool]
 
 def _text(node: cst.CSTNode, module: ModuleModel) -> str:
     return dotted(node) or module.tree.code_for_node(node).strip()  # type: ignore[arg-type]
+
+
+def _setting(test: cst.BaseExpression) -> bool:
+    """A test of a flag or option: ``use_amp``, ``not args.fp32``, ``scaler is None``,
+    ``args.precision == "fp16"``."""
+    if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+        return _setting(test.expression)
+    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1:
+        other = test.comparisons[0].comparator
+        return dotted(test.left) is not None and (literal_value(other) is not ... or dotted(other) is not None)
+    return dotted(test) is not None
 
 
 def _words(text: str) -> set[str]:

@@ -41,7 +41,6 @@ class OpKind(str, enum.Enum):
     GRAD_ENABLED = "grad_enabled"  # torch.set_grad_enabled(flag) as a statement
     NEW_OPTIMIZER = "new_optimizer"  # an optimizer is constructed
     ASSIGN = "assign"  # name = value / name += value (running totals, carried state)
-    STORE = "store"  # container.append(value), meter.update(value), d[k] = value
 
 
 class Flag(str, enum.Enum):
@@ -190,7 +189,7 @@ class IRBuilder:
         block = self._functions.get(key)
         if block is None:
             self._functions[key] = Block()  # recursion through decorators: empty meanwhile
-            block = _Build(self, module).suite(function.body)
+            block = _Build(self, module, _accumulators(function.body)).suite(function.body)
             if self.decorated_grad_off(function, module):
                 block = Block([Region(RegionKind.GRAD_OFF, function, None, block)])
             self._functions[key] = block
@@ -200,7 +199,7 @@ class IRBuilder:
         key = id(module.tree)
         block = self._functions.get(key)
         if block is None:
-            block = self._functions[key] = _Build(self, module).statements(module.tree.body)
+            block = self._functions[key] = _Build(self, module, _accumulators(module.tree)).statements(module.tree.body)
         return block
 
     def decorated_grad_off(self, function: cst.FunctionDef, module: ModuleModel) -> bool:
@@ -223,12 +222,15 @@ class IRBuilder:
 
 
 class _Build:
-    """Builds the IR of one body."""
+    """Builds the IR of one body. Assignments are kept only for ``accumulators``, the names
+    the body adds to (``total += x``): a state holding every variable of a long script
+    would cost more than it tells."""
 
-    def __init__(self, builder: IRBuilder, module: ModuleModel) -> None:
+    def __init__(self, builder: IRBuilder, module: ModuleModel, accumulators: frozenset[str]) -> None:
         self.b = builder
         self.ev = builder.ev
         self.module = module
+        self.accumulators = accumulators
 
     # -- statements -------------------------------------------------------------------
 
@@ -328,10 +330,10 @@ class _Build:
             return [*self.expression(small.value), *self._assignment(small)]
         if isinstance(small, cst.AugAssign):
             items = self.expression(small.value)
-            if isinstance(small.target, cst.Name):
+            if isinstance(small.target, cst.Name) and small.target.value in self.accumulators:
                 items.append(Op(OpKind.ASSIGN, small, self.module, small.target, small.value, flags=frozenset({Flag.AUGMENTED}), name=small.target.value))
             return items
-        if isinstance(small, cst.AnnAssign) and small.value is not None and isinstance(small.target, cst.Name):
+        if isinstance(small, cst.AnnAssign) and small.value is not None and isinstance(small.target, cst.Name) and small.target.value in self.accumulators:
             return [*self.expression(small.value), Op(OpKind.ASSIGN, small, self.module, small.target, small.value, name=small.target.value)]
         if isinstance(small, cst.Expr):
             items = self.expression(small.value)
@@ -344,13 +346,11 @@ class _Build:
             owner = assign.targets[0].target
             assert isinstance(owner, cst.Attribute)
             return [Op(OpKind.CLEAR, assign, self.module, owner.value, flags=frozenset({Flag.MODEL}))]
-        items: list[Item] = []
-        for target in assign.targets:
-            if isinstance(target.target, cst.Name):
-                items.append(self._assign_op(assign, target.target))
-            elif isinstance(target.target, cst.Subscript) and isinstance(target.target.value, (cst.Name, cst.Attribute)):
-                items.append(Op(OpKind.STORE, assign, self.module, target.target.value, assign.value, name=dotted(target.target.value)))
-        return items
+        return [
+            self._assign_op(assign, target.target)
+            for target in assign.targets
+            if isinstance(target.target, cst.Name) and target.target.value in self.accumulators
+        ]
 
     def _assign_op(self, assign: cst.Assign, target: cst.Name) -> Op:
         """``total = total + x`` accumulates like ``total += x``."""
@@ -653,6 +653,24 @@ def _target_names(target: cst.BaseExpression) -> Iterator[str]:
         text = dotted(target.value if isinstance(target, cst.Subscript) else target)
         if text:
             yield text
+
+
+def _accumulators(body: cst.CSTNode) -> frozenset[str]:
+    """Names a body adds to: ``total += x`` or ``total = total + x`` (nested definitions
+    excluded)."""
+    names: set[str] = set()
+    pending: list[cst.CSTNode] = [body]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, cst.AugAssign) and isinstance(node.target, cst.Name) and isinstance(node.operator, cst.AddAssign):
+            names.add(node.target.value)
+        elif isinstance(node, cst.Assign) and isinstance(node.value, cst.BinaryOperation) and isinstance(node.value.left, cst.Name):
+            if isinstance(node.value.operator, cst.Add):
+                names.update(t.target.value for t in node.targets if isinstance(t.target, cst.Name) and t.target.value == node.value.left.value)  # type: ignore[union-attr]
+        elif isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)) and node is not body:
+            continue
+        pending.extend(iter_children(node))
+    return frozenset(names)
 
 
 def _clip_flags(call: cst.Call) -> frozenset[Flag]:

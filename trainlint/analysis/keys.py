@@ -50,9 +50,11 @@ class Key:
         return self.ident[1] if self.ident[0] == "t" else None  # type: ignore[return-value]
 
     def is_part_of(self, other: Key) -> bool:
-        """``model.backbone`` is part of ``model`` (by text)."""
+        """``model.backbone`` is part of ``model`` (by their paths from the same root)."""
         mine, theirs = self.text, other.text
-        return mine is not None and theirs is not None and mine.startswith(theirs + ".")
+        if mine is not None and theirs is not None:
+            return mine.startswith(theirs + ".")
+        return self.label.startswith(other.label + ".")
 
 
 def relation(a: Key, b: Key) -> Relation:

@@ -45,6 +45,7 @@ class Total(NamedTuple):
     graph: bool  # a tensor attached to an autograd graph (a loss, an RNN output)
     carried: bool = False  # from an earlier iteration of the innermost loop
     origin: Op | None = None
+    stepped: bool = False  # an optimizer step ran since it was last assigned
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class Iteration:
 
 
 GRAD_ON = frozenset({"on"})
+# Distinct sets of known conditions kept apart at one point; more are merged.
+MAX_PARTITIONS = 8
+# Known conditions one state carries at most.
+MAX_FACTS = 4
 
 
 
@@ -122,10 +127,16 @@ def initial_state() -> State:
 
 
 def join(states: Iterable[State], mode_initial: ModeInitial) -> list[State]:
-    """Merge states of the same partition (union of every object's values)."""
+    """Merge states of the same partition (union of every object's values). Past
+    :data:`MAX_PARTITIONS`, the known conditions are dropped: precision gives way to time."""
     groups: dict[tuple[object, ...], list[State]] = {}
     for state in states:
         groups.setdefault(state.partition(), []).append(state)
+    if len(groups) > MAX_PARTITIONS:
+        groups = {}
+        for state in states:
+            state = state.with_(facts=frozenset()) if state.facts else state
+            groups.setdefault(state.partition(), []).append(state)
     return [_join_group(group, mode_initial) for group in groups.values()]
 
 

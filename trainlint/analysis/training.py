@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import libcst as cst
 
-from trainlint.analysis.engine import Engine, LoopFacts, Occurrence
-from trainlint.analysis.ir import Flag, Invoke, Loop, Op, OpKind, Region, RegionKind, iterated, walk_items
+from trainlint.analysis import brains
+from trainlint.analysis.brains import Kind, accelerate
+from trainlint.analysis.engine import Engine, LoopFacts, Occurrence, Snapshot
+from trainlint.analysis.ir import ITERATION_WRAPPERS, Flag, Invoke, Loop, Op, OpKind, Region, RegionKind, iterated, object_kind, walk_items
 from trainlint.analysis.keys import Key, Relation, relation, variable
 from trainlint.analysis.module import ModuleModel
-from trainlint.analysis.names import dotted
+from trainlint.analysis.names import dotted, terminal_name
+from trainlint.analysis.values import ClassRef, Instance, Obj
+from trainlint.analysis.walk import iter_children
 from trainlint.analysis.models import is_model
-from trainlint.analysis.state import Grad, ModeV
+from trainlint.analysis.state import Grad, Iteration, ModeV
 
 # Word starts in a loader's name that mark held-out data: ``val_loader``, ``testloader``.
 EVAL_DATA_PREFIXES = ("val", "test", "eval", "holdout")
@@ -104,11 +109,27 @@ def _walks_data(engine: Engine, loop: LoopFacts) -> bool:
     return True
 
 
-def runs_every_iteration(engine: Engine, op: Op, loop: LoopFacts) -> bool:
-    """Every iteration of ``loop`` that backpropagates also runs ``op``."""
-    ends = [level for end in loop.ends for level in end.state.loops if level.loop == id(loop.loop.node)]
-    training = [level for level in ends if any(o.kind is OpKind.BACKWARD for o in level.may)]
-    return bool(training) and all(op in level.must for level in training)
+def compatible(a: frozenset[tuple[str, bool]], b: frozenset[tuple[str, bool]]) -> bool:
+    """Two sets of known conditions that can hold together."""
+    return not any((text, not value) in b for text, value in a)
+
+
+def iteration_ends(loop: LoopFacts, occurrence: Occurrence) -> list[Iteration]:
+    """The loop's iteration records at the end of iterations that can run with what was
+    known at ``occurrence`` (``if use_amp:`` keeps the AMP iterations apart)."""
+    return [
+        level
+        for end in loop.ends
+        if compatible(end.state.facts, occurrence.state.facts)
+        for level in end.state.loops
+        if level.loop == id(loop.loop.node)
+    ]
+
+
+def runs_every_iteration(engine: Engine, occurrence: Occurrence, loop: LoopFacts) -> bool:
+    """Every iteration of ``loop`` that backpropagates also runs the occurrence's op."""
+    training = [level for level in iteration_ends(loop, occurrence) if any(o.kind is OpKind.BACKWARD for o in level.may)]
+    return bool(training) and all(occurrence.op in level.must for level in training)
 
 
 def evaluates_after(engine: Engine, switch: Op) -> bool:
@@ -130,7 +151,7 @@ def evaluates_after(engine: Engine, switch: Op) -> bool:
 
 def _evaluates(engine: Engine, item: object, module: ModuleModel) -> bool:
     if isinstance(item, Region) and item.kind is RegionKind.GRAD_OFF:
-        return not _in_training_loop(engine, item.node, module)
+        return True
     if isinstance(item, Loop):
         facts = engine.loop(item.node, item.module)
         return facts is not None and is_evaluation_loop(engine, facts)
@@ -143,23 +164,16 @@ def _evaluates(engine: Engine, item: object, module: ModuleModel) -> bool:
     return False
 
 
-def _in_training_loop(engine: Engine, node: cst.CSTNode, module: ModuleModel) -> bool:
-    """A frozen teacher's forward under no_grad inside the training loop is no evaluation."""
-    for snapshot in engine.snapshots(node, module):
-        for level in snapshot.state.loops:
-            facts = engine._loops.get(level.loop)
-            if facts is not None and engine.is_training_loop(facts):
-                return True
-    return False
-
-
 def is_evaluation_loop(engine: Engine, loop: LoopFacts) -> bool:
     """A loop whose iterations neither backpropagate nor step, run with gradients off or
     over held-out data, and call a model."""
     kinds = {op.kind for op in engine.iteration_ops(loop)}
     if kinds & {OpKind.BACKWARD, OpKind.STEP} or not model_calls(engine, loop):
         return False
-    return iterates_held_out(loop) or grad_off(engine, loop.loop.node, loop.loop.module)
+    node, module = loop.loop.node, loop.loop.module
+    function = module.enclosing_function(node)
+    in_evaluation = function is not None and is_eval_name(function.name.value)
+    return in_evaluation or iterates_held_out(loop) or grad_off(engine, node, module)
 
 
 def grad_off(engine: Engine, node: cst.CSTNode, module: ModuleModel) -> bool:
@@ -181,16 +195,33 @@ def is_eval_name(name: str) -> bool:
     return "dev" in words or any(w.startswith(EVAL_DATA_PREFIXES) and not w.startswith("value") for w in words)
 
 
-def model_calls(engine: Engine, loop: LoopFacts) -> list[cst.Call]:
-    """Calls of a model (``model(x)``, ``self.net(x)``, ``model.forward(x)``) in the loop body."""
+@dataclass(frozen=True)
+class ModelCall:
+    """A model called in a loop: ``call`` in ``module``, reached through ``anchor``, the
+    call in the loop body (the same call, or the helper it is made in)."""
+
+    call: cst.Call
+    module: ModuleModel
+    anchor: cst.Call
+
+
+def model_calls(engine: Engine, loop: LoopFacts) -> list[ModelCall]:
+    """Calls of a model (``model(x)``, ``self.net(x)``, ``model.forward(x)``) in the loop
+    body, else in the helpers it calls (``self._loss_step(batch)``), in source order."""
     node, module = loop.loop.node, loop.loop.module
     body = node.body if isinstance(node, (cst.For, cst.While, cst.FunctionDef)) else node
     function = module.enclosing_function(node) if not isinstance(node, cst.FunctionDef) else node
-    return [
-        call
-        for call in module.calls_by_function.get(function, [])
-        if module.is_within(call, body) and _is_model_call(call, module, engine)
-    ]
+    calls = [call for call in module.calls_by_function.get(function, []) if module.is_within(call, body)]
+    found = [ModelCall(call, module, call) for call in calls if _is_model_call(call, module, engine)]
+    if found:
+        return found
+    for call in calls:
+        if not engine.ev.project.may_be_user_callable(call.func, module):
+            continue
+        for helper in engine.ev.functions_called(call, module):
+            inner = helper.module.calls_by_function.get(helper.node, [])
+            found.extend(ModelCall(c, helper.module, call) for c in inner if _is_model_call(c, helper.module, engine))
+    return found
 
 
 def _is_model_call(call: cst.Call, module: ModuleModel, engine: Engine) -> bool:
@@ -217,16 +248,12 @@ def model_name(call: cst.Call) -> str:
     return (dotted(target) if target is not None else None) or "the model"
 
 
-def modes_at(engine: Engine, call: cst.Call, module: ModuleModel) -> list[frozenset[ModeV]]:
-    """The modes the called model may be in, per activation that ran the call."""
-    target = model_expression(call)
+def modes_at(engine: Engine, call: ModelCall) -> list[tuple[Snapshot, frozenset[ModeV]]]:
+    """The modes the called model may be in, per activation (and path) that ran the call."""
+    target = model_expression(call.call)
     if target is None:
         return []
-    found = []
-    for snapshot in engine.snapshots(call, module):
-        key = engine.key(target, module, snapshot.frame)
-        found.append(snapshot.state.modes.get(key) or engine.mode_initial(key))
-    return found
+    return [(snapshot, engine.modes(target, call.module, snapshot)) for snapshot in engine.snapshots(call.call, call.module)]
 
 
 def stepped_optimizers(engine: Engine, loop: LoopFacts) -> list[Occurrence]:
@@ -280,3 +307,85 @@ def _names(expr: cst.BaseExpression) -> list[cst.Name]:
         elif isinstance(node, cst.UnaryOperation):
             pending.append(node.expression)
     return found
+
+
+def data_sources(engine: Engine, loop: LoopFacts) -> list[cst.BaseExpression]:
+    """What a loop draws its batches from: the iterable of a ``for`` (through
+    ``enumerate``/``tqdm``), or what ``next(...)`` reads inside a ``while``."""
+    node, module = loop.loop.node, loop.loop.module
+    if isinstance(node, cst.For):
+        return [unwrapped(iterated(node), module, engine)]
+    if isinstance(node, cst.While):
+        return [
+            unwrapped(call.args[0].value, module, engine)
+            for call in module.calls_by_name.get("next", [])
+            if call.args and module.is_within(call, node.body)
+        ]
+    return []
+
+
+def unwrapped(expr: cst.BaseExpression, module: ModuleModel, engine: Engine, depth: int = 0) -> cst.BaseExpression:
+    """A loader behind its wrappers: ``iter(loader)``, ``cycle(loader)``, ``pbar`` bound to
+    ``tqdm(loader)``, a variable bound to one of those."""
+    if depth > 4:
+        return expr
+    if isinstance(expr, cst.Name):
+        bindings = [b for b in engine.ev.reaching(expr, module) if b.kind == "assign" and not b.path and b.value is not None]
+        if len(bindings) == 1 and isinstance(bindings[0].value, cst.Call):
+            inner = unwrapped(bindings[0].value, module, engine, depth + 1)
+            return inner if inner is not bindings[0].value else expr
+        return expr
+    if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
+        cls = module.method_class(module.enclosing_function(expr))
+        if cls is None:
+            return expr
+        values = list(engine.ev.attribute_values(Instance(ClassRef(module, cls)), expr.attr.value))
+        if len(values) == 1 and not values[0][1] and isinstance(values[0][0], cst.Call) and values[0][2] is module:
+            inner = unwrapped(values[0][0], module, engine, depth + 1)
+            return inner if inner is not values[0][0] else expr
+        return expr
+    if isinstance(expr, cst.Call) and expr.args and not _is_loader(expr, module, engine):
+        if terminal_name(expr.func) in ITERATION_WRAPPERS | {"cycle", "repeat_loader", "infinite_loader"}:
+            return unwrapped(expr.args[0].value, module, engine, depth + 1)
+        if _prepares(expr, module, engine):
+            return unwrapped(expr.args[0].value, module, engine, depth + 1)
+        callees = engine.ev.functions_called(expr, module)
+        if callees and all(_yields_from_parameter(f.node) for f in callees):
+            return unwrapped(expr.args[0].value, module, engine, depth + 1)
+    return expr
+
+
+def _prepares(call: cst.Call, module: ModuleModel, engine: Engine) -> bool:
+    """``accelerator.prepare(loader)`` hands the loader back, wrapped."""
+    func = call.func
+    return (
+        len(call.args) == 1
+        and isinstance(func, cst.Attribute)
+        and func.attr.value in accelerate.PREPARE_METHODS
+        and object_kind(func.value, module, engine.ev) is Kind.FRAMEWORK
+    )
+
+
+def _is_loader(expr: cst.BaseExpression, module: ModuleModel, engine: Engine) -> bool:
+    return any(isinstance(v, Obj) and brains.kind_of(v.qualname) is Kind.LOADER for v in engine.ev.eval(expr, module))
+
+
+def _yields_from_parameter(function: cst.FunctionDef) -> bool:
+    """A generator that re-yields what its first parameter iterates (``def cycle(dl):
+    while True: for x in dl: yield x``)."""
+    params = [*function.params.posonly_params, *function.params.params]
+    if not params:
+        return False
+    first = params[0].name.value
+    pending: list[cst.CSTNode] = [function.body]
+    iterates, yields = False, False
+    while pending:
+        node = pending.pop()
+        if isinstance(node, cst.For) and isinstance(node.iter, cst.Name) and node.iter.value == first:
+            iterates = True
+        elif isinstance(node, cst.Yield):
+            yields = True
+        elif isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            continue
+        pending.extend(iter_children(node))
+    return iterates and yields

@@ -123,7 +123,8 @@ class Transfer:
             entry for entry in state.schedules if entry[1] is not None and relation(entry[1], target) is Relation.DIFFERENT
         )
         stepped = state.stepped | {(target, level.loop) for level in state.loops}
-        return state.with_(grads=grads, group_open=False, schedules=schedules, stepped=stepped)
+        totals = {name: frozenset(t._replace(stepped=True) for t in values) for name, values in state.totals.items()}
+        return state.with_(grads=grads, group_open=False, schedules=schedules, stepped=stepped, totals=totals)
 
     def unscale(self, op: Op, state: State, frame: Frame) -> State:
         target = self.target(op, frame)

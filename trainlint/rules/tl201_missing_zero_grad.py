@@ -7,7 +7,7 @@ import libcst as cst
 from trainlint.analysis.engine import Occurrence
 from trainlint.analysis.ir import Op, OpKind
 from trainlint.analysis.keys import Relation
-from trainlint.analysis.training import call_text, earliest, grads, innermost_loop, runs_every_iteration, target
+from trainlint.analysis.training import call_text, earliest, grads, innermost_loop, iteration_ends, runs_every_iteration, target
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -31,7 +31,7 @@ class MissingZeroGrad(Rule):
             loop = innermost_loop(ctx.engine, occurrence)
             # A clear that runs on some iterations next to a step that runs on some
             # iterations is gradient accumulation.
-            if clears and loop is not None and not runs_every_iteration(ctx.engine, occurrence.op, loop):
+            if clears and loop is not None and not runs_every_iteration(ctx.engine, occurrence, loop):
                 continue
             backward = earliest(occurrence.state.group)
             if backward is None:
@@ -49,7 +49,7 @@ def _clears_in_iteration(step: Occurrence, ctx: Context) -> list[Op]:
         return []
     optimizer = target(ctx.engine, step)
     found = []
-    for op in ctx.engine.iteration_ops(loop):
+    for op in {op for level in iteration_ends(loop, step) for op in level.may}:
         if op.kind is not OpKind.CLEAR:
             continue
         # Judged where the optimizer was already met: before, every clear may be its own.
@@ -63,8 +63,8 @@ def _at(step: Occurrence, backward: Op, ctx: Context) -> cst.CSTNode:
     """The backward in this file, else the call in this file that leads to it."""
     for occurrence in ctx.engine.occurrences_of(backward):
         if occurrence.home is step.home:
-            return occurrence.node_in(ctx.model)
-    return step.node_in(ctx.model)
+            return occurrence.anchor_in(ctx.model)
+    return step.anchor_in(ctx.model)
 
 
 def _message(step: Occurrence, clears: list[Op], ctx: Context) -> str:

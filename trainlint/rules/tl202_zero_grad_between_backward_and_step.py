@@ -29,10 +29,10 @@ class ZeroGradBetweenBackwardAndStep(Rule):
             clear = earliest(wipes)
             if clear is None or len(wipes) != len(before):
                 continue
-            node = next((o.node_in(ctx.model) for o in ctx.engine.occurrences_of(clear) if o.home is occurrence.home), None)
+            node = next((o.anchor_in(ctx.model) for o in ctx.engine.occurrences_of(clear) if o.home is occurrence.home), None)
             if node is not None and id(node) not in reported:
                 reported.add(id(node))
-                step = call_text(occurrence.node_in(ctx.model), ctx.model)
+                step = call_text(occurrence.anchor_in(ctx.model), ctx.model)
                 yield Report(
                     node,
                     message=(

@@ -45,8 +45,10 @@ def _leaked_loss(occurrence: Occurrence, ctx: Context) -> cst.BaseExpression | N
     if not op.has(Flag.AUGMENTED) or op.name is None or op.operand is None or "on" not in occurrence.state.grad:
         return None
     total = occurrence.state.totals.get(variable(occurrence.frame, op.name), frozenset())
-    if not any(t.carried for t in total):
-        return None  # reset earlier in the same iteration: one loss built in parts
+    # Reset in this iteration (one loss built in parts), or at every optimizer step (a
+    # running loss logged per accumulation window): the graphs it holds stay bounded.
+    if not any(t.carried and t.stepped for t in total):
+        return None
     loop = innermost_loop(ctx.engine, occurrence)
     if loop is None or not any(o.kind is OpKind.BACKWARD for o in ctx.engine.iteration_ops(loop)):
         return None

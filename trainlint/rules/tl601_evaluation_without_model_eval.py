@@ -4,10 +4,10 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from trainlint.analysis.engine import LoopFacts
+from trainlint.analysis.engine import LoopFacts, Snapshot
 from trainlint.analysis.models import has_mode_layers
 from trainlint.analysis.state import ModeV
-from trainlint.analysis.training import is_evaluation_loop, model_calls, model_expression, model_name, modes_at
+from trainlint.analysis.training import ModelCall, is_evaluation_loop, model_calls, model_expression, model_name, modes_at
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -28,16 +28,25 @@ class EvaluationWithoutModelEval(Rule):
             if not is_evaluation_loop(ctx.engine, loop):
                 continue
             call = model_calls(ctx.engine, loop)[0]
-            modes = modes_at(ctx.engine, call, ctx.model)
-            if not modes or not all(v.mode == "train" for values in modes for v in values):
+            node = call.call if call.module is ctx.model else call.anchor
+            training = _in_training_mode(modes_at(ctx.engine, call), loop, ctx)
+            if training is None or id(node) in reported or not _mode_matters(call, ctx):
                 continue
-            if id(call) in reported or _deliberate(modes, loop, ctx) or not _mode_matters(call, ctx):
-                continue
-            reported.add(id(call))
-            yield Report(call, message=_message(call, modes))
+            reported.add(id(node))
+            yield Report(node, message=_message(call.call, training))
 
 
-def _deliberate(modes: list[frozenset[ModeV]], loop: LoopFacts, ctx: Context) -> bool:
+def _in_training_mode(modes: list[tuple[Snapshot, frozenset[ModeV]]], loop: LoopFacts, ctx: Context) -> frozenset[ModeV] | None:
+    """The modes of a path on which the model is certainly in training mode (some call
+    path or branch: ``if args.eval: evaluate(model)`` right after building it), unless the
+    ``model.train()`` was written before the loop on purpose."""
+    for _, values in modes:
+        if values and all(v.mode == "train" for v in values) and not _deliberate(values, loop, ctx):
+            return values
+    return None
+
+
+def _deliberate(values: frozenset[ModeV], loop: LoopFacts, ctx: Context) -> bool:
     """A ``model.train()`` written before the loop in the same function, with no training in
     between: Monte-Carlo dropout, or recomputing batch-norm statistics."""
     function = ctx.model.enclosing_function(loop.loop.node)
@@ -46,19 +55,18 @@ def _deliberate(modes: list[frozenset[ModeV]], loop: LoopFacts, ctx: Context) ->
         and not value.trained
         and value.origin.module is ctx.model
         and ctx.model.enclosing_function(value.origin.node) is function
-        for values in modes
         for value in values
     )
 
 
-def _mode_matters(call: cst.Call, ctx: Context) -> bool:
+def _mode_matters(call: ModelCall, ctx: Context) -> bool:
     """False only when every layer of the model is known and none depends on the mode."""
-    target = model_expression(call)
-    return target is None or has_mode_layers(ctx.evaluator.eval(target, ctx.model), ctx.evaluator) is not False
+    target = model_expression(call.call)
+    return target is None or has_mode_layers(ctx.evaluator.eval(target, call.module), ctx.evaluator) is not False
 
 
-def _message(call: cst.Call, modes: list[frozenset[ModeV]]) -> str:
-    origins = [v.origin for values in modes for v in values if v.origin is not None]
+def _message(call: cst.Call, values: frozenset[ModeV]) -> str:
+    origins = [v.origin for v in values if v.origin is not None]
     if origins:
         switch = origins[0]
         callee = switch.module.tree.code_for_node(switch.node).strip()

@@ -29,18 +29,21 @@ class EvaluationWithoutNoGrad(Rule):
         reported: set[int] = set()
         for loop in ctx.engine.loops(ctx.model):
             calls = model_calls(ctx.engine, loop)
-            if not calls or id(calls[0]) in reported or _wants_gradients(loop, ctx):
+            if not calls or _wants_gradients(loop, ctx):
                 continue
-            modes = modes_at(ctx.engine, calls[0], ctx.model)
-            if not modes or not all(v.mode == "eval" for values in modes for v in values):
-                continue
-            snapshots = ctx.engine.snapshots(calls[0], ctx.model)
-            if any(s.state.grad == frozenset({"on"}) for s in snapshots):
-                reported.add(id(calls[0]))
+            call = calls[0]
+            node = call.call if call.module is ctx.model else call.anchor
+            # On some path the model is certainly in eval mode with gradients on.
+            evaluated = any(
+                values and all(v.mode == "eval" for v in values) and snapshot.state.grad == frozenset({"on"})
+                for snapshot, values in modes_at(ctx.engine, call)
+            )
+            if evaluated and id(node) not in reported:
+                reported.add(id(node))
                 yield Report(
-                    calls[0],
+                    node,
                     message=(
-                        f"`{model_name(calls[0])}` is evaluated (eval mode, no backward) without torch.no_grad(): autograd "
+                        f"`{model_name(call.call)}` is evaluated (eval mode, no backward) without torch.no_grad(): autograd "
                         "keeps every activation of the forward pass, so evaluation uses far more memory than it needs"
                     ),
                 )

@@ -29,7 +29,7 @@ class TrainModeNotRestored(Rule):
         for backward in engine.all_occurrences(OpKind.BACKWARD):
             trained = _trained_models(engine, backward)
             for key, values in backward.state.modes.items():
-                if trained is not None and not any(_may_be(key, model) for model in trained):
+                if not any(_may_be(key, model) for model in trained):
                     continue
                 for value in values:
                     switch = value.origin
@@ -47,13 +47,12 @@ def _may_be(key: Key, model: Key) -> bool:
     return found is Relation.SAME or (found is Relation.MAYBE and (key.text is None or model.text is None))
 
 
-def _trained_models(engine: Engine, backward: Occurrence) -> list[Key] | None:
-    """The models trained by the loop around a backward: those its optimizers were built
-    over, else those it calls with gradients on (a frozen teacher runs under no_grad);
-    ``None`` when unknown."""
+def _trained_models(engine: Engine, backward: Occurrence) -> list[Key]:
+    """The models the loop around a backward trains: those its optimizers were built over,
+    else those it calls with gradients on (a frozen teacher runs under no_grad)."""
     loop = innermost_loop(engine, backward)
     if loop is None:
-        return None
+        return []
     owners: list[Key] = []
     for step in stepped_optimizers(engine, loop):
         optimizer = target(engine, step)
@@ -66,29 +65,31 @@ def _trained_models(engine: Engine, backward: Occurrence) -> list[Key] | None:
         return owners
     called = []
     for call in model_calls(engine, loop):
-        expression = model_expression(call)
-        for snapshot in engine.snapshots(call, loop.loop.module):
+        expression = model_expression(call.call)
+        for snapshot in engine.snapshots(call.call, call.module):
             if expression is not None and "on" in snapshot.state.grad:
-                called.append(engine.key(expression, loop.loop.module, snapshot.frame))
-    return called or None
+                called.append(engine.key(expression, call.module, snapshot.frame))
+    return called
 
 
 def _report_node(engine: Engine, switch: Op, backward: Occurrence, ctx: Context) -> tuple[cst.CSTNode, bool] | None:
-    """The switch, or the call leading to it, in the tightest loop that runs both the
-    evaluation and the next backward pass; only when that loop is in this file."""
+    """Where the unrestored switch is reported: in the tightest loop that runs both the
+    evaluation and the next backward pass, at the switch or the call leading to it; when
+    that loop lives in another file than the switch, at the switch itself (one place,
+    whichever files are linted)."""
     best: tuple[int, cst.CSTNode, bool] | None = None
     for occurrence in engine.occurrences_of(switch):
         common = _common_prefix(occurrence.state.loops, backward.state.loops)
-        if common == 0:
+        loop = engine._loops.get(occurrence.state.loops[common - 1].loop) if common else None
+        if loop is None:
             continue
-        loop = engine._loops.get(occurrence.state.loops[common - 1].loop)
-        if loop is None or loop.loop.module is not ctx.model:
-            continue
-        node = occurrence.node_in(ctx.model)
-        if not ctx.model.is_within(node, loop.loop.node):
-            continue
-        if best is None or common > best[0]:
-            best = (common, node, node is switch.node)
+        if loop.loop.module is not switch.module:
+            found = (switch.node, True) if switch.module is ctx.model else None
+        else:
+            node = next((n for n in (occurrence.node_at(frame) for frame in loop.frames) if n is not None), None)
+            found = (node, node is switch.node) if node is not None and loop.loop.module is ctx.model else None
+        if found is not None and (best is None or common > best[0]):
+            best = (common, found[0], found[1])
     return (best[1], best[2]) if best is not None else None
 
 

@@ -6,9 +6,8 @@ import libcst as cst
 
 from trainlint.analysis import brains
 from trainlint.analysis.brains import torch as T
-from trainlint.analysis.ir import iterated
 from trainlint.analysis.module import ModuleModel
-from trainlint.analysis.training import is_eval_name
+from trainlint.analysis.training import data_sources, is_eval_name
 from trainlint.analysis.names import dotted
 from trainlint.analysis.values import Evaluator, Instance, Lit, Obj, call_arg, literal_value
 from trainlint.diagnostics import Severity
@@ -26,18 +25,31 @@ class TrainLoaderNotShuffled(Rule):
     summary = "The DataLoader that drives training is built without shuffle=True or a sampler."
     message = "the training DataLoader does not shuffle: every epoch sees the batches in the same order"
     hint = "Pass shuffle=True to the training DataLoader (or a sampler such as DistributedSampler); keep shuffle=False for validation/test loaders."
-    triggers = ("DataLoader",)
+    # The loader may be built in another file: the loop names it.
+    triggers = ("DataLoader", "loader", "_dl")
 
     def check(self, ctx: Context) -> Iterator[Report]:
         reported: set[int] = set()
         for facts in ctx.engine.loops(ctx.model):
-            loop = facts.loop.node
-            if not isinstance(loop, cst.For) or not ctx.engine.is_training_loop(facts):
+            if not ctx.engine.is_training_loop(facts):
                 continue
-            for loader in _loaders(iterated(loop), ctx.model, ctx.evaluator):
-                if loader.module is ctx.model and id(loader.call) not in reported and _unshuffled(loader, ctx.evaluator):
-                    reported.add(id(loader.call))
-                    yield Report(loader.call)
+            for source in data_sources(ctx.engine, facts):
+                for loader in _loaders(source, facts.loop.module, ctx.evaluator):
+                    site = loader.call if loader.module is ctx.model else _site(source, ctx)
+                    if site is not None and id(site) not in reported and _unshuffled(loader, site, ctx.model, ctx.evaluator):
+                        reported.add(id(site))
+                        yield Report(site)
+
+
+def _site(source: cst.BaseExpression, ctx: Context) -> cst.Call | None:
+    """The call in this file that builds a loader elsewhere: ``loader = get_loader(...)``."""
+    if isinstance(source, cst.Call):
+        return source
+    if isinstance(source, cst.Name):
+        bindings = [b for b in ctx.evaluator.reaching(source, ctx.model) if b.kind == "assign" and b.value is not None]
+        if len(bindings) == 1 and isinstance(bindings[0].value, cst.Call) and not bindings[0].path:
+            return bindings[0].value
+    return None
 
 
 def _loaders(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> list[Obj]:
@@ -64,19 +76,40 @@ def _is_prepare(call: cst.Call, module: ModuleModel, ev: Evaluator) -> bool:
     )
 
 
-def _unshuffled(loader: Obj, ev: Evaluator) -> bool:
+def _unshuffled(loader: Obj, site: cst.Call, site_module: ModuleModel, ev: Evaluator) -> bool:
     call = loader.call
     if any(arg.star for arg in call.args) or any(_orders(call_arg(call, position, name), loader, ev) for name, position in ORDER_ARGUMENTS):
         return False  # **kwargs may shuffle; a sampler orders the data itself
     shuffle = call_arg(call, T.LOADER_SHUFFLE_POSITION, "shuffle")
-    if shuffle is not None and not _provably_false(shuffle, loader.module, ev):
-        return False
+    if shuffle is not None:
+        shuffle, module = _at_site(shuffle, loader, site, site_module)
+        if shuffle is None or not _provably_false(shuffle, module, ev):
+            return False
     dataset = call_arg(call, 0, "dataset")
     return (
         dataset is not None
         and not _streams(dataset, loader.module, ev)
         and not _held_out(loader, dataset, ev)
     )
+
+
+def _at_site(expr: cst.BaseExpression, loader: Obj, site: cst.Call, site_module: ModuleModel) -> tuple[cst.BaseExpression | None, ModuleModel]:
+    """A helper's ``shuffle=shuffle`` parameter, read at the call that built this loader
+    (its argument there, else its default), not merged over every call of the helper."""
+    function = loader.module.enclosing_function(loader.call)
+    if site is loader.call or function is None or not isinstance(expr, cst.Name):
+        return expr, loader.module
+    params = [*function.params.posonly_params, *function.params.params, *function.params.kwonly_params]
+    names = [p.name.value for p in params]
+    if expr.value not in names:
+        return expr, loader.module
+    position = names.index(expr.value)
+    positional = position if position < len(function.params.posonly_params) + len(function.params.params) else None
+    argument = call_arg(site, positional, expr.value)
+    if argument is not None:
+        return argument, site_module
+    default = params[position].default
+    return default, loader.module
 
 
 def _orders(sampler: cst.BaseExpression | None, loader: Obj, ev: Evaluator) -> bool:
