@@ -62,11 +62,17 @@ def relation(a: Key, b: Key) -> Relation:
         return Relation.SAME
     if a.kind is not None and b.kind is not None and a.kind is not b.kind:
         return Relation.DIFFERENT
+    if _copy(a) != _copy(b):
+        return Relation.DIFFERENT  # a deep copy (an EMA model) is no other object
     if a.sites and b.sites:
         if a.sites & b.sites:
             return Relation.MAYBE
         return Relation.MAYBE if _same_class(a, b) else Relation.DIFFERENT
     return Relation.MAYBE
+
+
+def _copy(key: Key) -> frozenset[object]:
+    return frozenset(site for site in key.sites if isinstance(site, tuple) and site[0] == "copy")
 
 
 def _same_class(a: Key, b: Key) -> bool:
@@ -139,8 +145,7 @@ class Resolver:
         sites = _sites(values)
         if sites is not None:
             return Key(("s", sites), label, _kind(values, attrs[-1]), values)
-        prefix = base.text if base.text is not None else f"{sorted(map(str, base.sites))}"
-        return Key(("t", ".".join([prefix, *attrs])), label, _kind((), attrs[-1]))
+        return Key(("t", ".".join([_prefix(base), *attrs])), label, _kind((), attrs[-1]))
 
     def _attribute(self, value: Value, attr: str) -> tuple[Value, ...]:
         if isinstance(value, Instance):
@@ -192,9 +197,24 @@ class Resolver:
         if root == "self" and isinstance(node, cst.FunctionDef):
             cls = module.method_class(node)
             if cls is not None:
-                return f"{module.path}:{cls.name.value}:{label}"
+                return f"{_self_text(module, cls)}{label[len('self'):]}"
         where = node.name.value if isinstance(node, (cst.FunctionDef, cst.ClassDef)) else ""
         return f"{module.path}:{where}#{module.order_of(node, 0)}:{label}"
+
+
+def _self_text(module: ModuleModel, cls: cst.ClassDef) -> str:
+    """``self`` of a class's methods, as the text keys of its attributes start."""
+    return f"{module.path}:{cls.name.value}:self"
+
+
+def _prefix(base: Key) -> str:
+    """The text an attribute key extends: ``self`` of one class keeps the class's own
+    spelling, so ``self.model`` is the same key in every method, bound or not."""
+    selves = {(id(v.cls.node), v.cls.module, v.cls.node) for v in base.values if isinstance(v, Instance) and v.site is None}
+    if len(selves) == 1 and len(base.values) == 1:
+        _, module, node = selves.pop()
+        return _self_text(module, node)
+    return base.text if base.text is not None else f"{sorted(map(str, base.sites))}"
 
 
 def _strip(expr: cst.BaseExpression) -> cst.BaseExpression:
@@ -223,7 +243,7 @@ def _sites(values: tuple[Value, ...]) -> frozenset[object] | None:
     """Allocation sites of objects; ``None`` when any value is not an allocated object."""
     copies = [v for v in values if isinstance(v, Obj) and v.qualname in brains.torch.COPY_FUNCTIONS]
     if copies:
-        return frozenset(id(v.call) for v in copies)  # a deep copy is its own object
+        return frozenset(("copy", id(v.call)) for v in copies)  # a deep copy is its own object
     sites: set[object] = set()
     for value in values:
         if isinstance(value, Obj):

@@ -56,7 +56,19 @@ def is_model(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bo
     if values:
         return any(is_model_value(v, ev) for v in values)
     name = terminal_name(expr)
-    return name is not None and MODEL_NAME.match(name) is not None
+    return name is not None and (MODEL_NAME.match(name) is not None or _used_as_model(name, module))
+
+
+# Methods only modules have: an object something calls these on is a model (``G_AB``, ``netD``).
+MODULE_METHODS = ("eval", "train", "parameters", "named_parameters", "zero_grad", "state_dict", "load_state_dict")
+
+
+def _used_as_model(name: str, module: ModuleModel) -> bool:
+    return any(
+        isinstance(call.func, cst.Attribute) and terminal_name(call.func.value) == name
+        for method in MODULE_METHODS
+        for call in module.calls_by_name.get(method, [])
+    )
 
 
 def has_mode_layers(values: tuple[Value, ...], ev: Evaluator) -> bool | None:

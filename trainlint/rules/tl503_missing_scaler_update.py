@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 from trainlint.analysis.engine import Occurrence
 from trainlint.analysis.ir import OpKind
-from trainlint.analysis.training import call_text, innermost_loop
+from trainlint.analysis.training import call_text, innermost_loop, iteration_ends
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -41,5 +41,7 @@ def _updates(step: Occurrence, ctx: Context) -> bool:
     an update under the same condition as the step (gradient accumulation) is fine."""
     loop = innermost_loop(ctx.engine, step)
     if loop is not None:
-        return any(op.kind is OpKind.SCALER_UPDATE for op in ctx.engine.iteration_ops(loop))
+        # Iterations that can run with what held at the step: the update of an AMP branch
+        # does not cover its fp32 twin.
+        return any(op.kind is OpKind.SCALER_UPDATE for level in iteration_ends(loop, step) for op in level.may)
     return any(o.home is step.home for o in ctx.engine.occurrences(step.home.module, OpKind.SCALER_UPDATE))
