@@ -37,6 +37,7 @@ from trainlint.analysis.ir import (
     Stmt,
     Try,
     iterated,
+    value_kind,
     walk_items,
 )
 from trainlint.analysis.keys import Frame, Key, Relation, Resolver, variable
@@ -425,24 +426,22 @@ class Engine:
         """The model whose ``parameters()`` an optimizer was built over."""
         if optimizer not in self._owners:
             self._owners[optimizer] = None
-            for value in optimizer.values:
-                if isinstance(value, Obj) and brains.is_optimizer(value.qualname):
-                    params = call_arg(value.call, 0, "params")
-                    model = _parameters_owner(params) if params is not None else None
-                    if model is not None:
-                        self._owners[optimizer] = self.keys.key(model, value.module, None)
-                        break
+            for call, module in _constructions(optimizer, Kind.OPTIMIZER, self.ev):
+                params = call_arg(call, 0, "params")
+                model = _parameters_owner(params) if params is not None else None
+                if model is not None:
+                    self._owners[optimizer] = self.keys.key(model, module, None)
+                    break
         return self._owners[optimizer]
 
     def _scheduled(self, op: Op, frame: Frame) -> Key | None:
         """The optimizer a scheduler was built for."""
         scheduler = self._target(op, frame)
-        for value in scheduler.values if scheduler is not None else ():
-            if isinstance(value, Obj) and brains.is_scheduler(value.qualname):
-                position = 1 if value.qualname.endswith("get_scheduler") else 0
-                optimizer = call_arg(value.call, position, "optimizer")
-                if optimizer is not None:
-                    return self.keys.key(optimizer, value.module, None)
+        for call, module in _constructions(scheduler, Kind.SCHEDULER, self.ev) if scheduler is not None else ():
+            position = 1 if terminal_name(call.func) == "get_scheduler" else 0
+            optimizer = call_arg(call, position, "optimizer")
+            if optimizer is not None:
+                return self.keys.key(optimizer, module, None)
         return None
 
     def _graph(self, op: Op, frame: Frame, state: State) -> bool:
@@ -516,7 +515,7 @@ class Engine:
                 elif isinstance(value, ClassRef):
                     init = self.ev.method(value, "__init__")
                     if init is not None:
-                        found.append(FuncRef(init.module, init.node, Instance(value, invoke.site)))
+                        found.append(FuncRef(init.module, init.node, Instance(value, invoke.site, invoke.module)))
                 elif isinstance(value, Instance):
                     # Callable objects run ``__call__``; a model's forward never clears,
                     # steps or backpropagates, so it is not entered.
@@ -986,6 +985,19 @@ def _receiver(invoke: Invoke, function: FuncRef) -> cst.BaseExpression | None:
     if isinstance(func, cst.Attribute):
         return func.value
     return None
+
+
+def _constructions(key: Key, kind: Kind, ev: Evaluator) -> list[tuple[cst.Call, ModuleModel]]:
+    """The calls that built an object of ``kind`` (library objects and project subclasses)."""
+    found = []
+    for value in key.values:
+        if value_kind(value, ev) is not kind:
+            continue
+        if isinstance(value, Obj):
+            found.append((value.call, value.module))
+        elif isinstance(value, Instance) and value.site is not None and value.where is not None:
+            found.append((value.site, value.where))
+    return found
 
 
 def _parameters_owner(params: cst.BaseExpression) -> cst.BaseExpression | None:

@@ -566,15 +566,27 @@ class _Build:
 def object_kind(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> Kind | None:
     """The kind of object ``expr`` is: by what built it, else by its name."""
     values = tuple(v for v in ev.eval(expr, module) if v != Lit(None))
-    kinds = {brains.kind_of(v.qualname) for v in values if isinstance(v, Obj)}
+    kinds = {value_kind(v, ev) for v in values}
     kinds.discard(None)
     if len(kinds) == 1:
         return kinds.pop()
-    if any(isinstance(v, Instance) for v in values):
-        return Kind.MODEL if any(isinstance(v, Instance) and ev.method(v.cls, "forward") for v in values) else None
-    if any(isinstance(v, FuncRef) for v in values) or (values and not all(isinstance(v, Obj) for v in values)):
+    if kinds or any(isinstance(v, (FuncRef, Instance)) for v in values) or (values and not all(isinstance(v, Obj) for v in values)):
         return None
     return brains.kind_from_name(terminal_name(expr))
+
+
+def value_kind(value: object, ev: Evaluator) -> Kind | None:
+    """What a library object or an instance of a project class is (a project class is
+    what its library base is: ``class LARS(torch.optim.Optimizer)`` is an optimizer)."""
+    if isinstance(value, Obj):
+        return brains.kind_of(value.qualname)
+    if isinstance(value, Instance):
+        kinds = {brains.base_kind(base) for base in ev.base_qualnames(value.cls)}
+        kinds.discard(None)
+        if len(kinds) == 1:
+            return kinds.pop()
+        return Kind.MODEL if ev.method(value.cls, "forward") is not None else None
+    return None
 
 
 def context_kind(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> RegionKind | None:

@@ -16,6 +16,7 @@ import libcst as cst
 
 from trainlint.analysis import brains
 from trainlint.analysis.brains import Kind
+from trainlint.analysis.ir import value_kind
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted
 from trainlint.analysis.values import ClassRef, Evaluator, Instance, Obj, Value, call_arg
@@ -144,8 +145,8 @@ class Resolver:
         label = ".".join([base.label, *attrs])
         sites = _sites(values)
         if sites is not None:
-            return Key(("s", sites), label, _kind(values, attrs[-1]), values)
-        return Key(("t", ".".join([_prefix(base), *attrs])), label, _kind((), attrs[-1]))
+            return Key(("s", sites), label, _kind(values, attrs[-1], self.ev), values)
+        return Key(("t", ".".join([_prefix(base), *attrs])), label, _kind((), attrs[-1], self.ev))
 
     def _attribute(self, value: Value, attr: str) -> tuple[Value, ...]:
         if isinstance(value, Instance):
@@ -180,7 +181,7 @@ class Resolver:
         label = dotted(expr) or module.tree.code_for_node(expr).strip()
         attrs = _chain(expr)[1]
         sites = _sites(values)
-        kind = _kind(values, attrs[-1] if attrs else root)
+        kind = _kind(values, attrs[-1] if attrs else root, self.ev)
         if sites is not None:
             return Key(("s", sites), label, kind, values)
         return Key(("t", self._scoped(expr, module, root, label)), label, kind, values)
@@ -257,8 +258,8 @@ def _sites(values: tuple[Value, ...]) -> frozenset[object] | None:
     return frozenset(sites) if sites else None
 
 
-def _kind(values: tuple[Value, ...], name: str | None) -> Kind | None:
-    kinds = {brains.kind_of(v.qualname) for v in values if isinstance(v, Obj)}
+def _kind(values: tuple[Value, ...], name: str | None, ev: Evaluator) -> Kind | None:
+    kinds = {value_kind(v, ev) for v in values}
     kinds.discard(None)
     if len(kinds) == 1:
         return kinds.pop()

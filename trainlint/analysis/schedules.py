@@ -21,11 +21,12 @@ from trainlint.analysis.brains import torch as T
 from trainlint.analysis.brains import transformers as HF
 from trainlint.analysis.argparse_defaults import resolve_number
 from trainlint.analysis.engine import Engine
-from trainlint.analysis.ir import Flag, OpKind
+from trainlint.analysis.ir import Flag, OpKind, value_kind
 from trainlint.analysis.training import frequency
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted
-from trainlint.analysis.values import Evaluator, Obj, SeqV, call_arg
+from trainlint.analysis.brains import Kind
+from trainlint.analysis.values import Evaluator, Instance, Obj, SeqV, call_arg
 from trainlint.analysis.walk import iter_children
 
 STEP = "step"
@@ -34,6 +35,8 @@ EPOCH = "epoch"
 TORCH_SCHEDULERS = T.SCHEDULERS
 HF_SCHEDULES = HF.SCHEDULE_PREFIXES
 PLATEAU = "ReduceLROnPlateau"
+# How project scheduler classes are named among library qualified names.
+PROJECT = "<project>"
 MAX_LIFT = 3
 MAX_FOLLOW = 3
 
@@ -122,8 +125,16 @@ class Schedules:
     # -- which schedulers ---------------------------------------------------------------
 
     def schedulers(self, expr: cst.BaseExpression, module: ModuleModel) -> list[Obj]:
-        """The LR schedulers ``expr`` may be, each with the call that built it."""
-        return [obj for obj in self.ev.objects(expr, module) if brains.is_scheduler(obj.qualname)]
+        """The LR schedulers ``expr`` may be, each with the call that built it; a project
+        subclass of ``LRScheduler`` is named ``<project>.ClassName``."""
+        found: list[Obj] = []
+        for value in self.ev.eval(expr, module):
+            if isinstance(value, Obj) and brains.is_scheduler(value.qualname):
+                found.append(value)
+            elif isinstance(value, Instance) and value.site is not None and value.where is not None:
+                if value_kind(value, self.ev) is Kind.SCHEDULER:
+                    found.append(Obj(f"{PROJECT}.{value.cls.node.name.value}", value.site, value.where))
+        return found
 
     def optimizer_of(self, scheduler: Obj) -> cst.BaseExpression | None:
         """The optimizer argument of a scheduler's constructor."""
@@ -137,6 +148,8 @@ class Schedules:
         name = short_name(qualname)
         if qualname.startswith(HF_SCHEDULES):
             return self._hf_intent(scheduler)
+        if qualname.startswith(PROJECT + "."):
+            return self._project_intent(scheduler)
         if not qualname.startswith(TORCH_SCHEDULERS):
             return None
         if name in PER_STEP_CLASSES:
@@ -146,6 +159,19 @@ class Schedules:
         if name in LENGTH_ARGUMENTS:
             return self._length_intent(scheduler, name)
         return None
+
+    def _project_intent(self, scheduler: Obj) -> Intent | None:
+        """A project scheduler counts what its constructor's arguments count:
+        ``WarmUpLR(optimizer, len(loader) * warm)`` is sized in batches."""
+        call = scheduler.call
+        arguments = [arg for arg in call.args if not arg.star and (arg.keyword is None or arg.keyword.value != "optimizer")]
+        intents = [self.extent(arg.value, scheduler.module) for arg in arguments[1:] if arg.keyword is None] + [
+            self.extent(arg.value, scheduler.module) for arg in arguments if arg.keyword is not None
+        ]
+        frequency = STEP if STEP in intents else EPOCH if EPOCH in intents else None
+        if frequency is None:
+            return None
+        return Intent(frequency, f"{short_name(scheduler.qualname)}({_text(call, scheduler.module).split('(', 1)[-1]}")
 
     def _cycle_intent(self, scheduler: Obj, name: str) -> Intent:
         """``OneCycleLR`` counts whatever ``total_steps`` counts (``epochs=`` with

@@ -55,6 +55,7 @@ class Instance:
 
     cls: ClassRef
     site: cst.Call | None = None
+    where: ModuleModel | None = None  # the module of ``site``
 
 
 @dataclass(frozen=True, eq=False)
@@ -468,7 +469,7 @@ class Evaluator:
         if isinstance(callee, LibRef):
             yield from self._apply_library(callee.qualname, call, module)
         elif isinstance(callee, ClassRef):
-            yield Instance(callee, call)
+            yield Instance(callee, call, module)
         elif isinstance(callee, FuncRef):
             yield from self.returns(callee)
         elif isinstance(callee, Instance):

@@ -70,6 +70,26 @@ def kind_of(qualname: str) -> Kind | None:
     return None
 
 
+# Library base classes a project subclasses, and what the subclass then is.
+_BASE_KINDS = {
+    "torch.optim.Optimizer": Kind.OPTIMIZER,
+    "torch.optim.optimizer.Optimizer": Kind.OPTIMIZER,
+    "torch.optim.lr_scheduler.LRScheduler": Kind.SCHEDULER,
+    "torch.optim.lr_scheduler._LRScheduler": Kind.SCHEDULER,
+    "torch.utils.data.Dataset": None,
+}
+
+
+def base_kind(qualname: str) -> Kind | None:
+    """What a project class deriving from ``qualname`` is (``LARS(torch.optim.Optimizer)``
+    is an optimizer, ``WarmUpLR(_LRScheduler)`` a scheduler)."""
+    if qualname in _BASE_KINDS:
+        return _BASE_KINDS[qualname]
+    if is_module_base(qualname) and kind_of(qualname) in (None, Kind.MODEL):
+        return Kind.MODEL
+    return kind_of(qualname)
+
+
 def is_optimizer(qualname: str) -> bool:
     return torch.is_optimizer(qualname) or qualname in transformers.OPTIMIZERS
 
