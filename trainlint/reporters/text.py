@@ -1,17 +1,24 @@
-"""``--format text``: ruff-style full output with the source line, a caret and the hint."""
+"""``--format text``: ruff-style full output.
+
+Each finding starts with its code, ``[*]`` when ``--fix`` would fix it, and its message;
+the location follows on a line of its own, then the source line (or the notebook cell's
+line) with a caret and the hint. Messages and hints wrap at the terminal's width, between
+words; source lines never wrap, so that the caret stays under the code.
+"""
 
 from __future__ import annotations
 
+import textwrap
 from collections import Counter
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console
-from rich.markup import escape
-
 from trainlint.diagnostics import Diagnostic, Severity
+from trainlint.reporters import ReportOptions
+from trainlint.reporters._source import SourceLines
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from trainlint.linter import LintResult
 
 NAME = "text"
@@ -19,14 +26,21 @@ NAME = "text"
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.INFO: "bold cyan"}
 
 
-def render(result: LintResult, stream: TextIO) -> None:
+def render(result: LintResult, stream: TextIO, options: ReportOptions = ReportOptions()) -> None:
+    from rich.console import Console
+
+    # soft_wrap: rich never breaks lines itself (wrapping is done here, between words);
+    # rich honours NO_COLOR and FORCE_COLOR.
     console = Console(file=stream, highlight=False, soft_wrap=True)
-    lines_cache: dict[str, list[str]] = {}
+    lines = SourceLines(options.sources)
     for diagnostic in result.diagnostics:
-        _render_one(console, diagnostic, lines_cache)
+        _render_one(console, diagnostic, lines, options)
     for error in result.errors:
-        console.print(f"[bold red]error[/]: {escape(error.path)}: {escape(error.message)}")
+        console.print(_wrap(f"error: {error.path}: {error.message}", options.width, "  "), style="bold red", markup=False)
     console.print(summary(result))
+    fixes = fix_summary(result, options)
+    if fixes:
+        console.print(fixes, markup=False)
 
 
 def location(diagnostic: Diagnostic) -> str:
@@ -35,33 +49,38 @@ def location(diagnostic: Diagnostic) -> str:
     return f"{diagnostic.path}:{diagnostic.line}:{diagnostic.column}"
 
 
-def _render_one(console: Console, d: Diagnostic, lines_cache: dict[str, list[str]]) -> None:
+def _render_one(console: Console, d: Diagnostic, lines: SourceLines, options: ReportOptions) -> None:
+    from rich.markup import escape
+
     style = _STYLE[d.severity]
-    console.print(
-        f"[bold]{escape(location(d))}[/]: [{style}]{d.code}[/] {escape(d.message)} [dim]({d.name})[/]"
-    )
-    source_line = _source_line(d, lines_cache)
-    if source_line is not None:
-        gutter = str(d.line)
+    head = f"{d.code}{' [*]' if options.applicable(d) else ''} "
+    message = _wrap(f"{d.message} ({d.name})", _less(options.width, len(head)), " " * len(head))
+    console.print(f"[{style}]{escape(head)}[/]{escape(message)}")
+    source_line = lines.line(d).rstrip()
+    gutter = " " * len(str(d.line))
+    console.print(f"[blue]{gutter}-->[/] {escape(location(d))}")
+    if source_line:
         width = (d.span.end_column if d.span.end_line == d.line else len(source_line) + 1) - d.column
-        console.print(f"[blue]{' ' * len(gutter)} |[/]")
-        console.print(f"[blue]{gutter} |[/] {escape(source_line)}")
-        console.print(f"[blue]{' ' * len(gutter)} |[/] {' ' * (d.column - 1)}[{style}]{'^' * max(width, 1)}[/]")
+        console.print(f"[blue]{gutter} |[/]")
+        console.print(f"[blue]{d.line} |[/] {escape(source_line)}")
+        console.print(f"[blue]{gutter} |[/] {' ' * (d.column - 1)}[{style}]{'^' * max(width, 1)}[/]")
     if d.hint:
-        console.print(f"[blue]{' ' * len(str(d.line))} =[/] [bold]hint[/]: {escape(d.hint)}")
+        prefix = f"{gutter} = hint: "
+        hint = _wrap(d.hint, _less(options.width, len(prefix)), " " * len(prefix))
+        console.print(f"[blue]{gutter} =[/] [bold]hint[/]: {escape(hint)}")
     console.print()
 
 
-def _source_line(d: Diagnostic, cache: dict[str, list[str]]) -> str | None:
-    if d.cell is not None:
-        return None  # notebook cells are not line-addressable in the file itself
-    if d.path not in cache:
-        try:
-            cache[d.path] = Path(d.path).read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            cache[d.path] = []
-    lines = cache[d.path]
-    return lines[d.line - 1].rstrip() if 0 < d.line <= len(lines) else None
+def _less(width: int | None, used: int) -> int | None:
+    return None if width is None else max(width - used, 20)
+
+
+def _wrap(text: str, width: int | None, indent: str) -> str:
+    """``text`` wrapped between words to ``width`` columns, continuation lines indented."""
+    if width is None or len(text) <= width:
+        return text
+    wrapped = textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
+    return f"\n{indent}".join(wrapped)
 
 
 def summary(result: LintResult) -> str:
@@ -73,3 +92,17 @@ def summary(result: LintResult) -> str:
         parts.append(f"{len(result.errors)} file error{'s' * (len(result.errors) != 1)}")
     total = len(result.diagnostics)
     return f"Found {total} finding{'s' * (total != 1)} ({', '.join(parts)}) in {result.files} file{'s' * (result.files != 1)}."
+
+
+def fix_summary(result: LintResult, options: ReportOptions) -> str:
+    """Like ruff: ``[*] 2 fixable with the `--fix` option (1 hidden fix can be enabled with
+    the `--unsafe-fixes` option).``"""
+    fixable = sum(options.applicable(d) for d in result.diagnostics)
+    hidden = sum(d.fix is not None and not options.applicable(d) for d in result.diagnostics)
+    if not fixable and not hidden:
+        return ""
+    hint = f"{hidden} hidden fix{'es' * (hidden != 1)} can be enabled with the `--unsafe-fixes` option"
+    if not fixable:
+        return f"No fixes available ({hint})."
+    text = f"[*] {fixable} fixable with the `--fix` option"
+    return f"{text} ({hint})." if hidden else f"{text}."
