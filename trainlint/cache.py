@@ -32,6 +32,7 @@ def settings_digest(settings: Settings) -> str:
     shape = {
         "rules": [f"{rule.code}:{rule.__module__}" for rule in settings.active_rules()],
         "parse_errors": settings.enabled("TL000"),
+        "target_version": settings.target_version,
         "fixers": sorted(f"{code}:{fixer.safety.value}" for code, fixer in all_fixers().items()),
         "per_file_ignores": sorted((k, list(v)) for k, v in settings.per_file_ignores.items()),
     }
@@ -70,7 +71,8 @@ class Cache:
             pass  # a read-only checkout still lints, only without a cache
 
     def _entry(self, display: str, content: bytes) -> Path:
-        key = _digest(display.encode() + b"\0" + content)
+        # surrogateescape: a file name that is not valid UTF-8 keys by its bytes.
+        key = _digest(display.encode("utf-8", "surrogateescape") + b"\0" + content)
         return self.directory / key[:2] / f"{key}.json"
 
     def _prepare(self, directory: Path) -> None:

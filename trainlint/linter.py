@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -114,7 +115,7 @@ class Linter:
             message = "not a regular file (a FIFO, socket or device); use `trainlint check -` to read standard input"
             return LintResult(self._parse_error(display, message, 1, 1), files=1)
         except OSError as exc:
-            return LintResult(self._parse_error(display, f"cannot read file: {exc.strerror or exc}", 1, 1), files=1)
+            return LintResult(self._parse_error(display, _unreadable(path, exc), 1, 1), files=1)
         return self.lint_bytes(path, data, display, reuse=True)
 
     def lint_bytes(self, path: Path, data: bytes, display: str | None = None, reuse: bool = False) -> LintResult:
@@ -371,6 +372,14 @@ def _suppressed(directive: Directive | None, code: str, used: dict[int, set[str]
     silencing = {selector for selector in directive.codes if matches(code, selector)}
     used.setdefault(directive.line, set()).update(silencing)
     return bool(silencing)
+
+
+def _unreadable(path: Path, exc: OSError) -> str:
+    if os.path.islink(path) and exc.errno == errno.ELOOP:
+        return "cannot read file: symbolic link loop"
+    if os.path.islink(path) and exc.errno == errno.ENOENT:
+        return f"cannot read file: broken symbolic link (to {os.readlink(path)}, which does not exist)"
+    return f"cannot read file: {exc.strerror or exc}"
 
 
 def display_path(path: Path) -> str:

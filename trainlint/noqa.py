@@ -29,7 +29,7 @@ _FILE_DIRECTIVE = re.compile(
 )
 _CODE = re.compile(r"[A-Za-z0-9_\-]+")
 # What looks like a trainlint code; anything else in a directive belongs to another tool.
-TRAINLINT_CODE = re.compile(r"^TL\d+$", re.IGNORECASE)
+TRAINLINT_CODE = re.compile(r"^TL\d\w*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

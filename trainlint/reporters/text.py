@@ -40,7 +40,7 @@ def render(result: LintResult, stream: TextIO, options: ReportOptions = ReportOp
     console.print(summary(result))
     fixes = fix_summary(result, options)
     if fixes:
-        console.print(fixes, markup=False)
+        console.print(_wrap(fixes, options.width, ""), markup=False)
 
 
 def location(diagnostic: Diagnostic) -> str:
