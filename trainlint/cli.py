@@ -251,10 +251,10 @@ def _exit(failing: Sequence[object], errors: bool, exit_zero: bool) -> None:
 
 
 def _fix_safeties(fixing: bool, unsafe: bool) -> frozenset[FixSafety]:
+    if not fixing:
+        return frozenset()  # without importing the fixes (libcst): a cached run needs neither
     from trainlint.fixes import FixSafety
 
-    if not fixing:
-        return frozenset()
     return frozenset(FixSafety) if unsafe else frozenset({FixSafety.SAFE})
 
 

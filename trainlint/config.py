@@ -126,9 +126,9 @@ class Settings:
 
     @cached_property
     def enabled_codes(self) -> frozenset[str]:
-        from trainlint.rule import all_rules
+        from trainlint.catalogue import rule_index
 
-        rules = all_rules()
+        rules = list(rule_index().values())
         enabled = {rule.code for rule in rules if not rule.opt_in}
         for layer in (Selection(self.select or None, self.extend_select, self.ignore), *self.layers):
             if layer.select:
@@ -185,15 +185,15 @@ def matches(code: str, selector: str) -> bool:
 
 @lru_cache(maxsize=1)
 def _rule_names() -> dict[str, str]:
-    from trainlint.rule import all_rules
+    from trainlint.catalogue import rule_index
 
-    return {rule.name: rule.code for rule in all_rules()}
+    return {rule.name: rule.code for rule in rule_index().values()}
 
 
 def validate_selectors(selectors: Iterable[str]) -> None:
-    from trainlint.rule import all_rules
+    from trainlint.catalogue import rule_index
 
-    codes = [rule.code for rule in all_rules()] + ["TL000"]
+    codes = [*rule_index(), "TL000"]
     for selector in selectors:
         if not any(matches(code, selector) for code in codes):
             raise ConfigError(f"unknown rule selector {selector!r} (see `trainlint rules`)")

@@ -16,14 +16,23 @@ from trainlint.analysis.parsing import parse_module
 from trainlint.analysis.project import Project
 from trainlint.analysis.values import Evaluator
 from trainlint.config import Settings, matches
-from trainlint.diagnostics import Diagnostic, FileError, Severity, Span
+from trainlint.diagnostics import Diagnostic, FileError, FixedFile, LintResult, Severity, Span
 from trainlint.files import discover
 from trainlint.fixes import Edit, FixSafety, all_fixers, apply_edits
 from trainlint.noqa import replace_lines
 from trainlint.noqa import TRAINLINT_CODE, Directive, directives, file_exemption, without_codes
 from trainlint.notebook import first_cell_syntax_error
-from trainlint.rule import Context, Report, Rule, all_rules
-from trainlint.sources import NotARegularFile, Source, SourceError, read_regular, source_from_bytes, split_lines
+from trainlint.catalogue import rule_index
+from trainlint.rule import Context, Report, Rule
+from trainlint.sources import (
+    NotARegularFile,
+    Source,
+    SourceError,
+    display_path,
+    read_regular,
+    source_from_bytes,
+    split_lines,
+)
 from trainlint.syntax import SyntaxProblem, check_text, check_tree, combine, cpython_error
 
 PARSE_ERROR_CODE = "TL000"
@@ -33,31 +42,6 @@ UNKNOWN_NOQA_CODE = "TL902"
 # Fixing re-checks the fixed code, whose findings may be fixable in turn; like ruff, stop
 # after a bounded number of rounds in case two fixes undo each other.
 MAX_FIX_ROUNDS = 10
-
-
-@dataclass(frozen=True)
-class FixedFile:
-    """A file whose text the fixes changed (written back, or shown as a diff)."""
-
-    path: Path
-    display: str
-    original: str
-    fixed: str
-    fixes: int
-
-
-@dataclass
-class LintResult:
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-    errors: list[FileError] = field(default_factory=list)
-    files: int = 0
-    fixed: list[FixedFile] = field(default_factory=list)
-
-    def extend(self, other: LintResult) -> None:
-        self.diagnostics.extend(other.diagnostics)
-        self.errors.extend(other.errors)
-        self.files += other.files
-        self.fixed.extend(other.fixed)
 
 
 @dataclass
@@ -240,7 +224,7 @@ class Linter:
         if not found:
             return
         lines = split_lines(source.text)
-        known = {rule.code for rule in all_rules()} | {rule.name for rule in all_rules()}
+        known = {*rule_index(), *(rule.name for rule in rule_index().values())}
         for line, directive in sorted(found.items()):
             ours = [code for code in directive.codes if TRAINLINT_CODE.match(code) or code in known]
             if any(matches(UNUSED_NOQA_CODE, code) for code in ours):
@@ -382,11 +366,4 @@ def _unreadable(path: Path, exc: OSError) -> str:
     return f"cannot read file: {exc.strerror or exc}"
 
 
-def display_path(path: Path) -> str:
-    """``path`` relative to the working directory. Symbolic links are not resolved: a
-    finding names the link the user has, never its target."""
-    absolute = os.path.abspath(path)
-    try:
-        return Path(absolute).relative_to(os.getcwd()).as_posix()
-    except (ValueError, OSError):
-        return path.as_posix()
+__all__ = ["FixedFile", "LintResult", "Linter", "display_path"]

@@ -14,21 +14,21 @@ import os
 import tokenize
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
-
-from rich.console import Console
-from rich.progress import Progress
+from typing import TYPE_CHECKING, TextIO
 
 from trainlint.cache import Cache
 from trainlint.config import Configuration, Settings
-from trainlint.diagnostics import Diagnostic
+from trainlint.diagnostics import Diagnostic, FixedFile, LintResult
 from trainlint.files import discover
-from trainlint.fixes import FixSafety
-from trainlint.linter import FixedFile, Linter, LintResult, display_path
-from trainlint.sources import read_regular, write_atomically
+from trainlint.sources import display_path, read_regular, write_atomically
+
+# The linter (libcst, the rules), the process pool and rich load only when a run needs
+# them: a run whose files are all cached imports none of them.
+if TYPE_CHECKING:
+    from trainlint.fixes import FixSafety
+    from trainlint.linter import Linter
 
 # Files per chunk at most; matches the sibling scan of the project model (analysis/project.py).
 CHUNK_SIZE = 64
@@ -126,6 +126,8 @@ def _results(chunks: list[Job], options: RunOptions) -> Iterator[LintResult]:
         with _collector_tuned():
             yield from map(_lint_chunk, chunks)
         return
+    from concurrent.futures import ProcessPoolExecutor
+
     with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(options,)) as pool:
         # Largest first, so that no big chunk starts last while the other workers idle; the
         # caller sorts everything it reports, so the order results arrive in is free.
@@ -181,24 +183,41 @@ def _collector_tuned() -> Iterator[None]:
             gc.unfreeze()
 
 
+class _Linters:
+    """The chunk's linter, built on first use (a fully cached chunk needs none)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._linter: Linter | None = None
+
+    def get(self) -> Linter:
+        if self._linter is None:
+            from trainlint.linter import Linter
+
+            self._linter = Linter(self.settings, _options.fixes)
+        return self._linter
+
+
 def _lint_chunk(job: Job) -> LintResult:
-    linter = Linter(job.settings, _options.fixes)
+    linters = _Linters(job.settings)
     cache = Cache(job.settings.root, job.settings) if _options.cache else None
     result = LintResult()
     for path in job.files:
-        result.extend(_lint_one(linter, cache, path))
+        result.extend(_lint_one(linters, cache, path))
     return result
 
 
-def _lint_one(linter: Linter, cache: Cache | None, path: Path) -> LintResult:
+def _lint_one(linters: _Linters, cache: Cache | None, path: Path) -> LintResult:
     content = _read_bytes(path)
     if cache is None or content is None:
-        return linter.lint_file_safely(path)
+        return linters.get().lint_file_safely(path)
     display = display_path(path)
     cached = cache.get(display, content)
     # A cached result is good unless it holds a finding that this run should fix.
-    if cached is not None and not any(d.fix in linter.fixes for d in cached.diagnostics):
+    wanted = {getattr(safety, "value", safety) for safety in _options.fixes}
+    if cached is not None and not any(getattr(d.fix, "value", d.fix) in wanted for d in cached.diagnostics):
         return cached
+    linter = linters.get()
     accessed = linter.project.start_tracking()
     result = linter.lint_file_safely(path)
     # Analyser crashes are cached too: the same input crashes the same way, and re-running
@@ -224,6 +243,9 @@ def _progress(show: bool, total: int) -> Iterator[Callable[[int], None]]:
     if not show:
         yield lambda done: None
         return
+    from rich.console import Console
+    from rich.progress import Progress
+
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("trainlint", total=total)
         yield lambda done: bar.advance(task, done)

@@ -117,3 +117,13 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory. Symbolic links are not resolved: a
+    finding names the link the user has, never its target."""
+    absolute = os.path.abspath(path)
+    try:
+        return Path(absolute).relative_to(os.getcwd()).as_posix()
+    except (ValueError, OSError):
+        return path.as_posix()

@@ -8,6 +8,7 @@ words; source lines never wrap, so that the caret stays under the code.
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections import Counter
 from typing import TYPE_CHECKING, TextIO
@@ -17,30 +18,48 @@ from trainlint.reporters import ReportOptions
 from trainlint.reporters._source import SourceLines
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from trainlint.linter import LintResult
 
 NAME = "text"
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.INFO: "bold cyan"}
+Line = list[tuple[str, str]]  # (text, rich style) pieces of one output line
 
 
 def render(result: LintResult, stream: TextIO, options: ReportOptions = ReportOptions()) -> None:
-    from rich.console import Console
-
-    # soft_wrap: rich never breaks lines itself (wrapping is done here, between words);
-    # rich honours NO_COLOR and FORCE_COLOR.
-    console = Console(file=stream, highlight=False, soft_wrap=True)
-    lines = SourceLines(options.sources)
+    lines: list[Line] = []
+    source = SourceLines(options.sources)
     for diagnostic in result.diagnostics:
-        _render_one(console, diagnostic, lines, options)
+        lines += _finding(diagnostic, source, options)
     for error in result.errors:
-        console.print(_wrap(f"error: {error.path}: {error.message}", options.width, "  "), style="bold red", markup=False)
-    console.print(summary(result))
+        lines.append([(_wrap(f"error: {error.path}: {error.message}", options.width, "  "), "bold red")])
+    lines.append(summary_line(result))
     fixes = fix_summary(result, options)
     if fixes:
-        console.print(_wrap(fixes, options.width, ""), markup=False)
+        lines.append([(_wrap(fixes, options.width, ""), "")])
+    _write(lines, stream)
+
+
+def _write(lines: list[Line], stream: TextIO) -> None:
+    """Plain text, unless colours are wanted: then rich (imported only then) styles it and
+    applies its own rules (NO_COLOR, FORCE_COLOR, TERM)."""
+    if not _colour(stream):
+        stream.write("".join("".join(text for text, _ in line) + "\n" for line in lines))
+        return
+    from rich.console import Console
+    from rich.text import Text
+
+    # soft_wrap: rich never breaks lines itself; wrapping is done here, between words.
+    console = Console(file=stream, highlight=False, soft_wrap=True)
+    for line in lines:
+        console.print(Text.assemble(*line))
+
+
+def _colour(stream: TextIO) -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(os.environ.get("FORCE_COLOR")) or (isatty is not None and isatty())
 
 
 def location(diagnostic: Diagnostic) -> str:
@@ -49,26 +68,26 @@ def location(diagnostic: Diagnostic) -> str:
     return f"{diagnostic.path}:{diagnostic.line}:{diagnostic.column}"
 
 
-def _render_one(console: Console, d: Diagnostic, lines: SourceLines, options: ReportOptions) -> None:
-    from rich.markup import escape
-
+def _finding(d: Diagnostic, source: SourceLines, options: ReportOptions) -> list[Line]:
     style = _STYLE[d.severity]
     head = f"{d.code}{' [*]' if options.applicable(d) else ''} "
     message = _wrap(f"{d.message} ({d.name})", _less(options.width, len(head)), " " * len(head))
-    console.print(f"[{style}]{escape(head)}[/]{escape(message)}")
-    source_line = lines.line(d).rstrip()
     gutter = " " * len(str(d.line))
-    console.print(f"[blue]{gutter}-->[/] {escape(location(d))}")
+    lines: list[Line] = [[(head, style), (message, "")], [(f"{gutter}-->", "blue"), (f" {location(d)}", "")]]
+    source_line = source.line(d).rstrip()
     if source_line:
         width = (d.span.end_column if d.span.end_line == d.line else len(source_line) + 1) - d.column
-        console.print(f"[blue]{gutter} |[/]")
-        console.print(f"[blue]{d.line} |[/] {escape(source_line)}")
-        console.print(f"[blue]{gutter} |[/] {' ' * (d.column - 1)}[{style}]{'^' * max(width, 1)}[/]")
+        lines += [
+            [(f"{gutter} |", "blue")],
+            [(f"{d.line} |", "blue"), (f" {source_line}", "")],
+            [(f"{gutter} |", "blue"), (" " * d.column, ""), ("^" * max(width, 1), style)],
+        ]
     if d.hint:
         prefix = f"{gutter} = hint: "
         hint = _wrap(d.hint, _less(options.width, len(prefix)), " " * len(prefix))
-        console.print(f"[blue]{gutter} =[/] [bold]hint[/]: {escape(hint)}")
-    console.print()
+        lines.append([(f"{gutter} =", "blue"), (" ", ""), ("hint", "bold"), (f": {hint}", "")])
+    lines.append([])
+    return lines
 
 
 def _less(width: int | None, used: int) -> int | None:
@@ -83,15 +102,16 @@ def _wrap(text: str, width: int | None, indent: str) -> str:
     return f"\n{indent}".join(wrapped)
 
 
-def summary(result: LintResult) -> str:
+def summary_line(result: LintResult) -> Line:
+    files = f"{result.files} file{'s' * (result.files != 1)}"
     if not result.diagnostics and not result.errors:
-        return f"[bold green]All checks passed![/] ({result.files} file{'s' * (result.files != 1)} checked)"
+        return [("All checks passed!", "bold green"), (f" ({files} checked)", "")]
     counts = Counter(d.severity for d in result.diagnostics)
     parts = [f"{counts[s]} {s.value}{'s' * (counts[s] != 1)}" for s in Severity if counts[s]]
     if result.errors:
         parts.append(f"{len(result.errors)} file error{'s' * (len(result.errors) != 1)}")
     total = len(result.diagnostics)
-    return f"Found {total} finding{'s' * (total != 1)} ({', '.join(parts)}) in {result.files} file{'s' * (result.files != 1)}."
+    return [(f"Found {total} finding{'s' * (total != 1)} ({', '.join(parts)}) in {files}.", "")]
 
 
 def fix_summary(result: LintResult, options: ReportOptions) -> str:
