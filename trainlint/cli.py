@@ -313,16 +313,17 @@ def _check_stdin(
     with _internal_errors():
         result = Linter(settings, _fix_safeties(fix or diff, unsafe_fixes)).lint_bytes(path, data, display)
     fixed = result.fixed[0].fixed if result.fixed else None
-    text = fixed if fixed is not None else _decoded(data)
+    # Reports quote source lines from stdin's text (a notebook's JSON is no such text).
+    sources = {} if path.suffix == ".ipynb" else {display: fixed if fixed is not None else _decoded(data)}
     if fix and not diff:
         sys.stdout.buffer.write(fixed.encode(_encoding(data)) if fixed is not None else data)
         sys.stdout.flush()
         report_to: Path | None = output_file
         with _output(report_to) if report_to is not None else _stderr() as stream:
-            _report(result, stream, output_format, False, False, _report_options(stream, unsafe_fixes, {display: text}))
+            _report(result, stream, output_format, False, False, _report_options(stream, unsafe_fixes, sources))
         _exit(result.diagnostics, bool(result.errors), exit_zero)
     with _output(output_file) as stream:
-        _report(result, stream, output_format, False, diff, _report_options(stream, unsafe_fixes, {display: text}))
+        _report(result, stream, output_format, False, diff, _report_options(stream, unsafe_fixes, sources))
     _exit(result.fixed if diff else result.diagnostics, bool(result.errors), exit_zero)
 
 

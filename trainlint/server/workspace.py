@@ -26,7 +26,6 @@ from trainlint.diagnostics import Diagnostic
 from trainlint.fixes import FixSafety
 from trainlint.linter import Linter, LintResult, display_path
 from trainlint.noqa import directives, unsafe_lines, with_codes
-from trainlint.notebook import notebook_source
 from trainlint.sources import Source, split_lines
 
 
@@ -53,10 +52,13 @@ class Document:
         return bool(self.cells) or self.path.suffix == ".ipynb"
 
     def source(self) -> Source:
-        """The text to check (notebooks: raises SourceError, never for what an editor sends)."""
-        if not self.is_notebook:
-            return Source(self.path, self.text)
-        return notebook_source(self.path, _notebook_json(self.cells))
+        """The Python text of a ``.py`` buffer."""
+        return Source(self.path, self.text)
+
+    def notebook_data(self) -> bytes:
+        """A notebook as nbformat JSON: built from its cells (a notebook document), or the
+        buffer itself (a ``.ipynb`` opened as text)."""
+        return _notebook_json(self.cells) if self.cells else self.text.encode("utf-8")
 
 
 def _notebook_json(cells: list[Cell]) -> bytes:
@@ -152,7 +154,7 @@ class Workspace:
     def _lint(self, linter: Linter, document: Document) -> LintResult:
         display = display_path(document.path)
         if document.is_notebook:
-            return linter.lint_bytes(document.path, _notebook_json(document.cells), display)
+            return linter.lint_bytes(document.path, document.notebook_data(), display)
         # The adopted module of an open .py file is its buffer: it is not parsed again.
         reuse = self._model(document.path) is not None
         return linter.lint_source(document.source(), display, reuse=reuse)
