@@ -186,3 +186,15 @@ def test_config_file_option_applies_to_every_path(root: Path) -> None:
     (root / "sub" / "trainlint.toml").write_text("")
     (root / "sub" / "train.py").write_text(TL505)
     assert codes(root, "--config", "custom.toml", ".") == [("load.py", "TL801")]
+
+
+def test_a_folder_named_explicitly_is_searched_even_when_excluded(root: Path) -> None:
+    (root / ".git").mkdir()
+    (root / ".gitignore").write_text(".venv/\n")
+    package = root / ".venv" / "lib" / "site-packages" / "pkg"
+    (package / "__pycache__").mkdir(parents=True)
+    (package / "mod.py").write_text(TL505)
+    (package / "__pycache__" / "mod.py").write_text(TL505)
+    assert [path for path, _ in codes(root, ".")] == ["load.py", "train.py"]
+    # Named on the command line, the folder is checked; default excludes still apply inside it.
+    assert codes(root, ".venv/lib/site-packages/pkg") == [(".venv/lib/site-packages/pkg/mod.py", "TL505")]

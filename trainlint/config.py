@@ -146,7 +146,7 @@ class Settings:
         return code in self.enabled_codes
 
     @cached_property
-    def _excludes(self) -> tuple[Patterns, ...]:
+    def excludes(self) -> tuple[Patterns, ...]:
         return (self.exclude or Patterns(str(self.root), DEFAULT_EXCLUDES), *self.extend_exclude)
 
     def ignored_for(self, path: Path) -> tuple[str, ...]:
@@ -159,7 +159,7 @@ class Settings:
         return tuple(ignored)
 
     def is_excluded(self, path: Path, is_dir: bool = False) -> bool:
-        return any(patterns.matches(path, is_dir) for patterns in self._excludes)
+        return any(patterns.matches(path, is_dir) for patterns in self.excludes)
 
     def describe(self) -> list[tuple[str, object]]:
         """(key, value) pairs for ``--show-settings``."""
@@ -170,7 +170,7 @@ class Settings:
             ("respect-gitignore", self.respect_gitignore),
             ("force-exclude", self.force_exclude),
             ("rules", sorted(self.enabled_codes)),
-            ("exclude", [p for group in self._excludes for p in group.patterns]),
+            ("exclude", [p for group in self.excludes for p in group.patterns]),
             ("per-file-ignores", {k: list(v) for k, v in self.per_file_ignores.items()}),
         ]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainlint.config import Configuration, Settings
+from trainlint.config import Configuration, Patterns, Settings
 
 if TYPE_CHECKING:
     from pathspec import GitIgnoreSpec
@@ -81,17 +81,39 @@ class _Ignore:
         return self.spec.check_file(relative).include
 
 
+class _Walk:
+    """One folder named on the command line, searched. A folder named explicitly is
+    searched even when a pattern excludes it (``.venv/lib/.../torch``); the patterns that
+    exclude it then apply from it downwards, as if it were their folder."""
+
+    def __init__(self, root: Path, configuration: Configuration) -> None:
+        self.root = root.resolve()
+        self.configuration = configuration
+        self._excludes: dict[int, tuple[Patterns, ...]] = {}
+
+    def ignores_above(self) -> list[_Ignore]:
+        ignores = _ancestor_ignores(self.root) if self.configuration.settings_for(self.root).respect_gitignore else []
+        return [_Ignore(self.root, i.spec) if i.verdict(self.root, True) else i for i in ignores]
+
+    def excludes(self, settings: Settings) -> tuple[Patterns, ...]:
+        found = self._excludes.get(id(settings))
+        if found is None:
+            found = tuple(
+                Patterns(str(self.root), p.patterns) if p.matches(self.root, True) else p for p in settings.excludes
+            )
+            self._excludes[id(settings)] = found
+        return found
+
+
 def _walk(root: Path, configuration: Configuration) -> Iterator[Path]:
-    absolute = root.resolve()
-    ignores = _ancestor_ignores(absolute) if configuration.settings_for(root).respect_gitignore else []
-    yield from _walk_directory(root, absolute, configuration, ignores)
+    walk = _Walk(root, configuration)
+    yield from _walk_directory(root, walk.root, walk, walk.ignores_above())
 
 
-def _walk_directory(
-    directory: Path, absolute: Path, configuration: Configuration, ignores: list[_Ignore]
-) -> Iterator[Path]:
+def _walk_directory(directory: Path, absolute: Path, walk: _Walk, ignores: list[_Ignore]) -> Iterator[Path]:
     """Files under ``directory`` (as the user named it; ``absolute`` is the same folder)."""
-    settings = configuration.settings_for(absolute)
+    settings = walk.configuration.settings_for(absolute)
+    excludes = walk.excludes(settings)
     if settings.respect_gitignore:
         own = _read_ignore(absolute / ".gitignore", absolute)
         ignores = [*ignores, own] if own is not None else ignores
@@ -106,14 +128,16 @@ def _walk_directory(
         if kind is None:
             continue
         is_dir, full = kind == "dir", absolute / entry.name
-        if settings.is_excluded(full, is_dir) or (settings.respect_gitignore and _ignored(full, is_dir, ignores)):
+        if any(p.matches(full, is_dir) for p in excludes) or (
+            settings.respect_gitignore and _ignored(full, is_dir, ignores)
+        ):
             continue
         if is_dir:
             subdirectories.append(entry.name)
         elif entry.name.endswith(LINTABLE_SUFFIXES):
             yield directory / entry.name
     for name in subdirectories:
-        yield from _walk_directory(directory / name, absolute / name, configuration, ignores)
+        yield from _walk_directory(directory / name, absolute / name, walk, ignores)
 
 
 def _kind(entry: os.DirEntry[str]) -> str | None:
