@@ -15,14 +15,13 @@ from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.parsing import parse_module
 from trainlint.analysis.project import Project
 from trainlint.analysis.values import Evaluator
+from trainlint.catalogue import rule_index
 from trainlint.config import Settings, matches
 from trainlint.diagnostics import Diagnostic, FileError, FixedFile, LintResult, Severity, Span
 from trainlint.files import discover
 from trainlint.fixes import Edit, FixSafety, all_fixers, apply_edits
-from trainlint.noqa import replace_lines
-from trainlint.noqa import TRAINLINT_CODE, Directive, directives, file_exemption, without_codes
+from trainlint.noqa import TRAINLINT_CODE, Directive, directives, file_exemption, replace_lines, without_codes
 from trainlint.notebook import first_cell_syntax_error
-from trainlint.catalogue import rule_index
 from trainlint.rule import Context, Report, Rule
 from trainlint.sources import (
     NotARegularFile,
@@ -185,8 +184,8 @@ class Linter:
             if problem is not None:
                 result.diagnostics.extend(self._syntax_error(display, source, problem))
             checked = self._analyse(model, rules, display, source, result)
-        if self.noqa_checks:
-            enabled = {rule.code for rule in allowed}
+        enabled = {rule.code for rule in allowed}
+        if self.noqa_checks & enabled:
             for diagnostic, line_edits in self._noqa_hygiene(source, display, checked.used_noqa, enabled):
                 self._add(checked, diagnostic, line_edits)
         return checked
@@ -233,10 +232,10 @@ class Linter:
             judged = [code for code in ours if code not in unknown and code not in used.get(line, set())]
             unused = [code for code in judged if any(matches(rule, code) for rule in enabled)]
             disabled = [code for code in judged if code not in unused]
-            if unknown and UNKNOWN_NOQA_CODE in self.noqa_checks:
+            if unknown and UNKNOWN_NOQA_CODE in enabled:
                 message = f"unknown rule code{'s' * (len(unknown) > 1)} {', '.join(unknown)} in `noqa` directive"
                 yield self._noqa_diagnostic(UNKNOWN_NOQA_CODE, message, display, source, directive, None), {}
-            if (unused or disabled) and UNUSED_NOQA_CODE in self.noqa_checks and 0 < line <= len(lines):
+            if (unused or disabled) and UNUSED_NOQA_CODE in enabled and 0 < line <= len(lines):
                 parts = [f"unused: {', '.join(unused)}"] if unused else []
                 parts += [f"non-enabled: {', '.join(disabled)}"] if disabled else []
                 message = f"unused `noqa` directive ({'; '.join(parts)})"

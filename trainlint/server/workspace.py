@@ -107,8 +107,12 @@ class Workspace:
         resolved = path.resolve()
         if path.name in CONFIG_FILES:
             self.configuration = Configuration()  # settings may have changed: re-read them
-            return list(self.documents)
-        return [p for p in self.documents if p == path or resolved in self.dependencies.get(p, set())]
+            affected = list(self.documents)
+        else:
+            affected = [p for p in self.documents if p == path or resolved in self.dependencies.get(p, set())]
+        for stale in affected:
+            self._fixes.pop(stale, None)  # their fixes may differ now
+        return affected
 
     # -- checking -------------------------------------------------------------------------------
 
