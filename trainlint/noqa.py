@@ -20,7 +20,7 @@ from trainlint.diagnostics import Diagnostic
 from trainlint.sources import LINE_BREAK, read_regular, split_lines, write_atomically
 
 # Codes are separated by commas, or by spaces before something shaped like a code (so that
-# ``# noqa: TL101 legacy loop`` does not read "legacy" as a code).
+# the words of an explanation after the codes, "legacy loop", are not read as codes).
 _DIRECTIVE = re.compile(
     r"#\s*noqa(?::\s*(?P<codes>[\w\-]+(?:(?:\s*,\s*|\s+(?=[A-Za-z]+\d+\b))[\w\-]+)*))?", re.IGNORECASE
 )
@@ -97,7 +97,7 @@ def without_codes(line_text: str, directive: Directive, unused: set[str]) -> str
         return f"{line_text[: directive.start]}# noqa: {', '.join(kept)}{line_text[directive.end :]}"
     rest = line_text[directive.end :]
     head = line_text[: directive.start].rstrip()
-    # A directive followed by more comment text (``# noqa: TL101 # why``) keeps the rest.
+    # A directive followed by another comment (a reason, after a second ``#``) keeps it.
     rest = rest.strip()
     if rest.startswith("#"):
         return f"{head}  {rest}" if head else rest
