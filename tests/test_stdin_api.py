@@ -104,3 +104,14 @@ def test_probe_without_torch_says_how_to_install_it(attempt: str) -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stderr
     assert 'pip install "trainlint[probe]"' in run.stdout
+
+
+def test_stdin_notebook_quotes_its_cell(root: Path) -> None:
+    notebook = {
+        "cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "source": TL505}],
+        "metadata": {}, "nbformat": 4, "nbformat_minor": 5,
+    }
+    result = CliRunner().invoke(main, ["check", "-", "--stdin-filename", "nb.ipynb"], input=json.dumps(notebook))
+    assert result.exit_code == 1
+    assert " --> nb.ipynb:cell 1:line 2:col 10" in result.output
+    assert "2 | scaler = torch.cuda.amp.GradScaler()" in result.output

@@ -21,6 +21,7 @@ from trainlint import __version__
 from trainlint.config import Configuration, ConfigError, Selection, parse_override
 from trainlint.files import MissingPathError
 from trainlint.reporters import formats
+from trainlint.sources import Source, SourceError, source_from_bytes
 
 if TYPE_CHECKING:
     from trainlint.fixes import FixSafety
@@ -276,7 +277,7 @@ def _output(path: Path | None) -> Iterator[TextIO]:
         yield stream
 
 
-def _report_options(stream: TextIO, unsafe_fixes: bool, sources: dict[str, str] | None = None) -> ReportOptions:
+def _report_options(stream: TextIO, unsafe_fixes: bool, sources: dict[str, Source] | None = None) -> ReportOptions:
     from trainlint.reporters import ReportOptions
 
     return ReportOptions(unsafe_fixes=unsafe_fixes, width=_width(stream), sources=sources or {})
@@ -313,8 +314,7 @@ def _check_stdin(
     with _internal_errors():
         result = Linter(settings, _fix_safeties(fix or diff, unsafe_fixes)).lint_bytes(path, data, display)
     fixed = result.fixed[0].fixed if result.fixed else None
-    # Reports quote source lines from stdin's text (a notebook's JSON is no such text).
-    sources = {} if path.suffix == ".ipynb" else {display: fixed if fixed is not None else _decoded(data)}
+    sources = _stdin_source(path, display, data, fixed)
     if fix and not diff:
         sys.stdout.buffer.write(fixed.encode(_encoding(data)) if fixed is not None else data)
         sys.stdout.flush()
@@ -342,8 +342,14 @@ def _encoding(data: bytes) -> str:
         return "utf-8"
 
 
-def _decoded(data: bytes) -> str:
-    return data.decode(_encoding(data), errors="replace")
+def _stdin_source(path: Path, display: str, data: bytes, fixed: str | None) -> dict[str, Source]:
+    """Reports quote source lines from stdin's (fixed) text, never from a file on disk."""
+    if fixed is not None:
+        return {display: Source(path, fixed)}
+    try:
+        return {display: source_from_bytes(path, data)}
+    except SourceError:
+        return {}
 
 
 # -- --show-settings and --add-noqa -----------------------------------------------------------------

@@ -16,6 +16,7 @@ from functools import lru_cache
 from types import ModuleType
 
 from trainlint.diagnostics import Diagnostic
+from trainlint.sources import Source
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class ReportOptions:
 
     unsafe_fixes: bool = False
     width: int | None = None
-    sources: Mapping[str, str] = field(default_factory=dict)
+    sources: Mapping[str, Source] = field(default_factory=dict)
 
     def applicable(self, diagnostic: Diagnostic) -> bool:
         """Whether ``--fix`` (with the options of this run) would fix the finding."""

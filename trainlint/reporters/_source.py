@@ -13,7 +13,7 @@ class SourceLines:
     """Reads each file once (or takes its text from ``sources``: standard input); maps a
     notebook's (cell, line) back to the line of the joined cells."""
 
-    def __init__(self, sources: Mapping[str, str] | None = None) -> None:
+    def __init__(self, sources: Mapping[str, Source] | None = None) -> None:
         self._given = dict(sources or {})
         self._files: dict[str, tuple[list[str], dict[int, int]]] = {}
 
@@ -28,7 +28,7 @@ class SourceLines:
     def _load(self, path: str) -> tuple[list[str], dict[int, int]]:
         if path not in self._files:
             try:
-                source = Source(Path(path), self._given[path]) if path in self._given else read_source(Path(path))
+                source = self._given[path] if path in self._given else read_source(Path(path))
                 self._files[path] = (split_lines(source.text), dict(source.cells))
             except (OSError, SourceError):
                 self._files[path] = ([], {})
