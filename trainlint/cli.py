@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 from trainlint import __version__
-from trainlint.config import Configuration, ConfigError, Selection, parse_override
+from trainlint.config import TARGET_VERSIONS, Configuration, ConfigError, Selection, parse_override
 from trainlint.files import MissingPathError
 from trainlint.reporters import formats
 from trainlint.sources import Source, SourceError, source_from_bytes
@@ -97,7 +97,7 @@ def main() -> None:
               type=click.Choice(sorted(formats())), help="Output format.")
 @click.option("--config", "config_options", multiple=True, metavar="PATH|KEY=VALUE",
               help="A configuration file to use for every path, or a `key = value` setting overriding every configuration.")
-@click.option("--target-version", type=click.Choice(["py37", "py38", "py39", "py310", "py311", "py312", "py313", "py314"]),
+@click.option("--target-version", type=click.Choice(TARGET_VERSIONS),
               help="The Python version whose syntax is valid (default: the configured one, else the newest).")
 @click.option("--stdin-filename", type=click.Path(path_type=Path, dir_okay=False),
               help="With `-` (or no path): the file name the code on standard input belongs to.")
