@@ -107,16 +107,6 @@ class Settings:
     target_version: str = DEFAULT_TARGET
     force_exclude: bool = False
 
-    def with_cli(
-        self, select: Iterable[str] | None, ignore: Iterable[str] | None, extend_select: Iterable[str] | None = None
-    ) -> Settings:
-        """CLI ``--select`` replaces the configured selection; ``--extend-select`` and
-        ``--ignore`` add to it."""
-        layer = Selection(tuple(select or ()) or None, tuple(extend_select or ()), tuple(ignore or ()))
-        updated = replace(self, layers=(*self.layers, layer)) if layer != Selection() else self
-        updated.validate()
-        return updated
-
     def validate(self) -> None:
         selectors = [*(self.select or ()), *self.extend_select, *self.ignore]
         for layer in self.layers:
@@ -270,29 +260,6 @@ def _config_in(directory: Path) -> Path | None:
         if candidate.is_file() and (name != "pyproject.toml" or _configures_trainlint(candidate)):
             return candidate
     return None
-
-
-def find_config_file(start: Path) -> Path | None:
-    """The nearest configuration file in ``start`` or above it."""
-    base = _absolute(start)
-    if not base.is_dir():
-        base = base.parent
-    for directory in (base, *base.parents):
-        found = _config_in(directory)
-        if found is not None:
-            return found
-    return None
-
-
-def load_settings(start: Path, explicit: Path | None = None) -> Settings:
-    """Settings from ``explicit`` or the nearest configuration file above ``start``."""
-    path = explicit or find_config_file(start)
-    if path is None:
-        absolute = _absolute(start)
-        return Settings(root=absolute if absolute.is_dir() else absolute.parent)
-    settings = _load_file(path, {})
-    settings.validate()
-    return settings
 
 
 def parse_override(text: str) -> dict[str, Any]:
