@@ -50,6 +50,7 @@ class Session:
         self.root = root
         self.diagnostics: dict[str, list[types.Diagnostic]] = {}
         self.updates: asyncio.Queue[str] = asyncio.Queue()
+        self.registrations: list[types.Registration] = []
 
     def uri(self, name: str) -> str:
         return (self.root / name).as_uri()
@@ -96,12 +97,19 @@ async def session(root: Path) -> AsyncIterator[Session]:
         state.diagnostics[params.uri] = params.diagnostics
         state.updates.put_nowait(params.uri)
 
+    @client.feature(types.CLIENT_REGISTER_CAPABILITY)
+    def on_register(params: types.RegistrationParams) -> None:
+        state.registrations.extend(params.registrations)
+
     await client.start_io(sys.executable, "-m", "trainlint", "server", "--debounce", "0.05", cwd=str(root))
     try:
         capabilities = types.ClientCapabilities(
             notebook_document=types.NotebookDocumentClientCapabilities(
                 synchronization=types.NotebookDocumentSyncClientCapabilities()
-            )
+            ),
+            workspace=types.WorkspaceClientCapabilities(
+                did_change_watched_files=types.DidChangeWatchedFilesClientCapabilities(dynamic_registration=True)
+            ),
         )
         result = await asyncio.wait_for(
             client.initialize_async(types.InitializeParams(capabilities=capabilities, root_uri=root.as_uri())), 20
@@ -185,3 +193,16 @@ async def _scenario(root: Path) -> None:
         )
         in_cell = await lsp.published(cell_uris[1], lambda ds: bool(ds))
         assert [d.code for d in in_cell] == ["TL505"] and in_cell[0].range.start.line == 2
+
+        # A module changed on disk, outside the editor (the server asked to watch .py files),
+        # re-checks the open file that imports it.
+        assert any(r.method == types.WORKSPACE_DID_CHANGE_WATCHED_FILES for r in lsp.registrations)
+        (lsp.root / "net2.py").write_text(MODEL)
+        user = lsp.open("train2.py", TRAIN.replace("from model import", "from net2 import").replace(
+            "scaler = torch.cuda.amp.GradScaler()\n", ""))
+        assert not await lsp.published(user)
+        (lsp.root / "net2.py").write_text(softmax)
+        lsp.client.workspace_did_change_watched_files(
+            types.DidChangeWatchedFilesParams([types.FileEvent(lsp.uri("net2.py"), types.FileChangeType.Changed)])
+        )
+        assert [d.code for d in await lsp.published(user, lambda ds: bool(ds))] == ["TL101"]

@@ -25,6 +25,7 @@ from trainlint.server.workspace import Cell, Document, TextEdit, Workspace, mini
 from trainlint.sources import split_lines
 
 SOURCE = "trainlint"
+WATCHED = ("**/*.py", "**/pyproject.toml", "**/trainlint.toml", "**/.trainlint.toml")
 FIX_ALL = f"{types.CodeActionKind.SourceFixAll.value}.trainlint"
 _SEVERITY = {
     Severity.ERROR: types.DiagnosticSeverity.Error,
@@ -291,6 +292,19 @@ def build(debounce: float) -> TrainlintServer:
         ls.state.close(path)
         ls.uris.pop(path, None)
         ls.clear([params.text_document.uri])
+
+    @server.feature(types.INITIALIZED)
+    def initialized(ls: TrainlintServer, params: types.InitializedParams) -> None:
+        # Files changed outside the editor (a `git pull`, another editor) re-check the open
+        # files that depend on them, and a changed configuration re-checks everything.
+        workspace = ls.client_capabilities.workspace
+        watching = workspace.did_change_watched_files if workspace is not None else None
+        if watching is None or not watching.dynamic_registration:
+            return
+        watchers = [types.FileSystemWatcher(glob_pattern=pattern) for pattern in WATCHED]
+        options = types.DidChangeWatchedFilesRegistrationOptions(watchers=watchers)
+        registration = types.Registration(id="trainlint-watch", method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES, register_options=options)
+        ls.client_register_capability(types.RegistrationParams(registrations=[registration]))
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def watched(ls: TrainlintServer, params: types.DidChangeWatchedFilesParams) -> None:
