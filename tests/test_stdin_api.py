@@ -45,18 +45,12 @@ def test_stdin_applies_config_and_per_file_ignores_by_its_name(root: Path) -> No
 
 
 def test_stdin_fix_prints_the_fixed_source(root: Path) -> None:
-    # A real process: stdout carries only the code, the report goes to stderr.
-    run = subprocess.run(
-        [sys.executable, "-m", "trainlint", "check", "-", "--stdin-filename", "train.py", "--fix"],
-        input=TL505, cwd=root, capture_output=True, text=True, timeout=60, check=False,
-    )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout == FIXED and "All checks passed" in run.stderr
-    untouched = subprocess.run(
-        [sys.executable, "-m", "trainlint", "check", "-", "--fix"], input="x = 1\n", cwd=root,
-        capture_output=True, text=True, timeout=60, check=False,
-    )
-    assert untouched.stdout == "x = 1\n" and untouched.returncode == 0
+    # stdout carries only the code; the report goes to stderr.
+    fixed = CliRunner().invoke(main, ["check", "-", "--stdin-filename", "train.py", "--fix"], input=TL505)
+    assert fixed.exit_code == 0, fixed.output
+    assert fixed.stdout == FIXED and "All checks passed" in fixed.stderr
+    untouched = CliRunner().invoke(main, ["check", "-", "--fix"], input="x = 1\n")
+    assert untouched.stdout == "x = 1\n" and untouched.exit_code == 0
 
 
 def test_stdin_cannot_be_mixed_with_paths(root: Path) -> None:
@@ -88,22 +82,22 @@ def test_check_source_and_check_paths(root: Path) -> None:
         trainlint.check_source("x = 1\n", select=["XY1"])
 
 
-@pytest.mark.parametrize(
-    "attempt",
-    ["from trainlint import probe", "from trainlint.probe import probe", "import trainlint.probe as p; p(None, [])"],
-)
-def test_probe_without_torch_says_how_to_install_it(attempt: str) -> None:
+def test_probe_without_torch_says_how_to_install_it() -> None:
     code = (
         "import sys\n"
-        "sys.modules['torch'] = None  # as if torch were not installed\n"
-        "try:\n"
-        f"    {attempt}\n"
-        "except ModuleNotFoundError as exc:\n"
-        "    print(exc)\n"
+        "for attempt in ('from trainlint import probe', 'from trainlint.probe import probe',\n"
+        "                'import trainlint.probe as p; p(None, [])'):\n"
+        "    for name in [m for m in sys.modules if m.startswith('trainlint')]:\n"
+        "        del sys.modules[name]  # each attempt starts from a fresh import\n"
+        "    sys.modules['torch'] = None  # as if torch were not installed\n"
+        "    try:\n"
+        "        exec(attempt)\n"
+        "    except ModuleNotFoundError as exc:\n"
+        "        print(exc)\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stderr
-    assert 'pip install "trainlint[probe]"' in run.stdout
+    assert run.stdout.count('pip install "trainlint[probe]"') == 3, run.stdout
 
 
 def test_stdin_notebook_quotes_its_cell(root: Path) -> None:
