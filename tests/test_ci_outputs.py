@@ -136,9 +136,14 @@ def test_json_lines_match_the_json_format(project: Path) -> None:
 
 def test_concise_prints_one_line_per_finding(project: Path) -> None:
     lines = check("--format", "concise").output.splitlines()
-    assert lines[-1] == f"Found {len(lines) - 1} findings."
+    assert lines[-2] == f"Found {len(lines) - 2} findings."
+    # Like ruff: safe fixes are [*]; the unsafe one (TL101) is only counted as hidden.
+    assert lines[-1] == "[*] 2 fixable with the `--fix` option (1 hidden fix can be enabled with the `--unsafe-fixes` option)."
     assert "explore.ipynb:cell 2:line 3:col 10: TL505 `torch" in "\n".join(lines)  # notebooks: no fix
-    assert any(line.startswith("train.py:8:16: TL101 ") for line in lines)
+    assert any(line.startswith("train.py:8:16: TL101 ") and "[*]" not in line for line in lines)
+    unsafe = check("--format", "concise", "--unsafe-fixes").output.splitlines()
+    assert any(line.startswith("train.py:8:16: TL101 [*] ") for line in unsafe)
+    assert unsafe[-1] == "[*] 3 fixable with the `--fix` option."
 
 
 def test_output_file(project: Path) -> None:
@@ -150,7 +155,9 @@ def test_output_file(project: Path) -> None:
 def test_statistics(project: Path) -> None:
     result = check("--statistics")
     assert result.exit_code == 1
-    assert result.output.splitlines() == ["3\tTL505\t[*] deprecated-cuda-amp", "1\tTL101\t[*] softmax-before-cross-entropy"]
+    assert result.output.splitlines() == ["3\tTL505\t[*] deprecated-cuda-amp", "1\tTL101\t    softmax-before-cross-entropy"]
+    unsafe = check("--statistics", "--unsafe-fixes").output.splitlines()
+    assert unsafe[1] == "1\tTL101\t[*] softmax-before-cross-entropy"
     rows = json.loads(check("--statistics", "--format", "json").output)
     assert rows[0] == {"code": "TL505", "name": "deprecated-cuda-amp", "count": 3, "fixable": 2}
 

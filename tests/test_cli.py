@@ -45,7 +45,8 @@ def project(tmp_path: Path) -> Path:
 def test_findings_exit_1_and_text_output(project: Path) -> None:
     result = run("check", "train.py", cwd=project)
     assert result.exit_code == 1
-    assert "train.py:7:12: TL101" in result.output
+    # ruff's layout: the code and message, then the location on a line of its own.
+    assert "TL101 CrossEntropyLoss" in result.output and " --> train.py:7:12\n" in result.output
     assert "^^^^" in result.output and "hint:" in result.output
     assert "Found 1 finding" in result.output
 

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from trainlint.catalogue import page_for, pages
+from trainlint.catalogue import fix_safety_of, page_for, pages
 from trainlint.cli import main
 from trainlint.config import Settings
 from trainlint.diagnostics import Diagnostic
 from trainlint.fixes import FixSafety, all_fixers, fix_safety
 from trainlint.linter import Linter
+from trainlint.rule import rule_by_code
 
 BAD_BLOCK = re.compile(r"```python bad\n(?P<code>.*?)```", re.DOTALL)
 EVERY_SAFETY = frozenset(FixSafety)
@@ -202,7 +203,9 @@ def test_cli_fix_writes_safe_fixes_and_diff_writes_nothing(tmp_path: Path, monke
     fixed = runner.invoke(main, ["check", "train.py", "--fix", "--no-cache", "--format", "concise"])
     assert fixed.exit_code == 1  # TL402 (and TL401) remain
     assert Path("train.py").read_text() == AMP_FIXED + ADAM
-    assert "TL505" not in fixed.output and "TL402 [*]" in fixed.output
+    # TL402's fix is unsafe: shown as available with --unsafe-fixes, not marked [*].
+    assert "TL505" not in fixed.output and "TL402 Adam" in fixed.output and "TL402 [*]" not in fixed.output
+    assert "1 hidden fix can be enabled with the `--unsafe-fixes` option" in fixed.output
     unsafe = runner.invoke(main, ["check", "train.py", "--fix", "--unsafe-fixes", "--no-cache", "--select", "TL402"])
     assert unsafe.exit_code == 0
     assert "AdamW(" in Path("train.py").read_text()
@@ -232,5 +235,6 @@ def test_rule_pages_state_the_fix_safety() -> None:
         code = page.name.split("-", 1)[0]
         stated = re.search(r"\*\*Autofix:\*\* (\w+)", page.read_text(encoding="utf-8"))
         assert stated is not None, f"{page.name} has no **Autofix:** line"
-        safety = fix_safety(code)
-        assert stated.group(1) == (safety.value if safety else "none"), page.name
+        rule = rule_by_code(code)
+        assert rule is not None
+        assert stated.group(1) == (fix_safety_of(rule) or "none"), page.name

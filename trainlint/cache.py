@@ -20,19 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from trainlint import __version__
+from trainlint.catalogue import rule_index
 from trainlint.config import Settings
-from trainlint.diagnostics import Diagnostic, FileError, Severity, Span
-from trainlint.fixes import FixSafety, all_fixers
-from trainlint.linter import LintResult
+from trainlint.diagnostics import Diagnostic, FileError, LintResult, Severity, Span
 
 CACHE_DIR = ".trainlint_cache"
 
 
 def settings_digest(settings: Settings) -> str:
+    # From the rule index: a run whose files are all cached never imports the rules.
+    index = rule_index()
     shape = {
-        "rules": [f"{rule.code}:{rule.__module__}" for rule in settings.active_rules()],
+        "rules": [f"{code}:{index[code].module}" for code in sorted(settings.enabled_codes)],
         "parse_errors": settings.enabled("TL000"),
-        "fixers": sorted(f"{code}:{fixer.safety.value}" for code, fixer in all_fixers().items()),
+        "target_version": settings.target_version,
+        "fixers": sorted(f"{info.code}:{info.fix}" for info in index.values() if info.fix),
         "per_file_ignores": sorted((k, list(v)) for k, v in settings.per_file_ignores.items()),
     }
     return _digest(json.dumps(shape, sort_keys=True).encode())[:16]
@@ -70,7 +72,8 @@ class Cache:
             pass  # a read-only checkout still lints, only without a cache
 
     def _entry(self, display: str, content: bytes) -> Path:
-        key = _digest(display.encode() + b"\0" + content)
+        # surrogateescape: a file name that is not valid UTF-8 keys by its bytes.
+        key = _digest(display.encode("utf-8", "surrogateescape") + b"\0" + content)
         return self.directory / key[:2] / f"{key}.json"
 
     def _prepare(self, directory: Path) -> None:
@@ -127,5 +130,5 @@ def _diagnostic(data: dict[str, Any]) -> Diagnostic:
         path=data["path"],
         span=Span(data["line"], data["column"], data["end_line"], data["end_column"]),
         cell=data.get("cell"),
-        fix=FixSafety(data["fix"]) if data["fix"] else None,
+        fix=data["fix"] or None,  # "safe"/"unsafe": equal to the FixSafety members
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -115,3 +116,30 @@ class Finding:
         data = asdict(self)
         data["severity"] = self.severity.value
         return data
+
+
+@dataclass(frozen=True)
+class FixedFile:
+    """A file whose text the fixes changed (written back, or shown as a diff)."""
+
+    path: Path
+    display: str
+    original: str
+    fixed: str
+    fixes: int
+
+
+@dataclass
+class LintResult:
+    """What a lint run found: findings, files the analyser failed on, fixed files."""
+
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    errors: list[FileError] = field(default_factory=list)
+    files: int = 0
+    fixed: list[FixedFile] = field(default_factory=list)
+
+    def extend(self, other: LintResult) -> None:
+        self.diagnostics.extend(other.diagnostics)
+        self.errors.extend(other.errors)
+        self.files += other.files
+        self.fixed.extend(other.fixed)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import ast
-import re
+import errno
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,47 +15,32 @@ from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.parsing import parse_module
 from trainlint.analysis.project import Project
 from trainlint.analysis.values import Evaluator
+from trainlint.catalogue import rule_index
 from trainlint.config import Settings, matches
-from trainlint.diagnostics import Diagnostic, FileError, Severity, Span
+from trainlint.diagnostics import Diagnostic, FileError, FixedFile, LintResult, Severity, Span
 from trainlint.files import discover
 from trainlint.fixes import Edit, FixSafety, all_fixers, apply_edits
+from trainlint.noqa import TRAINLINT_CODE, Directive, directives, file_exemption, replace_lines, without_codes
 from trainlint.notebook import first_cell_syntax_error
 from trainlint.rule import Context, Report, Rule
-from trainlint.sources import Source, SourceError, read_source
+from trainlint.sources import (
+    NotARegularFile,
+    Source,
+    SourceError,
+    display_path,
+    read_regular,
+    source_from_bytes,
+    split_lines,
+)
+from trainlint.syntax import SyntaxProblem, check_text, check_tree, combine, cpython_error
 
 PARSE_ERROR_CODE = "TL000"
 PARSE_ERROR_NAME = "parse-error"
-
-_NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Za-z0-9_\-]+(?:\s*,\s*[A-Za-z0-9_\-]+)*))?", re.IGNORECASE)
-_FILE_NOQA = re.compile(r"^\s*#\s*trainlint:\s*noqa\s*$", re.IGNORECASE | re.MULTILINE)
+UNUSED_NOQA_CODE = "TL901"
+UNKNOWN_NOQA_CODE = "TL902"
 # Fixing re-checks the fixed code, whose findings may be fixable in turn; like ruff, stop
 # after a bounded number of rounds in case two fixes undo each other.
 MAX_FIX_ROUNDS = 10
-
-
-@dataclass(frozen=True)
-class FixedFile:
-    """A file whose text the fixes changed (written back, or shown as a diff)."""
-
-    path: Path
-    display: str
-    original: str
-    fixed: str
-    fixes: int
-
-
-@dataclass
-class LintResult:
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-    errors: list[FileError] = field(default_factory=list)
-    files: int = 0
-    fixed: list[FixedFile] = field(default_factory=list)
-
-    def extend(self, other: LintResult) -> None:
-        self.diagnostics.extend(other.diagnostics)
-        self.errors.extend(other.errors)
-        self.files += other.files
-        self.fixed.extend(other.fixed)
 
 
 @dataclass
@@ -66,6 +51,12 @@ class _Checked:
     tree: cst.Module | None = None
     edits: list[Edit] = field(default_factory=list)
     fixable: int = 0  # findings the edits fix
+    # Fixes that rewrite whole lines (``# noqa`` clean-up), applied when no edit is left.
+    line_edits: dict[int, str] = field(default_factory=dict)
+    # Every fixable finding with its own fix, whether or not this run applies it.
+    by_diagnostic: list[tuple[Diagnostic, Sequence[Edit] | dict[int, str]]] = field(default_factory=list)
+    # Per line, the ``# noqa`` codes that silenced a finding.
+    used_noqa: dict[int, set[str]] = field(default_factory=dict)
 
 
 class Linter:
@@ -80,6 +71,7 @@ class Linter:
         self.evaluator = Evaluator(self.project)
         self.engine = Engine(self.evaluator)
         self.parse_errors_enabled = settings.enabled(PARSE_ERROR_CODE)
+        self.noqa_checks = {code for code in (UNUSED_NOQA_CODE, UNKNOWN_NOQA_CODE) if settings.enabled(code)}
 
     def lint_paths(self, paths: Iterable[Path]) -> LintResult:
         result = LintResult()
@@ -101,24 +93,54 @@ class Linter:
     def lint_file(self, path: Path) -> LintResult:
         display = display_path(path)
         try:
-            source = read_source(path)
+            data = read_regular(path)
+        except NotARegularFile:
+            message = "not a regular file (a FIFO, socket or device); use `trainlint check -` to read standard input"
+            return LintResult(self._parse_error(display, message, 1, 1), files=1)
         except OSError as exc:
-            return LintResult(self._parse_error(display, f"cannot read file: {exc.strerror or exc}", 1, 1), files=1)
+            return LintResult(self._parse_error(display, _unreadable(path, exc), 1, 1), files=1)
+        return self.lint_bytes(path, data, display, reuse=True)
+
+    def lint_bytes(self, path: Path, data: bytes, display: str | None = None, reuse: bool = False) -> LintResult:
+        """Lint ``data`` as the content of ``path`` (stdin, an editor's buffer): settings
+        and per-file ignores apply by that path, and the file on disk is never read.
+        ``reuse``: the project may hold this file's tree already (parsed from disk)."""
+        display = display or display_path(path)
+        try:
+            source = source_from_bytes(path, data)
         except SourceError as exc:
             return LintResult(self._parse_error(display, str(exc), exc.line, exc.column), files=1)
-        checked = self._check(path, display, source, reuse=True)
-        if not checked.edits:
+        return self.lint_source(source, display, reuse)
+
+    def lint_source(self, source: Source, display: str, reuse: bool = False) -> LintResult:
+        checked = self._check(source.path, display, source, reuse)
+        if not checked.edits and not checked.line_edits:
             return checked.result
-        return self._fix(path, display, source, checked)
+        return self._fix(source.path, display, source, checked)
+
+    def fix_candidates(self, source: Source, display: str) -> list[tuple[Diagnostic, str]]:
+        """Each fixable finding with the text after applying its fix alone (for an
+        editor's quick fixes); needs a linter built with the fix safeties wanted."""
+        checked = self._check(source.path, display, source, reuse=False)
+        fixed = []
+        for diagnostic, edits in checked.by_diagnostic:
+            if isinstance(edits, dict):
+                fixed.append((diagnostic, replace_lines(source.text, edits)))
+            elif checked.tree is not None:
+                fixed.append((diagnostic, apply_edits(checked.tree, edits)))
+        return fixed
 
     def _fix(self, path: Path, display: str, source: Source, checked: _Checked) -> LintResult:
         """Apply fixes and re-check until nothing is left to fix; the findings reported are
         those of the fixed text."""
         text, count = source.text, 0
         for _ in range(MAX_FIX_ROUNDS):
-            if checked.tree is None or not checked.edits:
+            if checked.edits and checked.tree is not None:
+                fixed = apply_edits(checked.tree, checked.edits)
+            elif checked.line_edits:
+                fixed = replace_lines(text, checked.line_edits)
+            else:
                 break
-            fixed = apply_edits(checked.tree, checked.edits)
             if fixed == text:
                 break
             text, count = fixed, count + checked.fixable
@@ -131,41 +153,113 @@ class Linter:
     def _check(self, path: Path, display: str, source: Source, reuse: bool) -> _Checked:
         """Lint ``source``; ``reuse``: the project may hold this file's tree already."""
         result = LintResult(files=1)
-        if _FILE_NOQA.search(source.text):
+        exemption = file_exemption(source.text)
+        if exemption.whole_file:
             return _Checked(result)
-        rules = [rule for rule in self.rules if rule.applies_to(source.text) and self._allowed(rule.code, path)]
+        exempt = (*self.settings.ignored_for(path), *exemption.codes)
+        allowed = [rule for rule in self.rules if not any(matches(rule.code, code) for code in exempt)]
+        rules = [rule for rule in allowed if rule.applies_to(source.text)]
+        checked = _Checked(result)
+        target = self.settings.target_version
         if not rules:
-            # No rule can fire: CPython's own parser still reports syntax errors, at a
-            # fraction of libcst's cost.
-            result.diagnostics.extend(self._syntax_check(display, source))
-            return _Checked(result)
-        # The project parses each file once, and shares trees of recently parsed files
-        # between chunks (a file imported by an earlier chunk is not parsed again).
-        known = self.project.load(path) if reuse and not source.cells else None
-        if known is not None:
-            return self._analyse(known, rules, display, source, result)
-        try:
-            tree = parse_module(source.text)
-        except cst.ParserSyntaxError as exc:
-            # CPython's parser pinpoints the mistake better than libcst's; libcst's message
-            # is kept for code CPython accepts but libcst cannot parse.
-            where = (f"syntax error (libcst): {exc.message}", exc.raw_line, exc.raw_column + 1)
-            precise = self._syntax_check(display, source)
-            result.diagnostics.extend(precise or self._syntax_error(display, source, where))
-            return _Checked(result)
-        return self._analyse(self.project.add(path, tree), rules, display, source, result)
+            # No rule can fire: only syntax is checked, by CPython's parser where it can
+            # tell, at a fraction of libcst's cost.
+            problem = check_text(source.text, target)
+            if problem is not None:
+                result.diagnostics.extend(self._syntax_error(display, source, problem))
+                return checked
+        else:
+            # The project parses each file once, and shares trees of recently parsed files
+            # between chunks (a file imported by an earlier chunk is not parsed again).
+            model = self.project.load(path) if reuse and not source.cells else None
+            if model is None:
+                try:
+                    tree = parse_module(source.text)
+                except cst.ParserSyntaxError as exc:
+                    problem = combine(cpython_error(source.text, target), exc)
+                    result.diagnostics.extend(self._syntax_error(display, source, problem))
+                    return checked
+                model = self.project.add(path, tree)
+            problem = check_tree(model.tree, target)
+            if problem is not None:
+                result.diagnostics.extend(self._syntax_error(display, source, problem))
+            checked = self._analyse(model, rules, display, source, result)
+        enabled = {rule.code for rule in allowed}
+        if self.noqa_checks & enabled:
+            for diagnostic, line_edits in self._noqa_hygiene(source, display, checked.used_noqa, enabled):
+                self._add(checked, diagnostic, line_edits)
+        return checked
 
     def _analyse(
         self, model: ModuleModel, rules: list[Rule], display: str, source: Source, result: LintResult
     ) -> _Checked:
         reports = self._run_rules(rules, model, display, source, result)
         checked = _Checked(result, model.tree)
-        for diagnostic, edits in self._locate(reports, model, source, display):
-            result.diagnostics.append(diagnostic)
-            if diagnostic.fix in self.fixes:
-                checked.edits.extend(edits)
-                checked.fixable += 1
+        for diagnostic, edits in self._locate(reports, model, source, display, checked.used_noqa):
+            self._add(checked, diagnostic, edits)
         return checked
+
+    def _add(self, checked: _Checked, diagnostic: Diagnostic, edits: Sequence[Edit] | dict[int, str]) -> None:
+        checked.result.diagnostics.append(diagnostic)
+        if diagnostic.fix is None or not edits:
+            return
+        checked.by_diagnostic.append((diagnostic, edits))
+        if diagnostic.fix in self.fixes:
+            if isinstance(edits, dict):
+                checked.line_edits.update(edits)
+            else:
+                checked.edits.extend(edits)
+            checked.fixable += 1
+
+    def _noqa_hygiene(
+        self, source: Source, display: str, used: dict[int, set[str]], enabled: set[str]
+    ) -> Iterator[tuple[Diagnostic, dict[int, str]]]:
+        """TL901 for trainlint codes of a ``# noqa`` that silenced nothing, TL902 for codes
+        shaped like trainlint's that name no rule. Codes of other tools are left alone, and
+        so is a bare ``# noqa``. As in ruff, codes of rules that did not run on the file are
+        reported as "non-enabled"; the fix removes only the codes whose rule ran (another
+        run, with other rules selected, may need the others)."""
+        found = directives(source.text)
+        if not found:
+            return
+        lines = split_lines(source.text)
+        known = {*rule_index(), *(rule.name for rule in rule_index().values())}
+        for line, directive in sorted(found.items()):
+            ours = [code for code in directive.codes if TRAINLINT_CODE.match(code) or code in known]
+            if any(matches(UNUSED_NOQA_CODE, code) for code in ours):
+                continue  # the directive silences the hygiene check itself
+            unknown = [code for code in ours if not any(matches(k, code) for k in known)]
+            judged = [code for code in ours if code not in unknown and code not in used.get(line, set())]
+            unused = [code for code in judged if any(matches(rule, code) for rule in enabled)]
+            disabled = [code for code in judged if code not in unused]
+            if unknown and UNKNOWN_NOQA_CODE in enabled:
+                message = f"unknown rule code{'s' * (len(unknown) > 1)} {', '.join(unknown)} in `noqa` directive"
+                yield self._noqa_diagnostic(UNKNOWN_NOQA_CODE, message, display, source, directive, None), {}
+            if (unused or disabled) and UNUSED_NOQA_CODE in enabled and 0 < line <= len(lines):
+                parts = [f"unused: {', '.join(unused)}"] if unused else []
+                parts += [f"non-enabled: {', '.join(disabled)}"] if disabled else []
+                message = f"unused `noqa` directive ({'; '.join(parts)})"
+                edit = {line: without_codes(lines[line - 1], directive, set(unused))} if unused else {}
+                # Notebooks are not rewritten.
+                safety = FixSafety.SAFE if edit and not source.cells else None
+                yield self._noqa_diagnostic(UNUSED_NOQA_CODE, message, display, source, directive, safety), edit
+
+    def _noqa_diagnostic(
+        self, code: str, message: str, display: str, source: Source, directive: Directive, fix: FixSafety | None
+    ) -> Diagnostic:
+        rule = next(rule for rule in self.rules if rule.code == code)
+        cell, line = source.locate(directive.line)
+        return Diagnostic(
+            code=code,
+            name=rule.name,
+            severity=rule.severity,
+            message=message,
+            hint=rule.hint,
+            path=display,
+            span=Span(line, directive.start + 1, line, directive.end + 1),
+            cell=cell,
+            fix=fix,
+        )
 
     def _edits(self, code: str, report: Report, model: ModuleModel, source: Source) -> Sequence[Edit]:
         fixer = all_fixers().get(code)
@@ -175,26 +269,13 @@ class Linter:
             return ()
         return fixer.edits(report.node, model, self.evaluator)
 
-    def _syntax_check(self, display: str, source: Source) -> list[Diagnostic]:
-        try:
-            compile(source.text, display, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
-        except SyntaxError as exc:
-            return self._syntax_error(display, source, (f"syntax error: {exc.msg}", exc.lineno or 1, exc.offset or 1))
-        except ValueError as exc:
-            return self._parse_error(display, f"cannot parse: {exc}", 1, 1, source)
-        return []
-
-    def _syntax_error(self, display: str, source: Source, where: tuple[str, int, int]) -> list[Diagnostic]:
+    def _syntax_error(self, display: str, source: Source, where: SyntaxProblem) -> list[Diagnostic]:
         """A parse error at ``where`` (message, line, column) of the joined text; in a
         notebook, the first cell that fails on its own is blamed instead, because an error
         in the joined text can surface only in a later cell."""
         located = first_cell_syntax_error(source) if source.cells else None
         message, line, column = located or where
         return self._parse_error(display, message, line, column, source)
-
-    def _allowed(self, code: str, path: Path) -> bool:
-        ignored = self.settings.ignored_for(path)
-        return not any(matches(code, selector) for selector in ignored)
 
     def _run_rules(
         self, rules: list[Rule], model: ModuleModel, display: str, source: Source, result: LintResult
@@ -209,18 +290,25 @@ class Linter:
         return reports
 
     def _locate(
-        self, reports: list[tuple[Rule, Report]], model: ModuleModel, source: Source, display: str
+        self,
+        reports: list[tuple[Rule, Report]],
+        model: ModuleModel,
+        source: Source,
+        display: str,
+        used_noqa: dict[int, set[str]],
     ) -> Iterator[tuple[Diagnostic, Sequence[Edit]]]:
+        """Diagnostics of the reports, less those a ``# noqa`` silences (``used_noqa``
+        collects, per line, the directive codes that silenced something)."""
         if not reports:
             return
-        lines = source.text.splitlines()
+        noqa = directives(source.text)
         seen: set[tuple[str, int, int]] = set()
         for rule, report in reports:
             where = model.span_of(report.node)
             if where is None:
                 continue
             start, end = where.start, where.end
-            if (rule.code, start.line, start.column) in seen or _suppressed(lines, start.line, rule):
+            if (rule.code, start.line, start.column) in seen or _suppressed(noqa.get(start.line), rule.code, used_noqa):
                 continue
             seen.add((rule.code, start.line, start.column))
             cell, line = source.locate(start.line)
@@ -259,20 +347,22 @@ class Linter:
         ]
 
 
-def _suppressed(lines: list[str], line: int, rule: type[Rule] | Rule) -> bool:
-    if not 0 < line <= len(lines):
+def _suppressed(directive: Directive | None, code: str, used: dict[int, set[str]]) -> bool:
+    if directive is None:
         return False
-    match = _NOQA.search(lines[line - 1])
-    if match is None:
-        return False
-    codes = match.group("codes")
-    if not codes:
+    if not directive.codes:
         return True
-    return any(matches(rule.code, code) for code in re.split(r"\s*,\s*", codes))
+    silencing = {selector for selector in directive.codes if matches(code, selector)}
+    used.setdefault(directive.line, set()).update(silencing)
+    return bool(silencing)
 
 
-def display_path(path: Path) -> str:
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
+def _unreadable(path: Path, exc: OSError) -> str:
+    if os.path.islink(path) and exc.errno == errno.ELOOP:
+        return "cannot read file: symbolic link loop"
+    if os.path.islink(path) and exc.errno == errno.ENOENT:
+        return f"cannot read file: broken symbolic link (to {os.readlink(path)}, which does not exist)"
+    return f"cannot read file: {exc.strerror or exc}"
+
+
+__all__ = ["FixedFile", "LintResult", "Linter", "display_path"]

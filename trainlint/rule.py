@@ -69,6 +69,8 @@ class Rule:
     triggers: ClassVar[tuple[str, ...]] = ()
     # "safe", "unsafe", or None when the rule has no autofix.
     fix_safety: ClassVar[str | None] = None
+    # Off unless a selector names it (``select``/``extend-select``), like ruff's RUF100.
+    opt_in: ClassVar[bool] = False
 
     def check(self, ctx: Context) -> Iterator[Report]:
         raise NotImplementedError

@@ -11,24 +11,24 @@ from __future__ import annotations
 import difflib
 import gc
 import os
-import tempfile
 import tokenize
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
-
-from rich.console import Console
-from rich.progress import Progress
+from typing import TYPE_CHECKING, TextIO
 
 from trainlint.cache import Cache
-from trainlint.config import Settings
-from trainlint.diagnostics import Diagnostic
+from trainlint.config import Configuration, Settings
+from trainlint.diagnostics import Diagnostic, FixedFile, LintResult
 from trainlint.files import discover
-from trainlint.fixes import FixSafety
-from trainlint.linter import FixedFile, Linter, LintResult, display_path
+from trainlint.sources import display_path, read_regular, write_atomically
+
+# The linter (libcst, the rules), the process pool and rich load only when a run needs
+# them: a run whose files are all cached imports none of them.
+if TYPE_CHECKING:
+    from trainlint.fixes import FixSafety
+    from trainlint.linter import Linter
 
 # Files per chunk at most; matches the sibling scan of the project model (analysis/project.py).
 CHUNK_SIZE = 64
@@ -53,18 +53,37 @@ class RunOptions:
     force_exclude: bool = False
 
 
-def run(paths: Iterable[Path], settings: Settings, options: RunOptions) -> LintResult:
-    files = discover(paths, settings, options.force_exclude)
-    chunks = list(chunked(files, chunk_size(len(files))))
+def run(paths: Iterable[Path], settings: Settings | Configuration, options: RunOptions) -> LintResult:
+    configuration = Configuration.of(settings) if isinstance(settings, Settings) else settings
+    files = discover(paths, configuration, options.force_exclude)
+    size = chunk_size(len(files))
+    # Each file is checked under the settings of its nearest configuration.
+    chunks = [Job(group, chunk) for group, members in _by_settings(files, configuration) for chunk in chunked(members, size)]
     result = LintResult()
     with _progress(options.progress and len(files) >= PROGRESS_MIN_FILES, len(files)) as advance:
-        for chunk_result in _results(chunks, settings, options):
+        for chunk_result in _results(chunks, options):
             result.extend(chunk_result)
             advance(chunk_result.files)
     result.diagnostics.sort(key=Diagnostic.sort_key)
     result.errors.sort(key=lambda error: error.path)
     result.fixed.sort(key=lambda fixed: fixed.display)
     return result
+
+
+@dataclass(frozen=True)
+class Job:
+    """Files linted together by one worker, under one set of settings."""
+
+    settings: Settings
+    files: list[Path]
+
+
+def _by_settings(files: list[Path], configuration: Configuration) -> list[tuple[Settings, list[Path]]]:
+    groups: dict[int, tuple[Settings, list[Path]]] = {}
+    for file in files:
+        settings = configuration.settings_for(file)
+        groups.setdefault(id(settings), (settings, []))[1].append(file)
+    return list(groups.values())
 
 
 def chunk_size(files: int) -> int:
@@ -100,22 +119,24 @@ def _by_directory(files: list[Path]) -> Iterator[list[Path]]:
         yield group
 
 
-def _results(chunks: list[list[Path]], settings: Settings, options: RunOptions) -> Iterator[LintResult]:
+def _results(chunks: list[Job], options: RunOptions) -> Iterator[LintResult]:
     jobs = min(options.jobs or os.cpu_count() or 1, len(chunks))
     if jobs <= 1:
-        _set_options(settings, options)
+        _set_options(options)
         with _collector_tuned():
             yield from map(_lint_chunk, chunks)
         return
-    with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(settings, options)) as pool:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(options,)) as pool:
         # Largest first, so that no big chunk starts last while the other workers idle; the
         # caller sorts everything it reports, so the order results arrive in is free.
         yield from pool.map(_lint_chunk, sorted(chunks, key=_chunk_bytes, reverse=True))
 
 
-def _chunk_bytes(chunk: list[Path]) -> int:
+def _chunk_bytes(chunk: Job) -> int:
     total = 0
-    for path in chunk:
+    for path in chunk.files:
         try:
             total += path.stat().st_size
         except OSError:
@@ -125,19 +146,18 @@ def _chunk_bytes(chunk: list[Path]) -> int:
 
 # -- worker side ------------------------------------------------------------------------------
 
-_settings: Settings | None = None
 _options = RunOptions()
 
 
-def _init_worker(settings: Settings, options: RunOptions) -> None:
+def _init_worker(options: RunOptions) -> None:
     """Pool initializer: the process lives for this run only, so the collector stays tuned."""
-    _set_options(settings, options)
+    _set_options(options)
     _tune_collector()
 
 
-def _set_options(settings: Settings, options: RunOptions) -> None:
-    global _settings, _options
-    _settings, _options = settings, options
+def _set_options(options: RunOptions) -> None:
+    global _options
+    _options = options
 
 
 def _tune_collector() -> tuple[int, int, int]:
@@ -163,25 +183,41 @@ def _collector_tuned() -> Iterator[None]:
             gc.unfreeze()
 
 
-def _lint_chunk(chunk: list[Path]) -> LintResult:
-    assert _settings is not None, "_set_options runs first"
-    linter = Linter(_settings, _options.fixes)
-    cache = Cache(_settings.root, _settings) if _options.cache else None
+class _Linters:
+    """The chunk's linter, built on first use (a fully cached chunk needs none)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._linter: Linter | None = None
+
+    def get(self) -> Linter:
+        if self._linter is None:
+            from trainlint.linter import Linter
+
+            self._linter = Linter(self.settings, _options.fixes)
+        return self._linter
+
+
+def _lint_chunk(job: Job) -> LintResult:
+    linters = _Linters(job.settings)
+    cache = Cache(job.settings.root, job.settings) if _options.cache else None
     result = LintResult()
-    for path in chunk:
-        result.extend(_lint_one(linter, cache, path))
+    for path in job.files:
+        result.extend(_lint_one(linters, cache, path))
     return result
 
 
-def _lint_one(linter: Linter, cache: Cache | None, path: Path) -> LintResult:
+def _lint_one(linters: _Linters, cache: Cache | None, path: Path) -> LintResult:
     content = _read_bytes(path)
     if cache is None or content is None:
-        return linter.lint_file_safely(path)
+        return linters.get().lint_file_safely(path)
     display = display_path(path)
     cached = cache.get(display, content)
     # A cached result is good unless it holds a finding that this run should fix.
-    if cached is not None and not any(d.fix in linter.fixes for d in cached.diagnostics):
+    wanted = {getattr(safety, "value", safety) for safety in _options.fixes}
+    if cached is not None and not any(getattr(d.fix, "value", d.fix) in wanted for d in cached.diagnostics):
         return cached
+    linter = linters.get()
     accessed = linter.project.start_tracking()
     result = linter.lint_file_safely(path)
     # Analyser crashes are cached too: the same input crashes the same way, and re-running
@@ -193,7 +229,7 @@ def _lint_one(linter: Linter, cache: Cache | None, path: Path) -> LintResult:
 
 def _read_bytes(path: Path) -> bytes | None:
     try:
-        return path.read_bytes()
+        return read_regular(path)  # never blocks on a FIFO
     except OSError:
         return None  # the linter reports the unreadable file
 
@@ -207,6 +243,9 @@ def _progress(show: bool, total: int) -> Iterator[Callable[[int], None]]:
     if not show:
         yield lambda done: None
         return
+    from rich.console import Console
+    from rich.progress import Progress
+
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("trainlint", total=total)
         yield lambda done: bar.advance(task, done)
@@ -215,16 +254,17 @@ def _progress(show: bool, total: int) -> Iterator[Callable[[int], None]]:
 # -- fixes ------------------------------------------------------------------------------------
 
 
-def write_fixes(fixed: Iterable[FixedFile]) -> None:
+def write_fixes(fixed: Iterable[FixedFile]) -> list[tuple[Path, str]]:
     """Write fixed files back in their own encoding (BOM and line endings are kept: fixes
-    only replace nodes, and the text was decoded without newline translation)."""
+    only replace nodes, and the text was decoded without newline translation). Returns the
+    files that could not be written, with the reason (a read-only folder)."""
+    failures = []
     for file in fixed:
-        encoding = _encoding(file.path)
-        handle, temporary = tempfile.mkstemp(dir=file.path.parent, prefix=".trainlint-")
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(file.fixed.encode(encoding))
-        os.chmod(temporary, file.path.stat().st_mode)
-        os.replace(temporary, file.path)
+        try:
+            write_atomically(file.path, file.fixed.encode(_encoding(file.path)))
+        except OSError as exc:
+            failures.append((file.path, exc.strerror or str(exc)))
+    return failures
 
 
 def _encoding(path: Path) -> str:

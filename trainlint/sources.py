@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import io
+import os
+import re
+import stat
+import tempfile
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# Python's (and libcst's) line terminators. str.splitlines also splits on form feeds,
+# vertical tabs, U+2028 and other characters that the parser keeps inside a line, which
+# shifts every later line number.
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 class SourceError(Exception):
@@ -38,8 +47,34 @@ class Source:
         return cell, line - first + 1
 
 
+class NotARegularFile(OSError):
+    """A FIFO, socket or device: reading it could block forever, so it is never read."""
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of ``text`` as Python numbers them (without their line endings)."""
+    lines = LINE_BREAK.split(text)
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of ``path`` if it is a regular file; raises :class:`NotARegularFile` for
+    anything else without blocking (a FIFO is opened non-blocking, then refused)."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise NotARegularFile(f"{path}: not a regular file")
+        return stream.read()
+
+
 def read_source(path: Path) -> Source:
-    data = path.read_bytes()
+    return source_from_bytes(path, read_regular(path))
+
+
+def source_from_bytes(path: Path, data: bytes) -> Source:
+    """The analysable text of ``data``, read from ``path`` (or given for it on stdin)."""
     if path.suffix == ".ipynb":
         from trainlint.notebook import notebook_source
 
@@ -68,3 +103,27 @@ def decode_python(data: bytes) -> str:
     if "\x00" in text:
         raise SourceError("file contains null bytes (binary file?)")
     return text.removeprefix("\ufeff")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path``'s content through a temporary file in its folder, keeping its mode:
+    a reader never sees half a file."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".trainlint-")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.chmod(temporary, path.stat().st_mode)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory. Symbolic links are not resolved: a
+    finding names the link the user has, never its target."""
+    absolute = os.path.abspath(path)
+    try:
+        return Path(absolute).relative_to(os.getcwd()).as_posix()
+    except (ValueError, OSError):
+        return path.as_posix()

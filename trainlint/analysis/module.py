@@ -332,7 +332,7 @@ class _Indexer:
         base = "." * relative_prefix(node.relative) + module_dotted(node.module)
         for alias in node.names:
             name = dotted(alias.name) or ""
-            local = terminal_name(alias.asname.name) if alias.asname else name
+            local = (terminal_name(alias.asname.name) or name) if alias.asname else name
             joiner = "" if base.endswith(".") or not base else "."
             self._bind(local or name, "import", node, None, (), scope, f"{base}{joiner}{name}")
 

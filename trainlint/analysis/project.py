@@ -16,6 +16,7 @@ from trainlint.analysis.brains import KNOWN_LIBRARIES
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import root_name, terminal_name
 from trainlint.analysis.parsing import parse_module
+from trainlint.sources import read_regular
 
 # Parsed trees of imported files kept per process (bounded: memory stays flat).
 TREE_CACHE_SIZE = 128
@@ -70,6 +71,11 @@ class Project:
         self._register(resolved, model)
         return model
 
+    def adopt(self, model: ModuleModel) -> None:
+        """Register a module indexed elsewhere (an editor's unsaved buffer, kept indexed
+        between edits by the language server): it stands for the file on disk."""
+        self._register(model.path, model)
+
     def _register(self, path: Path, model: ModuleModel | None) -> None:
         self._models[path] = model
         if model is not None:
@@ -117,8 +123,10 @@ class Project:
             cached = []
             for file in sorted(directory.glob("*.py"))[:MAX_SIBLINGS]:
                 try:
-                    cached.append((file.resolve(), file.read_text(encoding="utf-8", errors="replace")))
-                except OSError:
+                    # Regular files only: reading a FIFO named x.py would block forever.
+                    text = read_regular(file).decode("utf-8", errors="replace")
+                    cached.append((file.resolve(), text))
+                except (OSError, RuntimeError):  # unreadable, not regular, a link loop
                     continue
             self._directory_texts[directory] = cached
         return cached
@@ -205,6 +213,6 @@ def _parse_file(path: Path, mtime_ns: int, size: int) -> cst.Module | None:
     of a large run gets a fresh project, but the modules they import are largely the same.
     Trees are immutable; the stat stamp in the key invalidates edited files."""
     try:
-        return parse_module(path.read_bytes())
+        return parse_module(read_regular(path))
     except (OSError, cst.ParserSyntaxError, UnicodeDecodeError, ValueError):
         return None

@@ -11,7 +11,7 @@ bare ``T_max=100`` or a ``LambdaLR``, has no intent, and rules stay silent on it
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import libcst as cst
@@ -232,7 +232,7 @@ class Schedules:
         return self.combined(intents)
 
     @staticmethod
-    def combined(intents: list[Intent | None]) -> Intent | None:
+    def combined(intents: Sequence[Intent | None]) -> Intent | None:
         """The intent shared by every candidate that has one; ``None`` on disagreement."""
         known = [intent for intent in intents if intent is not None]
         if not known or len({intent.frequency for intent in known}) > 1:

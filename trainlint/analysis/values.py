@@ -379,7 +379,9 @@ class Evaluator:
         for index in path:
             picked: list[Value] = []
             for value in current:
-                elements = value.node.elements if isinstance(value, SeqV) else ()
+                if not isinstance(value, SeqV):
+                    continue
+                elements = value.node.elements
                 if -len(elements) <= index < len(elements) and not any(
                     isinstance(e, cst.StarredElement) for e in elements
                 ):

@@ -6,6 +6,7 @@ use, so ``trainlint.probe.command`` stays cheap for the CLI and the static linte
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 from typing import TYPE_CHECKING, Any
@@ -19,15 +20,25 @@ if TYPE_CHECKING:
 __all__ = ["Finding", "ProbeReport", "probe"]
 
 
+TORCH_MISSING = 'trainlint.probe needs PyTorch, which is not installed: pip install "trainlint[probe]"'
+
+
+def _load(module: str, name: str) -> Any:
+    """``module.name``, with an install hint when torch is missing (the linter never
+    needs torch, so a plain ``pip install trainlint`` does not bring it)."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and exc.name.split(".")[0] == "torch":
+            raise ModuleNotFoundError(TORCH_MISSING, name="torch") from exc
+        raise
+
+
 def __getattr__(name: str) -> Any:
     if name == "probe":
-        from trainlint.probe.api import probe
-
-        return probe
+        return _load("trainlint.probe.api", "probe")
     if name == "ProbeReport":
-        from trainlint.probe.report import ProbeReport
-
-        return ProbeReport
+        return _load("trainlint.probe.report", "ProbeReport")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -40,9 +51,7 @@ class _CallableModule(types.ModuleType):
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from trainlint.probe.api import probe
-
-        return probe(*args, **kwargs)
+        return _load("trainlint.probe.api", "probe")(*args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableModule

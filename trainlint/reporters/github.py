@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from trainlint.diagnostics import Diagnostic, Severity
 
+from trainlint.reporters import ReportOptions
+
 if TYPE_CHECKING:
     from trainlint.linter import LintResult
 
@@ -16,7 +18,7 @@ NAME = "github"
 COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
 
-def render(result: LintResult, stream: TextIO) -> None:
+def render(result: LintResult, stream: TextIO, options: ReportOptions = ReportOptions()) -> None:
     for d in result.diagnostics:
         stream.write(f"::{COMMANDS[d.severity]} {_properties(d)}::{escape_data(_message(d))}\n")
     for error in result.errors:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from trainlint.diagnostics import Diagnostic, Severity
 from trainlint.reporters._source import SourceLines
 
+from trainlint.reporters import ReportOptions
+
 if TYPE_CHECKING:
     from trainlint.linter import LintResult
 
@@ -24,8 +26,8 @@ NAME = "gitlab"
 SEVERITIES = {Severity.ERROR: "major", Severity.WARNING: "minor", Severity.INFO: "info"}
 
 
-def render(result: LintResult, stream: TextIO) -> None:
-    lines = SourceLines()
+def render(result: LintResult, stream: TextIO, options: ReportOptions = ReportOptions()) -> None:
+    lines = SourceLines(options.sources)
     occurrences: Counter[tuple[str, str, str]] = Counter()
     issues = []
     for d in result.diagnostics:
@@ -37,7 +39,9 @@ def render(result: LintResult, stream: TextIO) -> None:
 
 
 def fingerprint(path: str, code: str, normalized_line: str, occurrence: int) -> str:
-    return hashlib.sha256("\0".join((path, code, normalized_line, str(occurrence))).encode()).hexdigest()
+    # surrogateescape: a file name that is not valid UTF-8 still hashes (to its bytes).
+    key = "\0".join((path, code, normalized_line, str(occurrence)))
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _issue(d: Diagnostic, fingerprint: str) -> dict[str, Any]:

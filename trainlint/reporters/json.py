@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, TextIO
 
+from trainlint.reporters import ReportOptions
+
 if TYPE_CHECKING:
     from trainlint.linter import LintResult
 
@@ -12,7 +14,7 @@ NAME = "json"
 SCHEMA_VERSION = 1
 
 
-def render(result: LintResult, stream: TextIO) -> None:
+def render(result: LintResult, stream: TextIO, options: ReportOptions = ReportOptions()) -> None:
     payload = {
         "version": SCHEMA_VERSION,
         "diagnostics": [d.to_dict() for d in result.diagnostics],

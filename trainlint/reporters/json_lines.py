@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, TextIO
 
+from trainlint.reporters import ReportOptions
+
 if TYPE_CHECKING:
     from trainlint.linter import LintResult
 
 NAME = "json-lines"
 
 
-def render(result: LintResult, stream: TextIO) -> None:
+def render(result: LintResult, stream: TextIO, options: ReportOptions = ReportOptions()) -> None:
     for d in result.diagnostics:
         stream.write(json.dumps(d.to_dict()) + "\n")
     for error in result.errors:

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 from trainlint import __version__
 from trainlint.catalogue import page_for
 from trainlint.diagnostics import Diagnostic, Severity
-from trainlint.rule import Rule, all_rules
+
+from trainlint.reporters import ReportOptions
 
 if TYPE_CHECKING:
     from trainlint.linter import LintResult
+    from trainlint.rule import Rule
 
 NAME = "sarif"
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -27,7 +29,9 @@ INFORMATION_URL = "https://github.com/trainlint/trainlint"
 LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 
 
-def render(result: LintResult, stream: TextIO) -> None:
+def render(result: LintResult, stream: TextIO, options: ReportOptions = ReportOptions()) -> None:
+    from trainlint.rule import all_rules
+
     rules = list(all_rules())
     index = {rule.code: position for position, rule in enumerate(rules)}
     run = {

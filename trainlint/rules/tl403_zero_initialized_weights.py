@@ -49,7 +49,9 @@ class ZeroInitializedWeights(Rule):
             for call in model.calls:
                 if model.is_within(call, scope.body) and _zeroes_weight_of(call, scope.var, model, ev):
                     if _applies_to_every_weight_layer(call, scope.body, model, ev):
-                        target = model.tree.code_for_node(_init_target(call))
+                        written = _init_target(call)
+                        assert written is not None, "_zeroes_weight_of found the target"
+                        target = model.tree.code_for_node(written)
                         yield Report(
                             call,
                             message=(
@@ -87,7 +89,8 @@ def _module_loop_var(loop: cst.For) -> str | None:
     if method.startswith("named_"):
         if not (isinstance(target, (cst.Tuple, cst.List)) and len(target.elements) == 2):
             return None
-        target = target.elements[1].value
+        module = target.elements[1].value
+        return module.value if isinstance(module, cst.Name) else None
     return target.value if isinstance(target, cst.Name) else None
 
 
