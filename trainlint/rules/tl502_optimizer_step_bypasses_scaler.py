@@ -2,9 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from trainlint.analysis.engine import Occurrence
-from trainlint.analysis.ir import OpKind
-from trainlint.analysis.training import call_text, grads, innermost_loop
+from trainlint.analysis.ir import Op, OpKind
+from trainlint.analysis.training import call_text, grads
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -23,25 +22,24 @@ class OptimizerStepBypassesScaler(Rule):
         for occurrence in ctx.engine.occurrences(ctx.model, OpKind.STEP):
             if occurrence.op.via is not None:
                 continue
-            scaled = [g.scaled for g in grads(ctx.engine, occurrence) if g.scaled is not None]
+            before = grads(ctx.engine, occurrence)
+            scaled = [g.scaled for g in before if g.scaled is not None]
+            # ``scaler.step(optimizer)`` then ``optimizer.step()``: the batch is applied twice.
+            again = [g.stepped for g in before if g.stepped is not None and g.stepped.via is not None and not g.pending]
             node = occurrence.node_in(ctx.model)
-            if scaled and id(node) not in reported:
+            if (scaled or again) and id(node) not in reported:
                 reported.add(id(node))
-                yield Report(node, message=_message(occurrence, scaled[0].node, scaled[0].module, ctx))
+                yield Report(node, message=_message(occurrence.op, scaled[0] if scaled else None))
 
 
-def _message(occurrence: Occurrence, backward: object, module: object, ctx: Context) -> str:
-    step = occurrence.op
+def _message(step: Op, backward: Op | None) -> str:
     stepped = call_text(step.node, step.module)
-    scaled = call_text(backward, module)  # type: ignore[arg-type]
-    loop = innermost_loop(ctx.engine, occurrence)
-    also_scaler = loop is not None and any(op.kind is OpKind.STEP and op.via is not None for op in ctx.engine.iteration_ops(loop))
-    if also_scaler:
+    if backward is None:
         return (
             f"`{stepped}` runs in addition to the scaler's step of the same optimizer: every batch "
-            f"is applied twice, the second time with the gradients of `{scaled}` still scaled"
+            "is applied twice, the second time bypassing the scaler's checks for inf/NaN gradients"
         )
     return (
-        f"`{stepped}` applies the gradients of `{scaled}` while they are still multiplied by the loss "
-        "scale, and steps with inf/NaN gradients are no longer skipped"
+        f"`{stepped}` applies the gradients of `{call_text(backward.node, backward.module)}` while they are still "
+        "multiplied by the loss scale, and steps with inf/NaN gradients are no longer skipped"
     )
