@@ -779,14 +779,7 @@ def _enter(state: State, loop: Loop, first: bool) -> State:
     stepped = frozenset(entry for entry in state.stepped if entry[1] != key)
     schedules = frozenset(entry for entry in state.schedules if entry[2] != key)
     if first:
-        # Gradients a step before the loop left behind are the business of the code before
-        # it (a clear-at-the-end loop after a clear-at-the-start one): only staleness that
-        # the loop's own iterations create counts.
-        grads = {k: frozenset(g._replace(applied=False) for g in values) for k, values in state.grads.items()}
-        default = frozenset(g._replace(applied=False) for g in state.grads_default)
-        return state.with_(
-            loops=(*state.loops, Iteration(key, True)), stepped=stepped, schedules=schedules, grads=grads, grads_default=default
-        )
+        return state.with_(loops=(*state.loops, Iteration(key, True)), stepped=stepped, schedules=schedules)
     loops = (*state.loops[:-1], Iteration(key, False))
     facts = frozenset(fact for fact in state.facts if not (_words(fact[0]) & loop.assigned))
     totals = {name: frozenset(t._replace(carried=True) for t in values) for name, values in state.totals.items()}

@@ -21,7 +21,9 @@ from trainlint.analysis.keys import Key
 class Grad(NamedTuple):
     """The gradients an optimizer would apply: what is in ``.grad`` of its parameters."""
 
-    applied: bool = False  # holds gradients a step already applied (no clear since)
+    # Holds gradients a step already applied (no clear since): the loop whose iteration ran
+    # that step (``0`` outside loops), ``None`` when nothing applied is left.
+    applied: int | None = None
     pending: bool = False  # a backward ran since the last step or clear
     wiped: Op | None = None  # the clear that emptied pending gradients (no backward since)
     scaled: Op | None = None  # pending gradients come from this scaled backward, not unscaled yet

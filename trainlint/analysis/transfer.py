@@ -114,7 +114,8 @@ class Transfer:
         if target is None:
             return state.with_(group_open=False)
         before = state.grad_of(target)
-        after = frozenset(Grad(applied=g.pending or g.applied, stepped=op) for g in before)
+        loop = state.loops[-1].loop if state.loops else 0
+        after = frozenset(Grad(applied=loop if g.pending else g.applied, stepped=op) for g in before)
         if state.gated:
             after = after | before
         grads = dict(state.grads)
@@ -192,7 +193,7 @@ def _model_clear(op: Op, target: Key | None) -> bool:
 
 def _cleared(g: Grad, op: Op, strong: bool) -> Grad:
     if not strong:
-        return g._replace(applied=False)
+        return g._replace(applied=None)
     return Grad(wiped=op if g.pending else g.wiped if not g.stepped else None)
 
 

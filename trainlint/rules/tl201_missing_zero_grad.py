@@ -25,7 +25,11 @@ class MissingZeroGrad(Rule):
     def check(self, ctx: Context) -> Iterator[Report]:
         reported: set[int] = set()
         for occurrence in ctx.engine.occurrences(ctx.model, OpKind.STEP):
-            if not any(g.applied and g.pending for g in grads(ctx.engine, occurrence)):
+            # Gradients a step of this loop's earlier iterations applied (a step before the
+            # loop, e.g. a clear-at-the-start loop before a clear-at-the-end one, is the
+            # business of the code before it).
+            loops = {level.loop for level in occurrence.loops}
+            if not any(g.pending and g.applied in loops for g in grads(ctx.engine, occurrence)):
                 continue
             clears = _clears_in_iteration(occurrence, ctx)
             loop = innermost_loop(ctx.engine, occurrence)
