@@ -418,9 +418,20 @@ class _Build:
         library = self._library_call(call)
         if library is not None:
             return library
-        if self.ev.project.may_be_user_callable(call.func, self.module):
+        if self.ev.project.may_be_user_callable(call.func, self.module) or self._held_object(call.func):
             return [Invoke(call, self.module)]
         return []
+
+    def _held_object(self, func: cst.BaseExpression) -> bool:
+        """A call of an object held in a parameter, a local or ``self.<attr>``: it may be a
+        callable object whose ``__call__`` does training work (a loss scaler)."""
+        if isinstance(func, cst.Name):
+            bindings = self.module.scope_of(func).bindings.get(func.value, [])
+            return bool(bindings) and all(b.kind in ("param", "assign", "with") for b in bindings)
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+            cls = self.module.method_class(self.module.enclosing_function(func))
+            return cls is not None and func.attr.value in self.module.self_attrs.get(cls, {})
+        return False
 
     # -- classifying calls ------------------------------------------------------------
 
