@@ -23,13 +23,6 @@ from trainlint.analysis.values import DictV, Evaluator, Instance, Obj, SeqV, cal
 
 MAX_DEPTH = 6
 
-# Position of ``weight_decay`` in each optimizer's signature (after ``params``, ``lr``...);
-# optimizers without the argument are absent.
-_DECAY_POSITION = {
-    "SGD": 4, "Adam": 4, "AdamW": 4, "RMSprop": 4, "Adadelta": 4, "Adamax": 4, "NAdam": 4,
-    "RAdam": 4, "Adafactor": 4, "Adagrad": 3, "ASGD": 5,
-}
-
 # Library modules whose ``parameters()`` are a whole network rather than one layer.
 _CONTAINERS = frozenset(
     {"torch.nn.Sequential", "torch.nn.ModuleList", "torch.nn.ModuleDict"}
@@ -70,8 +63,8 @@ def optimizer_calls(module: ModuleModel, ev: Evaluator) -> Iterator[OptimizerCal
         qualname = next((q for q in sorted(ev.callee(call, module)) if brains.is_optimizer(q)), None)
         if qualname is None:
             continue
-        position = _DECAY_POSITION.get(qualname.rsplit(".", 1)[-1])
-        weight_decay = call_arg(call, position, "weight_decay")
+        position = T.DECAY_POSITION.get(qualname.rsplit(".", 1)[-1])
+        weight_decay = call_arg(call, position, "weight_decay") or _keyword_in_unpacked(call, "weight_decay", module, ev)
         params = call_arg(call, 0, "params")
         groups = _groups(params, weight_decay, module, ev) if params is not None else None
         yield OptimizerCall(call, qualname, params, weight_decay, groups)
@@ -109,6 +102,8 @@ def whole_model_params(expr: cst.BaseExpression, module: ModuleModel, ev: Evalua
         return None
     func = expr.func
     if isinstance(func, cst.Attribute) and func.attr.value in ("parameters", "named_parameters") and not expr.args:
+        if _freezes_parameters(module):
+            return None  # frozen parameters get no gradient, so no decay: a linear probe, LoRA
         return module.tree.code_for_node(func.value) if _is_whole_model(func.value, module, ev) else None
     if isinstance(func, cst.Name) and func.value in ("list", "tuple") and len(expr.args) == 1:
         return whole_model_params(expr.args[0].value, module, ev, depth + 1)
@@ -163,6 +158,25 @@ def _grown_later(params: cst.BaseExpression | None, module: ModuleModel) -> bool
     return grown or any(isinstance(a.target, cst.Name) and a.target.value == name for a in module.aug_assigns)
 
 
+def _keyword_in_unpacked(call: cst.Call, keyword: str, module: ModuleModel, ev: Evaluator) -> cst.BaseExpression | None:
+    """``weight_decay`` passed through ``**opt_args`` with ``opt_args = dict(weight_decay=...)``
+    or a dict literal."""
+    for arg in call.args:
+        if arg.star != "**" or not isinstance(arg.value, cst.Name):
+            continue
+        for binding in ev.reaching(arg.value, module):
+            value = binding.value
+            if isinstance(value, cst.Call) and isinstance(value.func, cst.Name) and value.func.value == "dict":
+                found = call_arg(value, None, keyword)
+                if found is not None:
+                    return found
+            if isinstance(value, cst.Dict):
+                for element in value.elements:
+                    if isinstance(element, cst.DictElement) and literal_value(element.key) == keyword:
+                        return element.value
+    return None
+
+
 def _decay_key(group: Group, ev: Evaluator) -> object:
     if group.decay is None:
         return None
@@ -176,12 +190,71 @@ def _decay_key(group: Group, ev: Evaluator) -> object:
 
 
 def _bound_whole(name: cst.Name, module: ModuleModel, ev: Evaluator, depth: int) -> str | None:
+    """A variable bound to every parameter of a model on every path: one branch that splits
+    the groups (torchvision's ``--norm-weight-decay``) makes the choice deliberate."""
     bindings = ev.reaching(name, module)
     texts = {
         whole_model_params(b.value, module, ev, depth + 1) if b.kind == "assign" and not b.path and b.value is not None else None
         for b in bindings
     }
     return texts.pop() if len(texts) == 1 else None
+
+
+def _keyword_in_unpacked(call: cst.Call, keyword: str, module: ModuleModel, ev: Evaluator) -> cst.BaseExpression | None:
+    """``weight_decay`` passed through ``**opt_args`` with ``opt_args = dict(weight_decay=...)``
+    or a dict literal."""
+    for arg in call.args:
+        if arg.star != "**" or not isinstance(arg.value, cst.Name):
+            continue
+        for binding in ev.reaching(arg.value, module):
+            value = binding.value
+            if isinstance(value, cst.Call) and isinstance(value.func, cst.Name) and value.func.value == "dict":
+                found = call_arg(value, None, keyword)
+                if found is not None:
+                    return found
+            if isinstance(value, cst.Dict):
+                for element in value.elements:
+                    if isinstance(element, cst.DictElement) and literal_value(element.key) == keyword:
+                        return element.value
+    return None
+
+
+def _decay_key(group: Group, ev: Evaluator) -> object:
+    if group.decay is None:
+        return None
+    number = resolve_number(group.decay, group.module, ev)
+    if number is not None:
+        return number
+    return group.module.tree.code_for_node(group.decay)
+
+
+# -- whole-model parameters ----------------------------------------------------------------
+
+
+def _bound_whole(name: cst.Name, module: ModuleModel, ev: Evaluator, depth: int) -> str | None:
+    """A variable bound to every parameter of a model on some path (``params =
+    model.parameters()`` in one branch, groups in the other: that branch decays all)."""
+    for binding in ev.reaching(name, module):
+        if binding.kind == "assign" and not binding.path and binding.value is not None:
+            found = whole_model_params(binding.value, module, ev, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _freezes_parameters(module: ModuleModel) -> bool:
+    """The file freezes parameters: ``p.requires_grad = False`` or ``requires_grad_(False)``."""
+    for call in module.calls_by_name.get("requires_grad_", []):
+        flag = call_arg(call, 0, "requires_grad")
+        if flag is not None and literal_value(flag) is False:
+            return True
+    return any(
+        isinstance(target.target, cst.Attribute)
+        and target.target.attr.value == "requires_grad"
+        and literal_value(assign.value) is False
+        for assign in module.assigns
+        for target in assign.targets
+    )
 
 
 def _trainable_comprehension(expr: cst.ListComp | cst.GeneratorExp) -> cst.BaseExpression | None:
