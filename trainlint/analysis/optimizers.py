@@ -231,17 +231,6 @@ def _decay_key(group: Group, ev: Evaluator) -> object:
 # -- whole-model parameters ----------------------------------------------------------------
 
 
-def _bound_whole(name: cst.Name, module: ModuleModel, ev: Evaluator, depth: int) -> str | None:
-    """A variable bound to every parameter of a model on some path (``params =
-    model.parameters()`` in one branch, groups in the other: that branch decays all)."""
-    for binding in ev.reaching(name, module):
-        if binding.kind == "assign" and not binding.path and binding.value is not None:
-            found = whole_model_params(binding.value, module, ev, depth + 1)
-            if found is not None:
-                return found
-    return None
-
-
 def _freezes_parameters(module: ModuleModel) -> bool:
     """The file freezes parameters: ``p.requires_grad = False`` or ``requires_grad_(False)``."""
     for call in module.calls_by_name.get("requires_grad_", []):
