@@ -53,6 +53,9 @@ LENGTH_ARGUMENTS: dict[str, tuple[int, str]] = {
     "StepLR": (1, "step_size"),
     "MultiStepLR": (1, "milestones"),
     "ExponentialLR": (1, "gamma"),
+    # A lambda counts what it is written in: ``LinearDecay(n_epochs, 0, decay_epoch).step``.
+    "LambdaLR": (1, "lr_lambda"),
+    "MultiplicativeLR": (1, "lr_lambda"),
 }
 # Numbers of epochs rarely exceed a few hundred; step counts rarely go below a thousand.
 COUNTED_CLASSES = frozenset({"StepLR", "MultiStepLR"})
@@ -309,6 +312,8 @@ def _parts(expr: cst.CSTNode) -> Iterator[str | cst.Name | cst.Call]:
     ``args`` and ``math.ceil`` say nothing about units."""
     if isinstance(expr, cst.Attribute):
         yield expr.attr.value
+        if isinstance(expr.value, cst.Call):  # ``Decay(n_epochs, decay_epoch).step``
+            yield from _parts(expr.value)
     elif isinstance(expr, cst.Subscript):
         index = expr.slice[0].slice if len(expr.slice) == 1 else None
         key = _string(index.value) if isinstance(index, cst.Index) else None
@@ -323,9 +328,17 @@ def _parts(expr: cst.CSTNode) -> Iterator[str | cst.Name | cst.Call]:
         else:
             for arg in expr.args:
                 yield from _parts(arg.value)  # not the keyword: ``f(epochs=3)`` says nothing
-    elif not isinstance(expr, (cst.Lambda, cst.SimpleString)):
+    elif isinstance(expr, cst.Lambda):
+        # The lambda's own parameter is the scheduler's counter, whatever it is called.
+        own = {param.name.value for param in expr.params.params}
+        yield from (part for part in _parts(expr.body) if not (isinstance(part, (str, cst.Name)) and _name_of(part) in own))
+    elif not isinstance(expr, cst.SimpleString):
         for child in iter_children(expr):
             yield from _parts(child)
+
+
+def _name_of(part: str | cst.Name) -> str:
+    return part if isinstance(part, str) else part.value
 
 
 def _unit_of(identifier: str) -> str | None:

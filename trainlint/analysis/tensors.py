@@ -89,14 +89,28 @@ def output_loss(expr: cst.BaseExpression) -> bool:
 
 
 def _backpropagated_in_function(name: cst.Name, module: ModuleModel) -> bool:
+    """``name.backward()`` in the same function, or ``loss = name + reg; loss.backward()``:
+    what is backpropagated (or summed into it) is a tensor with a graph."""
     function = module.enclosing_function(name)
-    for call in module.calls_by_name.get("backward", []):
-        func = call.func
-        if (
-            isinstance(func, cst.Attribute)
-            and isinstance(func.value, cst.Name)
-            and func.value.value == name.value
-            and module.enclosing_function(call) is function
-        ):
-            return True
-    return False
+    targets = {
+        call.func.value.value
+        for call in module.calls_by_name.get("backward", [])
+        if isinstance(call.func, cst.Attribute) and isinstance(call.func.value, cst.Name) and module.enclosing_function(call) is function
+    }
+    if name.value in targets:
+        return True
+    return any(
+        any(isinstance(t.target, cst.Name) and t.target.value in targets for t in assign.targets)
+        and name.value in _added_names(assign.value)
+        and module.enclosing_function(assign) is function
+        for assign in module.assigns
+    )
+
+
+def _added_names(expr: cst.BaseExpression) -> set[str]:
+    """Names summed into an expression: ``raw_loss`` in ``raw_loss + alpha * reg``."""
+    if isinstance(expr, cst.Name):
+        return {expr.value}
+    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, (cst.Add, cst.Subtract)):
+        return _added_names(expr.left) | _added_names(expr.right)
+    return set()
