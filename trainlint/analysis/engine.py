@@ -149,6 +149,8 @@ class Engine:
         self._frames: dict[tuple[int, ...], Frame] = {}
         self._targets: dict[int, list[FuncRef]] = {}
         self._repeated: dict[int, frozenset[str]] = {}
+        self._acting: dict[int, bool] = {}
+        self._working: dict[int, bool] = {}
         self._reached: set[int] = set()  # functions some activation entered
         self._relevant: dict[int, bool] = {}
         self._loop_stack: list[tuple[Loop, Frame]] = []
@@ -538,6 +540,28 @@ class Engine:
             found = self._repeated[id(block)] = frozenset(text for text, count in counts.items() if count > 1)
         return found
 
+    def acts(self, branch: Branch) -> bool:
+        """Some alternative of the branch does training work: an op, or a call into code
+        that does."""
+        known = self._acting.get(id(branch))
+        if known is None:
+            known = self._acting[id(branch)] = any(self._works(alternative, 0) for alternative in branch.alternatives)
+        return known
+
+    def _works(self, block: Block, depth: int) -> bool:
+        for item in walk_items(block):
+            if isinstance(item, Op):
+                return True
+            if isinstance(item, Invoke) and depth < 3:
+                for target in self.targets(item):
+                    key = id(target.node)
+                    if key not in self._working:
+                        self._working[key] = False  # recursion: no work found on the way
+                        self._working[key] = self._works(self.ir.function(target.node, target.module), depth + 1)
+                    if self._working[key]:
+                        return True
+        return False
+
     def invocation(self, key: tuple[object, ...]) -> _Outcome | None:
         return self._invocations.get(key)
 
@@ -605,7 +629,11 @@ class _Run:
             if done is None:
                 body = self.engine.ir.function(function.node, function.module)
                 inner = self.block(body, states, callee)
-                done = _Outcome(inner.normal + inner.exits.get("return", []), {"raise": inner.exits.get("raise", [])})
+                # Conditions on the callee's own names mean nothing once it returns (its
+                # next call binds them anew).
+                local = _local_names(function.node, function.module)
+                returned = [_forget(s, local) for s in inner.normal + inner.exits.get("return", [])]
+                done = _Outcome(returned, {"raise": inner.exits.get("raise", [])})
                 self.engine.remember(key, done)
             results.extend(done.normal)
             outcome.add_exit("raise", done.exits.get("raise", []))
@@ -638,7 +666,7 @@ class _Run:
         if branch.test is None or test is None or len(every) != 2:
             return every
         text, polarity = test
-        for known, value in state.facts:
+        for known, value, _ in state.facts:
             if known == text:
                 return [0 if value == polarity else 1]
         outcome = self._counter_outcome(branch.test, state, frame)
@@ -661,6 +689,8 @@ class _Run:
         """Conditions worth keeping on each path: tested again later in the function, or a
         setting the loop does not change (``if use_amp:`` picks one side for every
         iteration, so the AMP and the fp32 branch never mix)."""
+        if not self.engine.acts(branch):
+            return False  # both sides leave training state alone: nothing to keep apart
         if state.loops:
             loop = self.engine._loops.get(state.loops[-1].loop)
             if loop is None or _words(text) & (loop.loop.assigned | loop.loop.counters):
@@ -798,11 +828,23 @@ def _leave(state: State) -> State:
     )
 
 
+def _local_names(function: cst.FunctionDef, module: ModuleModel) -> frozenset[str]:
+    scope = module.scopes.get(function)
+    return frozenset(scope.bindings) if scope is not None else frozenset()
+
+
+def _forget(state: State, names: frozenset[str]) -> State:
+    if not state.facts:
+        return state
+    kept = frozenset(fact for fact in state.facts if not ({w.split(".")[0] for w in _words(fact[0])} & names))
+    return state.with_(facts=kept) if kept != state.facts else state
+
+
 def _assume(state: State, test: tuple[str, bool], index: int) -> State:
     text, polarity = test
     if len(state.facts) >= MAX_FACTS:
         return state
-    return state.with_(facts=state.facts | {(text, polarity if index == 0 else not polarity)})
+    return state.with_(facts=state.facts | {(text, polarity if index == 0 else not polarity, len(state.loops))})
 
 
 # -- conditions -----------------------------------------------------------------------------

@@ -62,10 +62,13 @@ class Iteration:
 
 
 GRAD_ON = frozenset({"on"})
+# A condition known on a path: (its text, its value, the loop depth where it was tested).
+Fact = tuple[str, bool, int]
 # Distinct sets of known conditions kept apart at one point; more are merged.
 MAX_PARTITIONS = 8
 # Known conditions one state carries at most.
 MAX_FACTS = 4
+MAX_DEPTH_FORGOTTEN = 8
 
 
 
@@ -87,7 +90,7 @@ class State:
     schedules: frozenset[tuple[Op, Key | None, int]] = frozenset()
     stepped: frozenset[tuple[Key, int]] = frozenset()  # (optimizer, loop): stepped in the current iteration
     loops: tuple[Iteration, ...] = ()
-    facts: frozenset[tuple[str, bool]] = frozenset()
+    facts: frozenset[Fact] = frozenset()
 
     def identity(self) -> tuple[object, ...]:
         """Equality of states (for fixpoints and de-duplication)."""
@@ -130,16 +133,26 @@ def initial_state() -> State:
 
 def join(states: Iterable[State], mode_initial: ModeInitial) -> list[State]:
     """Merge states of the same partition (union of every object's values). Past
-    :data:`MAX_PARTITIONS`, the known conditions are dropped: precision gives way to time."""
+    :data:`MAX_PARTITIONS`, known conditions are forgotten, those of outer loops first:
+    the conditions of the loop being run are the ones that keep its paths apart."""
+    states = list(states)
+    groups = _partitions(states)
+    depth = 0
+    while len(groups) > MAX_PARTITIONS:
+        states = [s.with_(facts=frozenset(f for f in s.facts if f[2] > depth)) if s.facts else s for s in states]
+        groups = _partitions(states)
+        depth += 1
+        if depth > MAX_DEPTH_FORGOTTEN:
+            states = [s.with_(facts=frozenset()) for s in states]
+            groups = _partitions(states)
+    return [_join_group(group, mode_initial) for group in groups.values()]
+
+
+def _partitions(states: list[State]) -> dict[tuple[object, ...], list[State]]:
     groups: dict[tuple[object, ...], list[State]] = {}
     for state in states:
         groups.setdefault(state.partition(), []).append(state)
-    if len(groups) > MAX_PARTITIONS:
-        groups = {}
-        for state in states:
-            state = state.with_(facts=frozenset()) if state.facts else state
-            groups.setdefault(state.partition(), []).append(state)
-    return [_join_group(group, mode_initial) for group in groups.values()]
+    return groups
 
 
 def _join_group(group: list[State], mode_initial: ModeInitial) -> State:

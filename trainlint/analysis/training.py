@@ -22,7 +22,7 @@ from trainlint.analysis.names import dotted, terminal_name
 from trainlint.analysis.values import ClassRef, Instance, Obj
 from trainlint.analysis.walk import iter_children
 from trainlint.analysis.models import is_model
-from trainlint.analysis.state import Grad, Iteration, ModeV
+from trainlint.analysis.state import Fact, Grad, Iteration, ModeV
 
 # Word starts in a loader's name that mark held-out data: ``val_loader``, ``testloader``.
 EVAL_DATA_PREFIXES = ("val", "test", "eval", "holdout")
@@ -109,9 +109,10 @@ def _walks_data(engine: Engine, loop: LoopFacts) -> bool:
     return True
 
 
-def compatible(a: frozenset[tuple[str, bool]], b: frozenset[tuple[str, bool]]) -> bool:
+def compatible(a: frozenset[Fact], b: frozenset[Fact]) -> bool:
     """Two sets of known conditions that can hold together."""
-    return not any((text, not value) in b for text, value in a)
+    known = {(text, value) for text, value, _ in b}
+    return not any((text, not value) in known for text, value, _ in a)
 
 
 def iteration_ends(loop: LoopFacts, occurrence: Occurrence) -> list[Iteration]:

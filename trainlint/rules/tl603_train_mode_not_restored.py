@@ -35,6 +35,8 @@ class TrainModeNotRestored(Rule):
                     switch = value.origin
                     if value.mode != "eval" or not value.certain or switch is None or not evaluates_after(engine, switch):
                         continue
+                    if _trains_in_eval_on_purpose(engine, switch, backward):
+                        continue
                     where = _report_node(engine, switch, backward, ctx)
                     if where is not None and id(where[0]) not in reported:
                         reported.add(id(where[0]))
@@ -42,9 +44,25 @@ class TrainModeNotRestored(Rule):
 
 
 def _may_be(key: Key, model: Key) -> bool:
-    """Two names of one scope are two models (``teacher`` is not ``student``)."""
-    found = relation(key, model)
-    return found is Relation.SAME or (found is Relation.MAYBE and (key.text is None or model.text is None))
+    """The switched module is the trained one: two names of one scope are two models
+    (``teacher`` is not ``student``), an unresolved attribute (``model_ema.ema``) is not
+    the model either."""
+    return relation(key, model) is Relation.SAME
+
+
+def _trains_in_eval_on_purpose(engine: Engine, switch: Op, backward: Occurrence) -> bool:
+    """``model.eval()`` written before the training loop in the function that runs it: a
+    linear probe keeps the frozen backbone's batch norm fixed on purpose."""
+    loop = innermost_loop(engine, backward)
+    if loop is None or loop.loop.module is not switch.module or isinstance(loop.loop.node, cst.FunctionDef):
+        return False
+    module = switch.module
+    node = loop.loop.node
+    return (
+        any(o.frame is backward.home for o in engine.occurrences_of(switch))
+        and module.order_of(switch.node, 0) < module.order_of(node, 0)
+        and not module.is_within(switch.node, node)
+    )
 
 
 def _trained_models(engine: Engine, backward: Occurrence) -> list[Key]:
