@@ -338,7 +338,10 @@ class Engine:
             if not isinstance(current, cst.Attribute):
                 break
             current = current.value
-        return self.mode_initial(self.key(expr, module, snapshot.frame))
+        key = self.key(expr, module, snapshot.frame)
+        if not key.values and _unassigned_attribute(expr, module, self.ev):
+            return frozenset({ModeV("unknown", None, False)})  # registered by name (diffusers pipelines)
+        return self.mode_initial(key)
 
     def loop(self, node: cst.CSTNode, module: ModuleModel) -> LoopFacts | None:
         self.analyse(module)
@@ -458,7 +461,9 @@ class Engine:
         comes from (registered by ``setattr``); else in training mode."""
         known = self._initial_modes.get(key)
         if known is None:
-            known = self._initial_modes[key] = frozenset({ModeV(self._initial_mode(key))})
+            # A module nothing is known about is taken to start in training mode, the
+            # default of a new module, but not as a certainty.
+            known = self._initial_modes[key] = frozenset({ModeV(self._initial_mode(key), None, bool(key.values))})
         return known
 
     def _initial_mode(self, key: Key) -> str:
@@ -826,6 +831,14 @@ def _leave(state: State) -> State:
         stepped=frozenset(entry for entry in state.stepped if entry[1] != key),
         schedules=frozenset(entry for entry in state.schedules if entry[2] != key),
     )
+
+
+def _unassigned_attribute(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bool:
+    """``self.unet`` that no method of the class assigns: set by ``setattr`` or a registry."""
+    if not (isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self"):
+        return False
+    cls = module.method_class(module.enclosing_function(expr))
+    return cls is not None and not any(True for _ in ev.attribute_values(Instance(ClassRef(module, cls)), expr.attr.value))
 
 
 def _local_names(function: cst.FunctionDef, module: ModuleModel) -> frozenset[str]:

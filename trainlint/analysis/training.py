@@ -21,7 +21,7 @@ from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted, terminal_name
 from trainlint.analysis.values import ClassRef, Instance, Obj
 from trainlint.analysis.walk import iter_children
-from trainlint.analysis.models import is_model
+from trainlint.analysis.models import is_model, is_model_class
 from trainlint.analysis.state import Fact, Grad, Iteration, ModeV
 
 # Word starts in a loader's name that mark held-out data: ``val_loader``, ``testloader``.
@@ -228,9 +228,18 @@ def model_calls(engine: Engine, loop: LoopFacts) -> list[ModelCall]:
 def _is_model_call(call: cst.Call, module: ModuleModel, engine: Engine) -> bool:
     target = model_expression(call)
     text = dotted(target) if target is not None else None
-    if target is None or text is None or text == "self":
-        return False  # a model calling itself (generate loops) decides nothing about its callers
+    if target is None or text is None:
+        return False
+    if text == "self" or (text.startswith("self.") and _in_model_method(call, module, engine)):
+        # A model calling itself or its own layers (sampling, generate loops): its mode is
+        # whatever its user put it in.
+        return False
     return is_model(target, module, engine.ev)
+
+
+def _in_model_method(node: cst.CSTNode, module: ModuleModel, engine: Engine) -> bool:
+    cls = module.method_class(module.enclosing_function(node))
+    return cls is not None and is_model_class(ClassRef(module, cls), engine.ev)
 
 
 def model_expression(call: cst.Call) -> cst.BaseExpression | None:

@@ -40,10 +40,14 @@ def _in_training_mode(modes: list[tuple[Snapshot, frozenset[ModeV]]], loop: Loop
     """The modes of a path on which the model is certainly in training mode (some call
     path or branch: ``if args.eval: evaluate(model)`` right after building it), unless the
     ``model.train()`` was written before the loop on purpose."""
-    for _, values in modes:
-        if values and all(v.mode == "train" for v in values) and not _deliberate(values, loop, ctx):
-            return values
-    return None
+    training = [values for _, values in modes if values and all(v.mode == "train" for v in values) and not _deliberate(values, loop, ctx)]
+    if not training:
+        return None
+    certain = [values for values in training if all(v.certain for v in values)]
+    if certain:
+        return certain[0]  # a path that certainly evaluates a model in training mode
+    # Nothing known for sure: report only when no way here switches to eval.
+    return training[0] if len(training) == len(modes) else None
 
 
 def _deliberate(values: frozenset[ModeV], loop: LoopFacts, ctx: Context) -> bool:
