@@ -98,6 +98,13 @@ class ModuleModel:
         self.scopes[tree] = self.module_scope
         _Indexer(self).run()
 
+    @property
+    def is_test(self) -> bool:
+        """A test file: ``test_*.py``, ``*_test.py``, or under a ``tests``/``test`` folder.
+        Tests call ``forward`` and load their own fixtures on purpose."""
+        name = self.path.name
+        return name.startswith("test_") or name.endswith("_test.py") or any(p in ("tests", "test") for p in self.path.parts[:-1])
+
     def span_of(self, node: cst.CSTNode) -> CodeRange | None:
         """Position of ``node``; computed for the whole file on first use, because it costs
         about as much as parsing and most files never need it."""

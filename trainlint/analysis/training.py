@@ -18,7 +18,7 @@ from trainlint.analysis.engine import Engine, LoopFacts, Occurrence, Snapshot
 from trainlint.analysis.ir import ITERATION_WRAPPERS, Flag, Invoke, Loop, Op, OpKind, Region, RegionKind, iterated, object_kind, walk_items
 from trainlint.analysis.keys import Key, Relation, relation, variable
 from trainlint.analysis.module import ModuleModel
-from trainlint.analysis.names import dotted, terminal_name
+from trainlint.analysis.names import dotted, root_name, terminal_name
 from trainlint.analysis.values import ClassRef, Instance, Obj
 from trainlint.analysis.walk import iter_children
 from trainlint.analysis.models import is_model, is_model_class
@@ -183,10 +183,15 @@ def grad_off(engine: Engine, node: cst.CSTNode, module: ModuleModel) -> bool:
     return bool(snapshots) and all(s.state.grad == frozenset({"off"}) for s in snapshots)
 
 
+# Words of names given to data: ``val_loader``, ``testloader``, ``test_data``, ``val_ds``.
+DATA_WORDS = ("loader", "data", "set", "ds", "dl", "batches", "iter", "samples")
+
+
 def iterates_held_out(loop: LoopFacts) -> bool:
-    """The loop walks a validation/test loader (judged by its name)."""
+    """The loop walks validation/test data (judged by its name: ``test_cases`` is no data)."""
     node = loop.loop.node
-    return isinstance(node, cst.For) and is_eval_name(dotted(iterated(node)) or "")
+    name = (dotted(iterated(node)) or "") if isinstance(node, cst.For) else ""
+    return is_eval_name(name) and any(word in name.lower() for word in DATA_WORDS)
 
 
 def is_eval_name(name: str) -> bool:
@@ -221,7 +226,11 @@ def model_calls(engine: Engine, loop: LoopFacts) -> list[ModelCall]:
             continue
         for helper in engine.ev.functions_called(call, module):
             inner = helper.module.calls_by_function.get(helper.node, [])
-            found.extend(ModelCall(c, helper.module, call) for c in inner if _is_model_call(c, helper.module, engine))
+            found.extend(
+                ModelCall(c, helper.module, call)
+                for c in inner
+                if _is_model_call(c, helper.module, engine) and _given(c, helper.node, helper.module)
+            )
     return found
 
 
@@ -235,6 +244,15 @@ def _is_model_call(call: cst.Call, module: ModuleModel, engine: Engine) -> bool:
         # whatever its user put it in.
         return False
     return is_model(target, module, engine.ev)
+
+
+def _given(call: cst.Call, function: cst.FunctionDef, module: ModuleModel) -> bool:
+    """The model a helper calls is handed to it (a parameter, ``self.model``), not built
+    inside it: only then does the loop's code decide its mode."""
+    target = model_expression(call)
+    root = root_name(target) if target is not None else None
+    bindings = module.scopes[function].bindings.get(root or "", []) if function in module.scopes else []
+    return root == "self" or any(b.kind == "param" for b in bindings)
 
 
 def _in_model_method(node: cst.CSTNode, module: ModuleModel, engine: Engine) -> bool:

@@ -29,7 +29,7 @@ class TrainModeNotRestored(Rule):
         for backward in engine.all_occurrences(OpKind.BACKWARD):
             trained = _trained_models(engine, backward)
             for key, values in backward.state.modes.items():
-                if not any(_may_be(key, model) for model in trained):
+                if not any(_may_be(key, model) for model in trained) or _restored_somewhere(engine, backward.op, key):
                     continue
                 for value in values:
                     switch = value.origin
@@ -48,6 +48,17 @@ def _may_be(key: Key, model: Key) -> bool:
     (``teacher`` is not ``student``), an unresolved attribute (``model_ema.ema``) is not
     the model either."""
     return relation(key, model) is Relation.SAME
+
+
+def _restored_somewhere(engine: Engine, backward: Op, key: Key) -> bool:
+    """Some way to this backward switches the model back to training mode: the code
+    manages the mode itself, and a way that does not is most likely one that cannot
+    happen (``if weights == "finetune": model.train() elif weights == "freeze": ...``)."""
+    return any(
+        v.mode == "train" and v.origin is not None and v.certain
+        for occurrence in engine.occurrences_of(backward)
+        for v in occurrence.state.modes.get(key, frozenset())
+    )
 
 
 def _trains_in_eval_on_purpose(engine: Engine, switch: Op, backward: Occurrence) -> bool:
