@@ -22,6 +22,7 @@ from trainlint.analysis.brains import Kind
 from trainlint.analysis.brains import ignite as IGNITE
 from trainlint.analysis.brains import lightning as PL
 from trainlint.analysis.brains import transformers as HF
+from trainlint.analysis.data import data_sources, is_loader
 from trainlint.analysis.ir import (
     Block,
     Branch,
@@ -390,32 +391,8 @@ class Engine:
     def iterates_data(self, loop: Loop) -> bool:
         node = loop.node
         if isinstance(node, cst.FunctionDef):
-            return True  # a hook run by a library, once per batch
-        if isinstance(node, cst.While):
-            return self._while_over_data(node, loop.module)
-        iterable = iterated(node)
-        if any(isinstance(v, Obj) and brains.kind_of(v.qualname) is Kind.LOADER for v in self.ev.eval(iterable, loop.module)):
-            return True
-        return _named_like_data(iterable)
-
-    def _while_over_data(self, node: cst.While, module: ModuleModel) -> bool:
-        """``while True: batch = next(it)`` over a loader's iterator."""
-        for call in module.calls_by_name.get("next", []):
-            if module.is_within(call, node.body) and call.args:
-                if _named_like_data(call.args[0].value) or self._iterator_of_data(call.args[0].value, module):
-                    return True
-        return False
-
-    def _iterator_of_data(self, expr: cst.BaseExpression, module: ModuleModel) -> bool:
-        if not isinstance(expr, cst.Name):
-            return False
-        for binding in self.ev.reaching(expr, module):
-            value = binding.value
-            if isinstance(value, cst.Call) and terminal_name(value.func) == "iter" and value.args:
-                inner = value.args[0].value
-                if _named_like_data(inner) or any(isinstance(v, Obj) and brains.kind_of(v.qualname) is Kind.LOADER for v in self.ev.eval(inner, module)):
-                    return True
-        return False
+            return True  # a hook a library calls once per batch
+        return any(is_loader(source, loop.module, self.ev) or _named_like_data(source) for source in data_sources(loop, self.ev))
 
     def clears(self, clear: Occurrence, optimizer: Key) -> Relation:
         """Whether a clear (as it ran) clears ``optimizer``'s gradients."""

@@ -200,34 +200,6 @@ def _bound_whole(name: cst.Name, module: ModuleModel, ev: Evaluator, depth: int)
     return texts.pop() if len(texts) == 1 else None
 
 
-def _keyword_in_unpacked(call: cst.Call, keyword: str, module: ModuleModel, ev: Evaluator) -> cst.BaseExpression | None:
-    """``weight_decay`` passed through ``**opt_args`` with ``opt_args = dict(weight_decay=...)``
-    or a dict literal."""
-    for arg in call.args:
-        if arg.star != "**" or not isinstance(arg.value, cst.Name):
-            continue
-        for binding in ev.reaching(arg.value, module):
-            value = binding.value
-            if isinstance(value, cst.Call) and isinstance(value.func, cst.Name) and value.func.value == "dict":
-                found = call_arg(value, None, keyword)
-                if found is not None:
-                    return found
-            if isinstance(value, cst.Dict):
-                for element in value.elements:
-                    if isinstance(element, cst.DictElement) and literal_value(element.key) == keyword:
-                        return element.value
-    return None
-
-
-def _decay_key(group: Group, ev: Evaluator) -> object:
-    if group.decay is None:
-        return None
-    number = resolve_number(group.decay, group.module, ev)
-    if number is not None:
-        return number
-    return group.module.tree.code_for_node(group.decay)
-
-
 # -- whole-model parameters ----------------------------------------------------------------
 
 

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from trainlint.analysis import brains
-from trainlint.analysis.brains import Kind, accelerate
 from trainlint.analysis.engine import Engine, LoopFacts, Occurrence, Snapshot
-from trainlint.analysis.ir import ITERATION_WRAPPERS, Flag, Invoke, Loop, Op, OpKind, Region, RegionKind, iterated, object_kind, walk_items
+from trainlint.analysis.ir import Flag, Invoke, Loop, Op, OpKind, Region, RegionKind, iterated, walk_items
 from trainlint.analysis.keys import Key, Relation, relation, variable
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted, root_name, terminal_name
@@ -335,85 +333,3 @@ def _names(expr: cst.BaseExpression) -> list[cst.Name]:
         elif isinstance(node, cst.UnaryOperation):
             pending.append(node.expression)
     return found
-
-
-def data_sources(engine: Engine, loop: LoopFacts) -> list[cst.BaseExpression]:
-    """What a loop draws its batches from: the iterable of a ``for`` (through
-    ``enumerate``/``tqdm``), or what ``next(...)`` reads inside a ``while``."""
-    node, module = loop.loop.node, loop.loop.module
-    if isinstance(node, cst.For):
-        return [unwrapped(iterated(node), module, engine)]
-    if isinstance(node, cst.While):
-        return [
-            unwrapped(call.args[0].value, module, engine)
-            for call in module.calls_by_name.get("next", [])
-            if call.args and module.is_within(call, node.body)
-        ]
-    return []
-
-
-def unwrapped(expr: cst.BaseExpression, module: ModuleModel, engine: Engine, depth: int = 0) -> cst.BaseExpression:
-    """A loader behind its wrappers: ``iter(loader)``, ``cycle(loader)``, ``pbar`` bound to
-    ``tqdm(loader)``, a variable bound to one of those."""
-    if depth > 4:
-        return expr
-    if isinstance(expr, cst.Name):
-        bindings = [b for b in engine.ev.reaching(expr, module) if b.kind == "assign" and not b.path and b.value is not None]
-        if len(bindings) == 1 and isinstance(bindings[0].value, cst.Call):
-            inner = unwrapped(bindings[0].value, module, engine, depth + 1)
-            return inner if inner is not bindings[0].value else expr
-        return expr
-    if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
-        cls = module.method_class(module.enclosing_function(expr))
-        if cls is None:
-            return expr
-        values = list(engine.ev.attribute_values(Instance(ClassRef(module, cls)), expr.attr.value))
-        if len(values) == 1 and not values[0][1] and isinstance(values[0][0], cst.Call) and values[0][2] is module:
-            inner = unwrapped(values[0][0], module, engine, depth + 1)
-            return inner if inner is not values[0][0] else expr
-        return expr
-    if isinstance(expr, cst.Call) and expr.args and not _is_loader(expr, module, engine):
-        if terminal_name(expr.func) in ITERATION_WRAPPERS | {"cycle", "repeat_loader", "infinite_loader"}:
-            return unwrapped(expr.args[0].value, module, engine, depth + 1)
-        if _prepares(expr, module, engine):
-            return unwrapped(expr.args[0].value, module, engine, depth + 1)
-        callees = engine.ev.functions_called(expr, module)
-        if callees and all(_yields_from_parameter(f.node) for f in callees):
-            return unwrapped(expr.args[0].value, module, engine, depth + 1)
-    return expr
-
-
-def _prepares(call: cst.Call, module: ModuleModel, engine: Engine) -> bool:
-    """``accelerator.prepare(loader)`` hands the loader back, wrapped."""
-    func = call.func
-    return (
-        len(call.args) == 1
-        and isinstance(func, cst.Attribute)
-        and func.attr.value in accelerate.PREPARE_METHODS
-        and object_kind(func.value, module, engine.ev) is Kind.FRAMEWORK
-    )
-
-
-def _is_loader(expr: cst.BaseExpression, module: ModuleModel, engine: Engine) -> bool:
-    return any(isinstance(v, Obj) and brains.kind_of(v.qualname) is Kind.LOADER for v in engine.ev.eval(expr, module))
-
-
-def _yields_from_parameter(function: cst.FunctionDef) -> bool:
-    """A generator that re-yields what its first parameter iterates (``def cycle(dl):
-    while True: for x in dl: yield x``)."""
-    params = [*function.params.posonly_params, *function.params.params]
-    if not params:
-        return False
-    first = params[0].name.value
-    pending: list[cst.CSTNode] = [function.body]
-    iterates, yields = False, False
-    while pending:
-        node = pending.pop()
-        if isinstance(node, cst.For) and isinstance(node.iter, cst.Name) and node.iter.value == first:
-            iterates = True
-        elif isinstance(node, cst.Yield):
-            yields = True
-        elif isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
-            continue
-        pending.extend(iter_children(node))
-    return iterates and yields

@@ -7,7 +7,8 @@ import libcst as cst
 from trainlint.analysis import brains
 from trainlint.analysis.brains import torch as T
 from trainlint.analysis.module import ModuleModel
-from trainlint.analysis.training import data_sources, is_eval_name
+from trainlint.analysis.data import data_sources
+from trainlint.analysis.training import is_eval_name
 from trainlint.analysis.names import dotted
 from trainlint.analysis.values import Evaluator, Instance, Lit, Obj, call_arg, literal_value
 from trainlint.diagnostics import Severity
@@ -33,7 +34,7 @@ class TrainLoaderNotShuffled(Rule):
         for facts in ctx.engine.loops(ctx.model):
             if not ctx.engine.is_training_loop(facts):
                 continue
-            for source in data_sources(ctx.engine, facts):
+            for source in data_sources(facts.loop, ctx.evaluator):
                 for loader in _loaders(source, facts.loop.module, ctx.evaluator):
                     site = loader.call if loader.module is ctx.model else _site(source, ctx)
                     if site is not None and id(site) not in reported and _unshuffled(loader, site, ctx.model, ctx.evaluator):
