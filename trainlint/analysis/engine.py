@@ -165,18 +165,25 @@ class Engine:
             return
         self._analysed.add(id(module))
         self._run_root(None, module)
+        relevant = []
         for function in module.functions:
-            if not self._relevant_function(function, module):
-                continue
             if self._library_driven(function, module) is not None:
-                self._run_root(function, module)
-                continue
+                self._run_root(function, module)  # the library's loop runs it, whatever it does
+            elif self._relevant_function(function, module):
+                relevant.append(function)
+        unseen: list[cst.FunctionDef] = []
+        for function in relevant:
             callers = self.ev.call_sites(function, module)
-            if not callers:
-                self._run_root(function, module)
-                continue
             for call, caller in callers:
                 self._run_callers_root(call, caller, 0)
+            if not callers:
+                unseen.append(function)
+        # Functions nobody visibly calls run as roots, outer ones first: methods the
+        # language calls (``obj(...)`` runs ``__call__``) are usually reached from them.
+        for function in sorted(unseen, key=lambda f: f.name.value.startswith("__")):
+            if id(function) not in self._reached:
+                self._run_root(function, module)
+        for function in relevant:
             if id(function) not in self._reached:
                 self._run_root(function, module)
 

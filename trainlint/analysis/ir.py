@@ -170,6 +170,8 @@ _ACTION_NAMES = frozenset(
 )
 # Loop wrappers whose first argument is what is iterated.
 ITERATION_WRAPPERS = frozenset({"enumerate", "tqdm", "iter", "zip", "islice", "track", "progress_bar", "log_every", "trange_wrapper"})
+# Longer ``elif`` chains become one many-way branch.
+MAX_NESTED_ELIF = 16
 # Context managers by terminal name.
 _GRAD_OFF_CONTEXTS = frozenset({"no_grad", "inference_mode"})
 # Projects' own wrappers say so in their names: YOLOv5's ``smart_inference_mode``.
@@ -265,24 +267,22 @@ class _Build:
         return Stmt(node, items)
 
     def _if(self, statement: cst.If) -> list[Item]:
-        # ``elif`` chains are walked iteratively: a thousand branches must not recurse.
-        items: list[Item] = []
-        tail: list[Item] = items
-        current: cst.If | None = statement
-        while current is not None:
-            tail.append(Stmt(current, self.expression(current.test)))
-            orelse = current.orelse
-            other = Block()
-            branch = Branch(current, current.test, [self.suite(current.body), other])
-            tail.append(branch)
-            if isinstance(orelse, cst.If):
-                tail = other.items
-                current = orelse
-            else:
-                if isinstance(orelse, cst.Else):
-                    other.items.extend(self.suite(orelse.body).items)
-                current = None
-        return items
+        """``if``/``elif``/``else``: a two-way branch per test, nested for ``elif``; a long
+        ``elif`` chain (a dispatch table) becomes one many-way branch instead, so that a
+        thousand branches neither recurse nor keep conditions apart."""
+        chain: list[cst.If] = [statement]
+        while isinstance(chain[-1].orelse, cst.If):
+            chain.append(chain[-1].orelse)
+        last = chain[-1].orelse
+        tests: list[Item] = [Stmt(link, self.expression(link.test)) for link in chain]
+        otherwise = self.suite(last.body) if isinstance(last, cst.Else) else Block()
+        if len(chain) > MAX_NESTED_ELIF:
+            alternatives = [self.suite(link.body) for link in chain] + [otherwise]
+            return [*tests, Branch(statement, None, alternatives)]
+        tail = otherwise
+        for link in reversed(chain):
+            tail = Block([Stmt(link, self.expression(link.test)), Branch(link, link.test, [self.suite(link.body), tail])])
+        return tail.items
 
     def _loop(self, loop: cst.For | cst.While) -> list[Item]:
         header = loop.iter if isinstance(loop, cst.For) else loop.test

@@ -10,7 +10,7 @@ import libcst as cst
 from trainlint.analysis import brains
 from trainlint.analysis.brains import torch as T
 from trainlint.analysis.module import ModuleModel
-from trainlint.analysis.values import Evaluator, Obj, TensorV, call_arg
+from trainlint.analysis.values import Evaluator, Instance, Obj, TensorV, call_arg
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,28 @@ def loss_calls(module: ModuleModel, ev: Evaluator, family: frozenset[str]) -> It
                 if isinstance(value, Obj) and value.qualname in family:
                     yield LossCall(call, value.qualname, call_arg(call, 0, "input"), call_arg(call, 1, "target"), value.call)
                     break
+                if isinstance(value, Instance):
+                    found = _through_forward(call, value, ev, family)
+                    if found is not None:
+                        yield found
+                        break
+
+
+def _through_forward(call: cst.Call, instance: Instance, ev: Evaluator, family: frozenset[str]) -> LossCall | None:
+    """``criterion(outputs, y)`` of a project loss module whose ``forward(self, logits,
+    target)`` computes ``F.cross_entropy(logits, target)``: the loss's input is the call's
+    argument bound to that parameter, at this call."""
+    forward = ev.method(instance.cls, "forward")
+    if forward is None:
+        return None
+    params = [p.name.value for p in (*forward.node.params.posonly_params, *forward.node.params.params)][1:]
+    for inner in forward.module.calls_by_function.get(forward.node, []):
+        for qualname in ev.callee(inner, forward.module) & family:
+            argument = call_arg(inner, 0, "input")
+            if isinstance(argument, cst.Name) and argument.value in params:
+                index = params.index(argument.value)
+                return LossCall(call, qualname, call_arg(call, index, argument.value), call_arg(call, index + 1, None), None)
+    return None
 
 
 def input_kinds(loss: LossCall, module: ModuleModel, ev: Evaluator) -> list[TensorV]:

@@ -1,0 +1,265 @@
+"""The training-state engine, through its own API: states before ops and statements, call
+binding per call site, loops, branches and library-run loops. Rules build on these
+answers, so they are tested first and directly."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import libcst as cst
+
+from trainlint.analysis.engine import Engine, Occurrence
+from trainlint.analysis.ir import OpKind
+from trainlint.analysis.module import ModuleModel
+from trainlint.analysis.project import Project
+from trainlint.analysis.data import data_sources, is_loader
+from trainlint.analysis.training import grads, model_calls, modes_at
+from trainlint.analysis.values import Evaluator
+
+
+def engine_for(tmp_path: Path, **files: str) -> tuple[Engine, dict[str, ModuleModel]]:
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'example'\n")
+    project = Project()
+    engine = Engine(Evaluator(project))
+    models = {}
+    for name, text in files.items():
+        path = tmp_path / f"{name}.py"
+        path.write_text(textwrap.dedent(text))
+        model = project.load(path)
+        assert model is not None
+        models[name] = model
+    return engine, models
+
+
+def line(module: ModuleModel, node: cst.CSTNode) -> int | None:
+    return module.line_of(node)
+
+
+def steps(engine: Engine, module: ModuleModel) -> list[Occurrence]:
+    return engine.occurrences(module, OpKind.STEP)
+
+
+def test_helper_parameters_are_bound_per_call_site(tmp_path: Path) -> None:
+    engine, m = engine_for(
+        tmp_path,
+        train="""
+        import torch
+        opt_d = torch.optim.Adam(net_d.parameters())
+        opt_g = torch.optim.Adam(net_g.parameters())
+
+        def update(opt, loss):
+            loss.backward()
+            opt.step()
+
+        update(opt_d, loss_d)
+        update(opt_g, loss_g)
+        """,
+    )
+    module = m["train"]
+    engine.analyse(module)
+    labels = {engine.key(o.op.target, module, o.frame).label for o in engine.all_occurrences(OpKind.STEP)}
+    assert labels == {"opt_d", "opt_g"}  # never a merge of both call sites
+
+
+def test_stale_gradients_show_on_later_iterations_only(tmp_path: Path) -> None:
+    engine, m = engine_for(
+        tmp_path,
+        train="""
+        import torch
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+        """,
+    )
+    module = m["train"]
+    by_iteration = {o.state.loops[-1].first: grads(engine, o) for o in steps(engine, module)}
+    assert not any(g.applied for g in by_iteration[True])  # the first step applies fresh gradients
+    assert any(g.applied is not None and g.pending for g in by_iteration[False])  # later ones add to applied ones
+
+
+def test_a_counter_test_is_known_on_the_first_iteration(tmp_path: Path) -> None:
+    engine, m = engine_for(
+        tmp_path,
+        train="""
+        import torch
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for batch in loader:
+            for i, micro in enumerate(batch):
+                if i == 0:
+                    optimizer.zero_grad()
+                model(micro).backward()
+            optimizer.step()
+        """,
+    )
+    module = m["train"]
+    assert all(not (g.applied and g.pending) for o in steps(engine, module) for g in grads(engine, o))
+
+
+def test_settings_keep_branch_sides_apart_across_iterations(tmp_path: Path) -> None:
+    engine, m = engine_for(
+        tmp_path,
+        train="""
+        import torch
+        scaler = torch.amp.GradScaler("cuda")
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in loader:
+            loss = model(x, y)
+            if use_amp:
+                optimizer.zero_grad()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+        """,
+    )
+    module = m["train"]
+    plain = [o for o in steps(engine, module) if o.op.via is None]
+    assert plain and all(("use_amp", False) in {(t, v) for t, v, _ in o.state.facts} for o in plain)
+    # The fp32 side never clears: its later iterations see applied gradients, whatever the AMP side does.
+    assert any(g.applied is not None and g.pending for o in plain for g in grads(engine, o))
+
+
+def test_modes_are_kept_per_model(tmp_path: Path) -> None:
+    engine, m = engine_for(
+        tmp_path,
+        train="""
+        import torch
+        import torch.nn as nn
+        model_a = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+        model_b = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+        model_b.eval()
+        with torch.no_grad():
+            for x, y in val_loader:
+                out = model_a(x)
+        """,
+    )
+    module = m["train"]
+    loop = engine.loops(module)[0]
+    call = model_calls(engine, loop)[0]
+    modes = {v.mode for _, values in modes_at(engine, call) for v in values}
+    assert modes == {"train"}  # model_b.eval() says nothing about model_a
+
+
+def test_callable_objects_run_their_call_method(tmp_path: Path) -> None:
+    engine, m = engine_for(
+        tmp_path,
+        train="""
+        import torch
+
+        class LossScaler:
+            def __init__(self):
+                self.scaler = torch.amp.GradScaler("cuda")
+
+            def __call__(self, loss, optimizer):
+                self.scaler.scale(loss).backward()
+                self.scaler.step(optimizer)
+                self.scaler.update()
+
+        loss_scaler = LossScaler()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in loader:
+            loss_scaler(criterion(model(x), y), optimizer)
+        """,
+    )
+    module = m["train"]
+    found = steps(engine, module)
+    assert found and all(o.state.loops for o in found)
+    assert {line(module, o.node_in(module)) for o in found} == {10}
+    assert {line(module, o.anchor_in(module)) for o in found} == {16}
+
+
+def test_a_helper_that_raises_ends_only_its_own_path(tmp_path: Path) -> None:
+    engine, m = engine_for(
+        tmp_path,
+        train="""
+        import torch
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+        def check(loss):
+            if not torch.isfinite(loss):
+                raise RuntimeError("diverged")
+
+        for x, y in loader:
+            loss = model(x, y)
+            check(loss)
+            loss.backward()
+            optimizer.step()
+        """,
+    )
+    assert steps(engine, m["train"])
+
+
+def test_typing_cast_is_transparent(tmp_path: Path) -> None:
+    engine, m = engine_for(
+        tmp_path,
+        train="""
+        from typing import cast
+        import torch
+        optimizer = cast(torch.optim.Optimizer, torch.optim.SGD(model.parameters(), lr=0.1))
+        for x, y in loader:
+            model(x, y).backward()
+            optimizer.step()
+        """,
+    )
+    module = m["train"]
+    assert all(engine.key(o.op.target, module, o.frame).sites for o in steps(engine, module))
+
+
+def test_library_driven_hooks_run_inside_a_loop(tmp_path: Path) -> None:
+    engine, m = engine_for(
+        tmp_path,
+        train="""
+        import torch
+        import lightning as L
+
+        class Module(L.LightningModule):
+            def training_step(self, batch, batch_idx):
+                opt = self.optimizers()
+                loss = self.model(batch).mean()
+                self.manual_backward(loss)
+                opt.step()
+
+            def validation_step(self, batch, batch_idx):
+                return self.model(batch)
+        """,
+    )
+    module = m["train"]
+    engine.analyse(module)
+    backward = engine.all_occurrences(OpKind.BACKWARD)
+    assert backward and all(o.state.loops for o in backward)
+    validation = [s for s in engine.snapshots(module.calls_by_name["model"][-1], module)]
+    assert validation and all(s.state.grad == frozenset({"off"}) for s in validation)
+
+
+def test_batches_drawn_with_next_and_through_wrappers(tmp_path: Path) -> None:
+    engine, m = engine_for(
+        tmp_path,
+        train="""
+        from torch.utils.data import DataLoader
+        loader = DataLoader(dataset, batch_size=8)
+        it = iter(loader)
+        while True:
+            batch = next(it)
+            model(batch).backward()
+            optimizer.step()
+        pbar = tqdm(enumerate(loader))
+        for i, batch in pbar:
+            model(batch).backward()
+            optimizer.step()
+        """,
+    )
+    module = m["train"]
+    loops = engine.loops(module)
+    assert len(loops) == 2 and all(engine.iterates_data(loop.loop) for loop in loops)
+    assert all(is_loader(s, module, engine.ev) for loop in loops for s in data_sources(loop.loop, engine.ev))
+
+
+def test_a_thousand_elif_branches_do_not_recurse(tmp_path: Path) -> None:
+    chain = "\n".join(f"elif mode == {i}:\n    optimizer.zero_grad()" for i in range(1, 1000))
+    engine, m = engine_for(tmp_path, train=f"if mode == 0:\n    optimizer.zero_grad()\n{chain}\n")
+    assert len(engine.occurrences(m["train"], OpKind.CLEAR)) == 1000
