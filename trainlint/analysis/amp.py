@@ -9,6 +9,7 @@ from trainlint.analysis.brains import torch as T
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted
 from trainlint.analysis.values import Evaluator, LibRef, Lit, call_arg, literal_value
+from trainlint.analysis.walk import iter_children
 
 DEPRECATED_AMP = T.DEPRECATED_AMP
 DEPRECATED_MODULE = T.DEPRECATED_AMP_MODULE
@@ -95,6 +96,51 @@ def _device_names(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, 
 
 def creates_grad_scaler(module: ModuleModel, ev: Evaluator) -> bool:
     return any(ev.callee(call, module) & T.GRAD_SCALERS for call in module.calls_by_name.get("GradScaler", []))
+
+
+# -- version fallbacks -----------------------------------------------------------------------
+
+# Exceptions that an import of a newer API falls back on.
+FALLBACK_EXCEPTIONS = frozenset({"ImportError", "ModuleNotFoundError", "AttributeError"})
+# Names of version checks: ``torch.__version__``, ``TORCH_VERSION``, ``is_torch_greater_or_equal``.
+VERSION_WORDS = ("version", "torch_greater", "torch_less", "is_torch")
+
+
+def version_fallback(node: cst.CSTNode, module: ModuleModel) -> bool:
+    """The deprecated spelling sits where an older torch is expected: an ``except
+    ImportError/AttributeError`` of a ``try`` of the new API, or a branch on
+    ``hasattr(torch, "amp")`` or on the torch version. Rewriting it would break old torch."""
+    child = node
+    for ancestor in module.ancestors(node):
+        if isinstance(ancestor, cst.ExceptHandler) and _catches_fallback(ancestor):
+            return True
+        if isinstance(ancestor, (cst.If, cst.IfExp)) and child is not ancestor.test and _checks_version(ancestor.test):
+            return True
+        child = ancestor
+    return False
+
+
+def _catches_fallback(handler: cst.ExceptHandler) -> bool:
+    kinds = handler.type
+    names = [e.value for e in kinds.elements] if isinstance(kinds, cst.Tuple) else [kinds] if kinds is not None else []
+    return any(dotted(name) in FALLBACK_EXCEPTIONS for name in names if name is not None)
+
+
+def _checks_version(test: cst.BaseExpression) -> bool:
+    """``hasattr(torch, "amp")``, ``hasattr(torch.amp, "GradScaler")``, a comparison of
+    ``torch.__version__`` or a version helper's result."""
+    pending: list[cst.CSTNode] = [test]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, cst.Call) and dotted(node.func) == "hasattr" and node.args:
+            target = dotted(node.args[0].value) or ""
+            if target.split(".")[0] == "torch":
+                return True
+        text = dotted(node) if isinstance(node, (cst.Name, cst.Attribute)) else None
+        if text is not None and any(word in text.lower() for word in VERSION_WORDS):
+            return True
+        pending.extend(iter_children(node))
+    return False
 
 
 # -- torch.cuda.amp → torch.amp -------------------------------------------------------------

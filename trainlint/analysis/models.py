@@ -12,7 +12,8 @@ and ``None`` (unknown). Rules that want silence for mode-free models act only on
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import libcst as cst
 
@@ -71,9 +72,52 @@ def _used_as_model(name: str, module: ModuleModel) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class LayerQuestion:
+    """A yes/no question about a model's layers: ``layer`` answers it for one torch layer,
+    ``functional`` for the ``torch.nn.functional`` names a forward may call."""
+
+    layer: Callable[[str, Obj], bool | None]
+    functional: frozenset[str]
+
+
+def _mode_layer(layer: str, obj: Obj) -> bool | None:
+    if layer in T.MODE_DEPENDENT_LAYERS:
+        return True
+    if layer in T.MODE_FREE_LAYERS:
+        return False
+    if layer in T.DROPOUT_ARGUMENT_LAYERS:
+        return _literal_flag(call_arg(obj.call, None, "dropout"), default=False)
+    if layer in T.RUNNING_STATS_ARGUMENT_LAYERS:
+        return _literal_flag(call_arg(obj.call, None, "track_running_stats"), default=False)
+    return None
+
+
+def _exempt_layer(layer: str, obj: Obj) -> bool | None:
+    """Biases and normalization weights: the parameters weight decay should spare."""
+    if layer in T.NORM_LAYERS:
+        return True
+    if layer in T.BIASED_LAYERS:
+        return _literal_flag(call_arg(obj.call, None, "bias"), default=True)
+    if layer in T.MODE_FREE_LAYERS or layer in T.MODE_DEPENDENT_LAYERS:
+        return False  # activations, pooling, dropout, embeddings: no bias
+    return None
+
+
+# Layers whose behaviour differs between train() and eval() (dropout, batch norm).
+MODE = LayerQuestion(_mode_layer, T.FUNCTIONAL_MODE_DEPENDENT)
+# Layers with a bias or a normalization weight.
+EXEMPT = LayerQuestion(_exempt_layer, T.FUNCTIONAL_NORMS)
+
+
 def has_mode_layers(values: tuple[Value, ...], ev: Evaluator) -> bool | None:
     """Do the models ``values`` may be contain a dropout or batch-norm-like layer?"""
-    return _combine(_value_has(value, ev, 0, set()) for value in values) if values else None
+    return has_layers(values, ev, MODE)
+
+
+def has_layers(values: tuple[Value, ...], ev: Evaluator, question: LayerQuestion) -> bool | None:
+    """Does any layer of the models ``values`` may be answer ``question`` with yes?"""
+    return _combine(_value_has(value, ev, 0, set(), question) for value in values) if values else None
 
 
 def _combine(verdicts: Iterable[bool | None]) -> bool | None:
@@ -86,18 +130,18 @@ def _combine(verdicts: Iterable[bool | None]) -> bool | None:
     return None if seen_unknown else False
 
 
-def _value_has(value: Value, ev: Evaluator, depth: int, visiting: set[int]) -> bool | None:
+def _value_has(value: Value, ev: Evaluator, depth: int, visiting: set[int], q: LayerQuestion) -> bool | None:
     if depth > MAX_DEPTH:
         return None
     if isinstance(value, Obj):
-        return _library_has(value, ev, depth, visiting)
+        return _library_has(value, ev, depth, visiting, q)
     if isinstance(value, Instance):
-        return _class_has(value.cls, ev, depth, visiting)
+        return _class_has(value.cls, ev, depth, visiting, q)
     if isinstance(value, SeqV):
-        return _combine(_expr_has(e.value, value.module, ev, depth + 1, visiting) for e in value.node.elements)
+        return _combine(_expr_has(e.value, value.module, ev, depth + 1, visiting, q) for e in value.node.elements)
     if isinstance(value, DictV):
         return _combine(
-            _expr_has(e.value, value.module, ev, depth + 1, visiting)
+            _expr_has(e.value, value.module, ev, depth + 1, visiting, q)
             for e in value.node.elements
             if isinstance(e, cst.DictElement)
         )
@@ -110,40 +154,32 @@ def _is_torch_function(qualname: str) -> bool:
     return qualname.startswith("torch.") and qualname.rsplit(".", 1)[-1][:1].islower()
 
 
-def _expr_has(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, depth: int, visiting: set[int]) -> bool | None:
+def _expr_has(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, depth: int, visiting: set[int], q: LayerQuestion) -> bool | None:
     values = ev.eval(expr, module)
-    return _combine(_value_has(v, ev, depth, visiting) for v in values) if values else None
+    return _combine(_value_has(v, ev, depth, visiting, q) for v in values) if values else None
 
 
-def _library_has(obj: Obj, ev: Evaluator, depth: int, visiting: set[int]) -> bool | None:
+def _library_has(obj: Obj, ev: Evaluator, depth: int, visiting: set[int], q: LayerQuestion) -> bool | None:
     layer = T.layer_name(obj.qualname)
     if layer is None:
         return True  # a library model (torchvision, timm, transformers): assume it has them
-    if layer in T.MODE_DEPENDENT_LAYERS:
-        return True
-    if layer in T.MODE_FREE_LAYERS:
-        return False
-    if layer in T.DROPOUT_ARGUMENT_LAYERS:
-        return _literal_flag(call_arg(obj.call, None, "dropout"), default=False)
-    if layer in T.RUNNING_STATS_ARGUMENT_LAYERS:
-        return _literal_flag(call_arg(obj.call, None, "track_running_stats"), default=False)
     if layer in T.CONTAINER_LAYERS:
         return _combine(
-            _expr_has(arg.value, obj.module, ev, depth + 1, visiting) if not arg.star else None
+            _expr_has(arg.value, obj.module, ev, depth + 1, visiting, q) if not arg.star else None
             for arg in obj.call.args
         )
-    return None
+    return q.layer(layer, obj)
 
 
 def _literal_flag(expr: cst.BaseExpression | None, default: bool) -> bool | None:
-    """A truthy literal (``dropout=0.1``, ``track_running_stats=True``) turns the layer mode-dependent."""
+    """A truthy literal (``dropout=0.1``, ``bias=True``) says yes, a falsy one no."""
     if expr is None:
         return default
     value = literal_value(expr)
     return None if value is ... else bool(value)
 
 
-def _class_has(cls: ClassRef, ev: Evaluator, depth: int, visiting: set[int]) -> bool | None:
+def _class_has(cls: ClassRef, ev: Evaluator, depth: int, visiting: set[int], q: LayerQuestion) -> bool | None:
     key = id(cls.node)
     if key in visiting:
         return False  # a recursive reference adds no new layer types
@@ -154,35 +190,36 @@ def _class_has(cls: ClassRef, ev: Evaluator, depth: int, visiting: set[int]) -> 
         return _combine(
             verdict
             for klass in ev.class_chain(cls)
-            for verdict in (_functional_layers(klass, ev), *_attribute_layers(klass, ev, depth, visiting))
+            for verdict in (_functional_layers(klass, ev, q), *_attribute_layers(klass, ev, depth, visiting, q))
         )
     finally:
         visiting.discard(key)
 
 
-def _attribute_layers(klass: ClassRef, ev: Evaluator, depth: int, visiting: set[int]) -> list[bool | None]:
+def _attribute_layers(klass: ClassRef, ev: Evaluator, depth: int, visiting: set[int], q: LayerQuestion) -> list[bool | None]:
     verdicts: list[bool | None] = []
     for assignments in klass.module.self_attrs.get(klass.node, {}).values():
         for assignment in assignments:
             # Layers unpacked from a tuple (``self.a, self.b = ...``) are not followed.
             values = () if assignment.path else ev.eval(assignment.value, klass.module)
             if values:
-                verdicts.extend(_value_has(v, ev, depth + 1, visiting) for v in values)
+                verdicts.extend(_value_has(v, ev, depth + 1, visiting, q) for v in values)
             elif isinstance(assignment.value, cst.Call):
                 verdicts.append(None)  # built by something we cannot see
             # Plain values that evaluate to nothing (sizes, flags, config fields) hold no layer.
     return verdicts
 
 
-def _functional_layers(klass: ClassRef, ev: Evaluator) -> bool | None:
-    """``F.dropout`` / ``F.batch_norm`` in a method: mode-dependent; dynamic registration: unknown."""
+def _functional_layers(klass: ClassRef, ev: Evaluator, q: LayerQuestion) -> bool | None:
+    """A functional call that answers the question (``F.dropout``): yes; dynamic
+    registration of submodules: unknown."""
     module = klass.module
     unknown = False
     for call in module.calls:
         if not module.is_within(call, klass.node):
             continue
         name = terminal_name(call.func)
-        if name in T.FUNCTIONAL_MODE_DEPENDENT and any(q.startswith("torch.") for q in ev.callee(call, module)):
+        if name in q.functional and any(q_.startswith("torch.") for q_ in ev.callee(call, module)):
             return True
         unknown = unknown or name in DYNAMIC_REGISTRATION
     return None if unknown else False

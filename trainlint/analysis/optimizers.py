@@ -18,6 +18,7 @@ import libcst as cst
 from trainlint.analysis import brains
 from trainlint.analysis.brains import torch as T
 from trainlint.analysis.argparse_defaults import resolve_number
+from trainlint.analysis.models import EXEMPT, has_layers
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.values import DictV, Evaluator, Instance, Obj, SeqV, call_arg, literal_value
 
@@ -104,6 +105,8 @@ def whole_model_params(expr: cst.BaseExpression, module: ModuleModel, ev: Evalua
     if isinstance(func, cst.Attribute) and func.attr.value in ("parameters", "named_parameters") and not expr.args:
         if _freezes_parameters(module):
             return None  # frozen parameters get no gradient, so no decay: a linear probe, LoRA
+        if has_layers(ev.eval(func.value, module), ev, EXEMPT) is False:
+            return None  # every layer is known, none has a bias or a norm weight to spare
         return module.tree.code_for_node(func.value) if _is_whole_model(func.value, module, ev) else None
     if isinstance(func, cst.Name) and func.value in ("list", "tuple") and len(expr.args) == 1:
         return whole_model_params(expr.args[0].value, module, ev, depth + 1)

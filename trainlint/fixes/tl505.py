@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import libcst as cst
 
-from trainlint.analysis.amp import DEPRECATED_AMP, DEPRECATED_MODULE, MODERN_MODULE, deprecated_import, modern_call
+from trainlint.analysis.amp import DEPRECATED_AMP, DEPRECATED_MODULE, MODERN_MODULE, deprecated_import, modern_call, version_fallback
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.values import Evaluator
 from trainlint.fixes import Edit, Fixer, FixSafety
@@ -50,7 +50,7 @@ def _call_edit(call: cst.Call, model: ModuleModel, evaluator: Evaluator) -> Edit
 def _import_edits(statement: cst.ImportFrom, model: ModuleModel, evaluator: Evaluator) -> list[Edit]:
     """The import and, in the same change, every call through the names it binds: the
     import alone would leave ``autocast()`` without its device argument."""
-    if not deprecated_import(statement) or not isinstance(statement.names, Sequence):
+    if not deprecated_import(statement) or not isinstance(statement.names, Sequence) or version_fallback(statement, model):
         return []
     names = {alias.name.value for alias in statement.names if isinstance(alias.name, cst.Name)}
     if any(f"{DEPRECATED_MODULE}.{name}" not in DEPRECATED_AMP for name in names):
@@ -58,6 +58,8 @@ def _import_edits(statement: cst.ImportFrom, model: ModuleModel, evaluator: Eval
     edits = [Edit(statement, statement.with_changes(module=cst.parse_expression(MODERN_MODULE)))]
     for call in model.calls:
         if isinstance(call.func, cst.Name) and evaluator.callee(call, model) & DEPRECATED_AMP.keys():
+            if version_fallback(call, model):
+                return []  # old-torch code path: the deprecated API is the point there
             edit = _call_edit(call, model, evaluator)
             if edit is None:
                 return []

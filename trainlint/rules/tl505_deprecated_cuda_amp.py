@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from trainlint.analysis.amp import DEPRECATED_AMP, deprecated_import, modern_call, modern_import
+from trainlint.analysis.amp import DEPRECATED_AMP, deprecated_import, modern_call, modern_import, version_fallback
 from trainlint.analysis.training import call_text
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
@@ -23,7 +23,7 @@ class DeprecatedCudaAmp(Rule):
         lines: set[int | None] = set()
         for node, message in (*_imports(ctx), *_calls(ctx)):
             line = ctx.model.line_of(node)
-            if line not in lines:
+            if line not in lines and not version_fallback(node, ctx.model):
                 lines.add(line)
                 yield Report(node, message=message)
 

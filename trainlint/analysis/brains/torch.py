@@ -181,6 +181,13 @@ NORM_LAYERS = frozenset(
      "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm"}
 )
 CONTAINER_LAYERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})
+# Layers with a ``bias=`` argument (True by default).
+BIASED_LAYERS = frozenset(
+    {"Linear", "LazyLinear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
+     "ConvTranspose3d", "MultiheadAttention", "LSTM", "GRU", "RNN"}
+)
+# Functional normalizations (their weight, when given, is a norm weight).
+FUNCTIONAL_NORMS = frozenset({"layer_norm", "batch_norm", "group_norm", "instance_norm", "rms_norm"})
 CONTAINERS = frozenset(f"torch.nn.{name}" for name in CONTAINER_LAYERS)
 MODULE_BASES = frozenset({"torch.nn.Module", "torch.nn.modules.module.Module"})
 # ``F.dropout(x, p, training=self.training)`` and friends inside a forward.
