@@ -137,21 +137,21 @@ class Engine:
         self.ev = evaluator
         self.ir = IRBuilder(evaluator)
         self.keys = Resolver(evaluator)
-        self.transfer = Transfer(self._target, self._owner, self._scheduled, self._graph, self.mode_initial)
+        self.transfer = Transfer(self._target, self.owners, self._scheduled, self._graph, self.mode_initial)
         self._snapshots: dict[int, dict[tuple[object, ...], Snapshot]] = {}
         self._occurrences: dict[int, dict[tuple[object, ...], Occurrence]] = {}
         self._by_home: dict[int, list[Occurrence]] = {}
         self._loops: dict[int, LoopFacts] = {}
         self._analysed: set[int] = set()  # modules whose roots ran
         self._roots: set[int] = set()  # roots that ran
-        self._owners: dict[Key, Key | None] = {}
+        self._owners: dict[Key, tuple[Key, ...]] = {}
         self._initial_modes: dict[Key, frozenset[ModeV]] = {}
         self._invocations: dict[tuple[object, ...], _Outcome] = {}
         self._frames: dict[tuple[int, ...], Frame] = {}
         self._targets: dict[int, list[FuncRef]] = {}
         self._repeated: dict[int, frozenset[str]] = {}
         self._acting: dict[int, bool] = {}
-        self._working: dict[int, bool] = {}
+        self._working: dict[tuple[int, frozenset[OpKind]], bool] = {}
         self._reached: set[int] = set()  # functions some activation entered
         self._relevant: dict[int, bool] = {}
         self._loop_stack: list[tuple[Loop, Frame]] = []
@@ -411,17 +411,19 @@ class Engine:
     def _target(self, op: Op, frame: Frame) -> Key | None:
         return self.keys.key(op.target, op.module, frame) if op.target is not None else None
 
-    def _owner(self, optimizer: Key) -> Key | None:
-        """The model whose ``parameters()`` an optimizer was built over."""
-        if optimizer not in self._owners:
-            self._owners[optimizer] = None
+    def owners(self, optimizer: Key) -> tuple[Key, ...]:
+        """The models whose ``parameters()`` an optimizer was built over (none: unknown)."""
+        found = self._owners.get(optimizer)
+        if found is None:
+            found = ()
             for call, module in _constructions(optimizer, Kind.OPTIMIZER, self.ev):
                 params = call_arg(call, 0, "params")
-                model = _parameters_owner(params) if params is not None else None
-                if model is not None:
-                    self._owners[optimizer] = self.keys.key(model, module, None)
+                models = _parameter_owners(params, module, self.ev, 0) if params is not None else []
+                if models:
+                    found = tuple(self.keys.key(model, module, None) for model in models)
                     break
-        return self._owners[optimizer]
+            self._owners[optimizer] = found
+        return found
 
     def _scheduled(self, op: Op, frame: Frame) -> Key | None:
         """The optimizer a scheduler was built for."""
@@ -538,18 +540,25 @@ class Engine:
         return known
 
     def _works(self, block: Block, depth: int) -> bool:
+        return self.reaches(block, frozenset(OpKind), depth)
+
+    def reaches(self, block: Block, kinds: frozenset[OpKind] | set[OpKind], depth: int = 0) -> bool:
+        """The block, or project code it calls (three calls deep), runs an op of ``kinds``."""
         for item in walk_items(block):
-            if isinstance(item, Op):
+            if isinstance(item, Op) and item.kind in kinds:
                 return True
             if isinstance(item, Invoke) and depth < 3:
                 for target in self.targets(item):
-                    key = id(target.node)
+                    key = (id(target.node), frozenset(kinds))
                     if key not in self._working:
-                        self._working[key] = False  # recursion: no work found on the way
-                        self._working[key] = self._works(self.ir.function(target.node, target.module), depth + 1)
+                        self._working[key] = False  # recursion: nothing found on the way
+                        self._working[key] = self.reaches(self.ir.function(target.node, target.module), kinds, depth + 1)
                     if self._working[key]:
                         return True
         return False
+
+    def loops_in(self, function: cst.FunctionDef, module: ModuleModel) -> bool:
+        return any(isinstance(item, Loop) for item in walk_items(self.ir.function(function, module)))
 
     def invocation(self, key: tuple[object, ...]) -> _Outcome | None:
         return self._invocations.get(key)
@@ -1032,15 +1041,26 @@ def _constructions(key: Key, kind: Kind, ev: Evaluator) -> list[tuple[cst.Call, 
     return found
 
 
-def _parameters_owner(params: cst.BaseExpression) -> cst.BaseExpression | None:
-    """``model`` in ``model.parameters()`` (also inside ``filter``/``list``)."""
+def _parameter_owners(params: cst.BaseExpression, module: ModuleModel, ev: Evaluator, depth: int) -> list[cst.BaseExpression]:
+    """``model`` in ``model.parameters()``, also inside ``filter``/``list``/``chain``, summed
+    lists, and through a variable bound to one of those."""
+    if depth > 3:
+        return []
     if isinstance(params, cst.Call):
         func = params.func
         if isinstance(func, cst.Attribute) and func.attr.value in ("parameters", "named_parameters"):
-            return func.value
-        if terminal_name(func) in ("list", "filter", "tuple", "chain") and params.args:
-            return _parameters_owner(params.args[-1].value)
-    return None
+            return [func.value]
+        if terminal_name(func) in ("list", "filter", "tuple") and params.args:
+            return _parameter_owners(params.args[-1].value, module, ev, depth + 1)
+        if terminal_name(func) == "chain":
+            return [owner for arg in params.args for owner in _parameter_owners(arg.value, module, ev, depth + 1)]
+    if isinstance(params, cst.BinaryOperation) and isinstance(params.operator, cst.Add):
+        return _parameter_owners(params.left, module, ev, depth + 1) + _parameter_owners(params.right, module, ev, depth + 1)
+    if isinstance(params, cst.Name):
+        bindings = [b for b in ev.reaching(params, module) if b.kind == "assign" and not b.path and b.value is not None]
+        if len(bindings) == 1:
+            return _parameter_owners(bindings[0].value, module, ev, depth + 1)  # type: ignore[arg-type]
+    return []
 
 
 def _named_like_data(expr: cst.BaseExpression) -> bool:

@@ -445,8 +445,10 @@ class _Build:
             return [Op(OpKind.CLIP, call, m, call_arg(call, 0, "parameters"), flags=_clip_flags(call))]
         if qualnames & T.BACKWARD_FUNCTIONS:
             return [Op(OpKind.BACKWARD, call, m, operand=call_arg(call, 0, "tensors"), flags=self._backward_flags(call, call_arg(call, 0, "tensors")))]
-        if qualnames & T.SET_GRAD_ENABLED or not isinstance(func, cst.Attribute) or qualnames:
+        if qualnames & T.SET_GRAD_ENABLED or not isinstance(func, cst.Attribute):
             return None
+        if qualnames and not any(isinstance(v, (Obj, Instance)) for v in self.ev.eval(func.value, m)):
+            return None  # a library function, not a method of an object
         receiver = func.value
         if name == "zero_grad":
             # An unknown receiver is taken for a model: which optimizers it clears is then

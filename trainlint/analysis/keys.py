@@ -61,6 +61,10 @@ class Key:
 def relation(a: Key, b: Key) -> Relation:
     if a.ident == b.ident:
         return Relation.SAME
+    if a.text is not None and b.text is not None and _scope(a.text) == _scope(b.text):
+        # Two names (or attributes) of one scope are two objects, unless one is part of the
+        # other: aliases (``net = model``) resolve to the same key.
+        return Relation.MAYBE if a.is_part_of(b) or b.is_part_of(a) else Relation.DIFFERENT
     if a.kind is not None and b.kind is not None and a.kind is not b.kind:
         return Relation.DIFFERENT
     if _copy(a) != _copy(b):
@@ -70,6 +74,10 @@ def relation(a: Key, b: Key) -> Relation:
             return Relation.MAYBE
         return Relation.MAYBE if _same_class(a, b) else Relation.DIFFERENT
     return Relation.MAYBE
+
+
+def _scope(text: str) -> str:
+    return text.rsplit(":", 1)[0]
 
 
 def _copy(key: Key) -> frozenset[object]:
@@ -132,8 +140,25 @@ class Resolver:
                 return self.extend(self.key(argument, argument_module, argument_frame, depth + 1), attrs, expr, module)
         cached = self._free.get(id(expr))
         if cached is None:
-            cached = self._free[id(expr)] = self._evaluated(expr, module, root)
+            alias = self._alias(expr, module) if depth < MAX_ALIAS_DEPTH else None
+            if alias is not None:
+                cached = self.key(alias, module, frame, depth + 1)
+            else:
+                cached = self._evaluated(expr, module, root)
+            self._free[id(expr)] = cached
         return cached
+
+    def _alias(self, expr: cst.BaseExpression, module: ModuleModel) -> cst.BaseExpression | None:
+        """``net = model`` (the only binding of ``net``, ``model`` unknown): ``net`` is
+        ``model``."""
+        if not isinstance(expr, cst.Name) or self.ev.eval(expr, module):
+            return None
+        bindings = module.scope_of(expr).bindings.get(expr.value, [])
+        if len(bindings) != 1 or bindings[0].kind != "assign" or bindings[0].path or bindings[0].value is None:
+            return None
+        value = _strip(bindings[0].value)
+        inner, _ = _chain(value)
+        return value if inner is not None and inner != expr.value else None
 
     def extend(self, base: Key, attrs: list[str], expr: cst.BaseExpression, module: ModuleModel) -> Key:
         """``base.a.b``: through the evaluator when ``base`` is a known object, else by text."""

@@ -21,6 +21,7 @@ from trainlint.analysis import brains
 from trainlint.analysis.brains import torch as T
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import terminal_name
+from trainlint.analysis.walk import iter_children
 from trainlint.analysis.values import ClassRef, DictV, Evaluator, FuncRef, Instance, LibRef, Lit, Obj, SeqV, Value, call_arg, literal_value
 
 MAX_DEPTH = 6
@@ -79,6 +80,7 @@ class LayerQuestion:
 
     layer: Callable[[str, Obj], bool | None]
     functional: frozenset[str]
+    reads_training: bool = False  # a class whose code reads ``self.training`` answers yes
 
 
 def _mode_layer(layer: str, obj: Obj) -> bool | None:
@@ -105,7 +107,7 @@ def _exempt_layer(layer: str, obj: Obj) -> bool | None:
 
 
 # Layers whose behaviour differs between train() and eval() (dropout, batch norm).
-MODE = LayerQuestion(_mode_layer, T.FUNCTIONAL_MODE_DEPENDENT)
+MODE = LayerQuestion(_mode_layer, T.FUNCTIONAL_MODE_DEPENDENT, reads_training=True)
 # Layers with a bias or a normalization weight.
 EXEMPT = LayerQuestion(_exempt_layer, T.FUNCTIONAL_NORMS)
 
@@ -214,6 +216,8 @@ def _functional_layers(klass: ClassRef, ev: Evaluator, q: LayerQuestion) -> bool
     """A functional call that answers the question (``F.dropout``): yes; dynamic
     registration of submodules: unknown."""
     module = klass.module
+    if q.reads_training and _reads_training(klass):
+        return True  # ``if not self.training: return x``: a hand-written dropout
     unknown = False
     for call in module.calls:
         if not module.is_within(call, klass.node):
@@ -223,3 +227,13 @@ def _functional_layers(klass: ClassRef, ev: Evaluator, q: LayerQuestion) -> bool
             return True
         unknown = unknown or name in DYNAMIC_REGISTRATION
     return None if unknown else False
+
+
+def _reads_training(klass: ClassRef) -> bool:
+    pending: list[cst.CSTNode] = [klass.node.body]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, cst.Attribute) and node.attr.value == "training" and isinstance(node.value, cst.Name) and node.value.value == "self":
+            return True
+        pending.extend(iter_children(node))
+    return False

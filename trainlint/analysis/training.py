@@ -49,8 +49,8 @@ def clipped(engine: Engine, occurrence: Occurrence) -> list[frozenset[Grad]]:
     owner = _parameters_key(engine, occurrence)
     related = []
     for key, values in state.grads.items():
-        optimizer_owner = engine._owner(key)
-        if owner is None or optimizer_owner is None or relation(owner, optimizer_owner) is not Relation.DIFFERENT:
+        optimizer_owners = engine.owners(key)
+        if owner is None or not optimizer_owners or any(relation(owner, o) is not Relation.DIFFERENT for o in optimizer_owners):
             related.append(values)
     return related or [state.grads_default]
 
@@ -136,7 +136,7 @@ def evaluates_after(engine: Engine, switch: Op) -> bool:
     turned off outside any training loop, or a call into code that does either. Tells an
     evaluation's switch from a frozen teacher's."""
     function = switch.module.enclosing_function(switch.node)
-    if function is not None and engine.ir.decorated_grad_off(function, switch.module):
+    if function is not None and _evaluation_function(engine, function, switch.module):
         return True
     block = engine.ir.function(function, switch.module) if function is not None else engine.ir.module_code(switch.module)
     after = False
@@ -188,8 +188,54 @@ DATA_WORDS = ("loader", "data", "set", "ds", "dl", "batches", "iter", "samples")
 def iterates_held_out(loop: LoopFacts) -> bool:
     """The loop walks validation/test data (judged by its name: ``test_cases`` is no data)."""
     node = loop.loop.node
-    name = (dotted(iterated(node)) or "") if isinstance(node, cst.For) else ""
+    return isinstance(node, cst.For) and held_out_name(dotted(iterated(node)) or "")
+
+
+def held_out_name(name: str) -> bool:
+    """``val_loader``, ``self.test_data``: held-out data (``test_cases`` is no data)."""
     return is_eval_name(name) and any(word in name.lower() for word in DATA_WORDS)
+
+
+def reads_held_out(function: cst.FunctionDef) -> bool:
+    """The function reads validation/test data (``next(iter(val_dataloader))``)."""
+    pending: list[cst.CSTNode] = [function.body]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (cst.Name, cst.Attribute)):
+            if held_out_name(dotted(node) or ""):
+                return True
+            if isinstance(node, cst.Attribute):
+                pending.append(node.value)
+            continue
+        if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            continue
+        pending.extend(iter_children(node))
+    return False
+
+
+def evaluation_sites(engine: Engine, module: ModuleModel) -> list[ModelCall]:
+    """Where a model is evaluated in ``module``: the first model call of each evaluation
+    loop, and of each function that evaluates without a loop (a GAN's ``sample_images``
+    reading the validation set)."""
+    sites = [model_calls(engine, loop)[0] for loop in engine.loops(module) if is_evaluation_loop(engine, loop)]
+    for function in module.functions:
+        if engine.loops_in(function, module):
+            continue  # its loops are judged as loops
+        if not _evaluation_function(engine, function, module):
+            continue
+        calls = [c for c in module.calls_by_function.get(function, []) if not module.enclosing_loops(c)]
+        first = next((c for c in calls if _is_model_call(c, module, engine)), None)
+        if first is not None:
+            sites.append(ModelCall(first, module, first))
+    return sites
+
+
+def _evaluation_function(engine: Engine, function: cst.FunctionDef, module: ModuleModel) -> bool:
+    """Evaluates outside any loop: reads held-out data or turns gradients off, and never
+    backpropagates nor steps."""
+    if not (reads_held_out(function) or engine.ir.decorated_grad_off(function, module)):
+        return False
+    return not engine.reaches(engine.ir.function(function, module), {OpKind.BACKWARD, OpKind.STEP})
 
 
 def is_eval_name(name: str) -> bool:
@@ -241,6 +287,8 @@ def _is_model_call(call: cst.Call, module: ModuleModel, engine: Engine) -> bool:
         # A model calling itself or its own layers (sampling, generate loops): its mode is
         # whatever its user put it in.
         return False
+    if any(isinstance(v, ClassRef) for v in engine.ev.eval(target, module)):
+        return False  # ``Net()`` builds a model; it does not run one
     return is_model(target, module, engine.ev)
 
 

@@ -20,20 +20,20 @@ KeyOf = Callable[[Op, Frame], "Key | None"]
 
 
 class Transfer:
-    """The transfer function of every op kind; ``owner`` gives the model an optimizer's
+    """The transfer function of every op kind; ``owners`` gives the models an optimizer's
     parameters come from, ``scheduled`` the optimizer a scheduler steps, ``graph`` whether an
     assigned value holds an autograd graph."""
 
     def __init__(
         self,
         target: KeyOf,
-        owner: Callable[[Key], Key | None],
+        owners: Callable[[Key], tuple[Key, ...]],
         scheduled: Callable[[Op, Frame], Key | None],
         graph: Callable[[Op, Frame, State], bool],
         mode_initial: Callable[[Key], frozenset[ModeV]],
     ) -> None:
         self.target = target
-        self.owner = owner
+        self.owners = owners
         self.scheduled = scheduled
         self.graph = graph
         self.mode_initial = mode_initial
@@ -97,15 +97,16 @@ class Transfer:
             return found
         if relation(target, optimizer) is Relation.SAME:
             return Relation.SAME
-        owner = self.owner(optimizer)
-        if owner is not None:
-            if owner.is_part_of(target):
+        owners = self.owners(optimizer)
+        if owners:
+            if any(owner.is_part_of(target) or relation(target, owner) is Relation.SAME for owner in owners):
                 return Relation.SAME
-            found = relation(target, owner)
-            if found is not Relation.MAYBE or target.is_part_of(owner):
-                return Relation.MAYBE if found is Relation.DIFFERENT and len(optimizers) <= 1 else found
-        others = [self.owner(other) for other in optimizers if other != optimizer]
-        if any(other is not None and relation(target, other) is Relation.SAME for other in others):
+            if all(relation(target, owner) is Relation.DIFFERENT for owner in owners):
+                return Relation.MAYBE if len(optimizers) <= 1 else Relation.DIFFERENT
+            if any(target.is_part_of(owner) for owner in owners):
+                return Relation.MAYBE
+        others = [owner for other in optimizers if other != optimizer for owner in self.owners(other)]
+        if any(relation(target, other) is Relation.SAME for other in others):
             return Relation.DIFFERENT
         return Relation.SAME if len(optimizers) <= 1 else Relation.MAYBE
 

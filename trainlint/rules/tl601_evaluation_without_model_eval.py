@@ -4,10 +4,10 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from trainlint.analysis.engine import LoopFacts, Snapshot
+from trainlint.analysis.engine import Snapshot
 from trainlint.analysis.models import has_mode_layers
 from trainlint.analysis.state import ModeV
-from trainlint.analysis.training import ModelCall, is_evaluation_loop, model_calls, model_expression, model_name, modes_at
+from trainlint.analysis.training import ModelCall, evaluation_sites, model_expression, model_name, modes_at
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -20,40 +20,41 @@ class EvaluationWithoutModelEval(Rule):
     message = "the model is evaluated in training mode: dropout stays active and batch norm uses batch statistics"
     hint = "Call model.eval() before the evaluation loop, and model.train() before training resumes."
     # An evaluation loop runs under no_grad/inference_mode or iterates a loader.
-    triggers = ("no_grad", "inference_mode", "loader", "_dl")
+    # Evaluation runs under no_grad, walks a loader, or lives in an eval-named function.
+    triggers = ("no_grad", "inference_mode", "loader", "_dl", "eval", "valid", "test")
 
     def check(self, ctx: Context) -> Iterator[Report]:
         reported: set[int] = set()
-        for loop in ctx.engine.loops(ctx.model):
-            if not is_evaluation_loop(ctx.engine, loop):
-                continue
-            call = model_calls(ctx.engine, loop)[0]
+        for call in evaluation_sites(ctx.engine, ctx.model):
             node = call.call if call.module is ctx.model else call.anchor
-            training = _in_training_mode(modes_at(ctx.engine, call), loop, ctx)
+            training = _in_training_mode(modes_at(ctx.engine, call), node, ctx, certain_only=not ctx.model.enclosing_loops(call.call))
             if training is None or id(node) in reported or not _mode_matters(call, ctx):
                 continue
             reported.add(id(node))
             yield Report(node, message=_message(call.call, training))
 
 
-def _in_training_mode(modes: list[tuple[Snapshot, frozenset[ModeV]]], loop: LoopFacts, ctx: Context) -> frozenset[ModeV] | None:
+def _in_training_mode(
+    modes: list[tuple[Snapshot, frozenset[ModeV]]], site: cst.CSTNode, ctx: Context, certain_only: bool
+) -> frozenset[ModeV] | None:
     """The modes of a path on which the model is certainly in training mode (some call
     path or branch: ``if args.eval: evaluate(model)`` right after building it), unless the
     ``model.train()`` was written before the loop on purpose."""
-    training = [values for _, values in modes if values and all(v.mode == "train" for v in values) and not _deliberate(values, loop, ctx)]
+    training = [values for _, values in modes if values and all(v.mode == "train" for v in values) and not _deliberate(values, site, ctx)]
     if not training:
         return None
     certain = [values for values in training if all(v.certain for v in values)]
     if certain:
         return certain[0]  # a path that certainly evaluates a model in training mode
-    # Nothing known for sure: report only when no way here switches to eval.
-    return training[0] if len(training) == len(modes) else None
+    # Nothing known for sure: report only when no way here switches to eval (and for an
+    # evaluation outside a loop, a sampling helper, only what is certain).
+    return training[0] if len(training) == len(modes) and not certain_only else None
 
 
-def _deliberate(values: frozenset[ModeV], loop: LoopFacts, ctx: Context) -> bool:
-    """A ``model.train()`` written before the loop in the same function, with no training in
-    between: Monte-Carlo dropout, or recomputing batch-norm statistics."""
-    function = ctx.model.enclosing_function(loop.loop.node)
+def _deliberate(values: frozenset[ModeV], site: cst.CSTNode, ctx: Context) -> bool:
+    """A ``model.train()`` written before the evaluation in the same function, with no
+    training in between: Monte-Carlo dropout, or recomputing batch-norm statistics."""
+    function = ctx.model.enclosing_function(site)
     return all(
         value.origin is not None
         and not value.trained
@@ -78,6 +79,6 @@ def _message(call: cst.Call, values: frozenset[ModeV]) -> str:
     else:
         cause = "nothing on the way here calls model.eval()"
     return (
-        f"`{model_name(call)}` runs in an evaluation loop in training mode: {cause}; dropout stays active and "
+        f"`{model_name(call)}` is evaluated in training mode: {cause}; dropout stays active and "
         "batch norm normalizes with (and updates) batch statistics, so the metrics are wrong"
     )

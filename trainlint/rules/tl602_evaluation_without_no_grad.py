@@ -23,7 +23,8 @@ class EvaluationWithoutNoGrad(Rule):
     summary = "An evaluation loop (model in eval mode, no backward) records autograd graphs."
     message = "the evaluation loop runs without torch.no_grad(): activations are kept for a backward that never comes"
     hint = "Wrap the evaluation in `with torch.no_grad():` (or torch.inference_mode()), or decorate the function with @torch.no_grad()."
-    triggers = (".eval()", "train(False)", "train(mode=False)")
+    # The model may be switched to eval mode in another file than the loop.
+    triggers = ("eval", "train(False)", "train(mode=False)", "valid", "test", "loader")
 
     def check(self, ctx: Context) -> Iterator[Report]:
         reported: set[int] = set()

@@ -85,11 +85,11 @@ def _trained_models(engine: Engine, backward: Occurrence) -> list[Key]:
     owners: list[Key] = []
     for step in stepped_optimizers(engine, loop):
         optimizer = target(engine, step)
-        owner = engine._owner(optimizer) if optimizer is not None else None
-        if owner is None:
+        found = engine.owners(optimizer) if optimizer is not None else ()
+        if not found:
             owners = []
             break
-        owners.append(owner)
+        owners.extend(found)
     if owners:
         return owners
     called = []
