@@ -151,6 +151,8 @@ class Engine:
         self._targets: dict[int, list[FuncRef]] = {}
         self._repeated: dict[int, frozenset[str]] = {}
         self._acting: dict[int, bool] = {}
+        self._conditions: dict[int, tuple[str, bool]] = {}
+        self._test_names: dict[int, frozenset[str]] = {}
         self._working: dict[tuple[int, frozenset[OpKind]], bool] = {}
         self._reached: set[int] = set()  # functions some activation entered
         self._relevant: dict[int, bool] = {}
@@ -526,7 +528,7 @@ class Engine:
             counts: dict[str, int] = {}
             for item in walk_items(block):
                 if isinstance(item, Branch) and item.test is not None:
-                    text = condition(item.test, module)[0]
+                    text = self.condition(item.test, module)[0]
                     counts[text] = counts.get(text, 0) + 1
             found = self._repeated[id(block)] = frozenset(text for text, count in counts.items() if count > 1)
         return found
@@ -560,6 +562,18 @@ class Engine:
     def loops_in(self, function: cst.FunctionDef, module: ModuleModel) -> bool:
         return any(isinstance(item, Loop) for item in walk_items(self.ir.function(function, module)))
 
+    def names_in(self, test: cst.BaseExpression) -> frozenset[str]:
+        found = self._test_names.get(id(test))
+        if found is None:
+            found = self._test_names[id(test)] = frozenset(_names_in(test))
+        return found
+
+    def condition(self, test: cst.BaseExpression, module: ModuleModel) -> tuple[str, bool]:
+        found = self._conditions.get(id(test))
+        if found is None:
+            found = self._conditions[id(test)] = condition(test, module)
+        return found
+
     def invocation(self, key: tuple[object, ...]) -> _Outcome | None:
         return self._invocations.get(key)
 
@@ -575,12 +589,29 @@ class _Run:
         self.root = root
 
     def block(self, block: Block, states: list[State], frame: Frame | None = None) -> _Outcome:
-        frame = frame or self.root
+        return self.items(block.items, states, frame or self.root)
+
+    def items(self, items: list[Item], states: list[State], frame: Frame) -> _Outcome:
         outcome = _Outcome([])
-        for item in block.items:
+        for item in items:
             if not states:
                 break
-            step = self.item(item, states, frame)
+            item_type = type(item)
+            if item_type is Stmt:
+                # The most common item: a statement with nothing in it for training.
+                stmt: Stmt = item  # type: ignore[assignment]
+                if stmt.recorded:
+                    self.engine.record(stmt.node, states, frame)
+                if not stmt.items:
+                    continue
+                step = self.items(stmt.items, states, frame)
+            elif item_type is Op:
+                op: Op = item  # type: ignore[assignment]
+                self.engine.record_op(op, states, frame)
+                states = [self.engine.transfer.apply(op, state, frame) for state in states]
+                continue
+            else:
+                step = self.item(item, states, frame)
             for kind, exited in step.exits.items():
                 outcome.add_exit(kind, exited)
             states = step.normal
@@ -588,12 +619,8 @@ class _Run:
         return outcome
 
     def item(self, item: Item, states: list[State], frame: Frame) -> _Outcome:
-        if isinstance(item, Stmt):
-            self.engine.record(item.node, states, frame)
-            return self.block(Block(item.items), states, frame)
-        if isinstance(item, Op):
-            self.engine.record_op(item, states, frame)
-            return _Outcome([self.engine.transfer.apply(item, state, frame) for state in states])
+        if isinstance(item, (Stmt, Op)):
+            return self.items([item], states, frame)
         if isinstance(item, Invoke):
             return self.invoke(item, states, frame)
         if isinstance(item, Block):
@@ -641,7 +668,7 @@ class _Run:
     # -- branches -------------------------------------------------------------------------
 
     def branch(self, branch: Branch, states: list[State], frame: Frame) -> _Outcome:
-        test = condition(branch.test, frame.module) if branch.test is not None else None
+        test = self.engine.condition(branch.test, frame.module) if branch.test is not None else None
         routed: list[list[State]] = [[] for _ in branch.alternatives]
         for state in states:
             tracked = test is not None and self._tracked(branch, test[0], state, frame)
@@ -678,8 +705,7 @@ class _Run:
             facts = self.engine._loops.get(level.loop)
             if facts is None or not facts.loop.counters:
                 continue
-            names = _names_in(test)
-            if names & facts.loop.counters:
+            if self.engine.names_in(test) & facts.loop.counters:
                 return first_iteration(test, facts.loop.counters, level.first)
         return None
 

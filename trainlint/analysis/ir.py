@@ -94,10 +94,13 @@ class Invoke:
 
 @dataclass(eq=False)
 class Stmt:
-    """A statement and, in evaluation order, the ops and invocations inside it."""
+    """A statement and, in evaluation order, the ops and invocations inside it.
+    ``recorded``: the engine keeps the state before it (statements without a call are never
+    asked about)."""
 
     node: cst.CSTNode
     items: list[Item]
+    recorded: bool = True
 
 
 @dataclass(eq=False)
@@ -264,7 +267,7 @@ class _Build:
         items: list[Item] = []
         for small in smalls:
             items.extend(self._small(small))
-        return Stmt(node, items)
+        return Stmt(node, items, recorded=bool(items) or _has_call(node))
 
     def _if(self, statement: cst.If) -> list[Item]:
         """``if``/``elif``/``else``: a two-way branch per test, nested for ``elif``; a long
@@ -678,6 +681,16 @@ def _target_names(target: cst.BaseExpression) -> Iterator[str]:
         text = dotted(target.value if isinstance(target, cst.Subscript) else target)
         if text:
             yield text
+
+
+def _has_call(node: cst.CSTNode) -> bool:
+    pending: list[cst.CSTNode] = [node]
+    while pending:
+        current = pending.pop()
+        if type(current) is cst.Call:
+            return True
+        pending.extend(iter_children(current))
+    return False
 
 
 def _accumulators(body: cst.CSTNode) -> frozenset[str]:

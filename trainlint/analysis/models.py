@@ -66,11 +66,7 @@ MODULE_METHODS = ("eval", "train", "parameters", "named_parameters", "zero_grad"
 
 
 def _used_as_model(name: str, module: ModuleModel) -> bool:
-    return any(
-        isinstance(call.func, cst.Attribute) and terminal_name(call.func.value) == name
-        for method in MODULE_METHODS
-        for call in module.calls_by_name.get(method, [])
-    )
+    return name in module.receivers_of(MODULE_METHODS)
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ class ModuleModel:
         self.aug_assigns: list[cst.AugAssign] = []
         self.assigns: list[cst.Assign] = []
         self._positions: Mapping[cst.CSTNode, CodeRange] | None = None
+        self._receivers: dict[tuple[str, ...], frozenset[str]] = {}
         self.module_scope = Scope(tree, None)
         self.scopes[tree] = self.module_scope
         _Indexer(self).run()
@@ -112,6 +113,18 @@ class ModuleModel:
             wrapper = MetadataWrapper(self.tree, unsafe_skip_copy=True)
             self._positions = wrapper.resolve(PositionProvider)
         return self._positions.get(node)
+
+    def receivers_of(self, methods: tuple[str, ...]) -> frozenset[str]:
+        """Names something calls one of ``methods`` on (``netD`` in ``netD.zero_grad()``)."""
+        found = self._receivers.get(methods)
+        if found is None:
+            found = self._receivers[methods] = frozenset(
+                name
+                for method in methods
+                for call in self.calls_by_name.get(method, [])
+                if isinstance(call.func, cst.Attribute) and (name := terminal_name(call.func.value)) is not None
+            )
+        return found
 
     def parent_of(self, node: cst.CSTNode) -> cst.CSTNode | None:
         return self._parents.get(id(node))
