@@ -427,3 +427,26 @@ with torch.no_grad():
         outputs = model(**batch)
 """
     assert lint_snippet(source, select=["TL601"]) == []
+
+
+def test_callers_in_other_folders_set_eval_mode() -> None:
+    evaluation = '''
+import torch
+
+@torch.no_grad()
+def evaluate(model, loader):
+    for x, y in loader:
+        out = model(x)
+'''
+    train = MODEL + '''
+from mylib.evaluation import evaluate
+
+model = Net()
+model.eval()
+evaluate(model, val_loader)
+'''
+    files = {"mylib/__init__.py": "", "mylib/evaluation.py": evaluation, "tools/train.py": train}
+    assert [d for d in lint_files(files, select=["TL601"], main="mylib/evaluation.py")] == []
+    # Without the caller's model.eval(), the same helper is reported.
+    files["tools/train.py"] = train.replace("model.eval()\n", "")
+    assert [d.line for d in lint_files(files, select=["TL601"], main="mylib/evaluation.py")] == [7]

@@ -7,6 +7,7 @@ command line.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from trainlint.sources import read_regular
 TREE_CACHE_SIZE = 128
 # Sibling files scanned for call sites; bounded so huge flat folders stay cheap.
 MAX_SIBLINGS = 64
+# Project files searched for callers of a function; bounded so huge trees stay cheap.
+MAX_PROJECT_FILES = 2000
+MAX_PROJECT_FILE_BYTES = 1_000_000
 _ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 
 
@@ -103,19 +107,24 @@ class Project:
         return models
 
     def callers_of(self, function: str, near: ModuleModel) -> list[ModuleModel]:
-        """Loaded modules plus sibling files of ``near`` that mention ``function(``.
+        """``near`` and the files of its project that may call ``function``: they mention
+        ``function(`` and a name of ``near``'s module (its file or package name).
 
-        Call sites in sibling scripts matter (``engine.py`` defines ``train_one_epoch``,
-        ``train.py`` calls it), whichever file the run happens to analyse first.
+        Call sites in other scripts matter (``engine.py`` defines ``train_one_epoch``,
+        ``tools/train.py`` calls it), and the answer must not depend on which files a run
+        happened to load before: only the files' texts decide.
         """
         needle = f"{function}("
-        importer_hint = near.path.stem
-        for sibling, text in self._siblings(near.path.parent):
-            # Only files that call the function *and* can import its module qualify;
-            # parsing every file that mentions ``forward(`` would cost a parse per file.
-            if sibling not in self._models and needle in text and importer_hint in text:
-                self.load(sibling)
-        return self.loaded()
+        hints = (near.path.stem, near.path.parent.name)
+        found = [near]
+        for path, text in (*self._siblings(near.path.parent), *_project_texts(self._root_for(near.path.parent))):
+            # Parsing every file that mentions ``forward(`` would cost a parse per file.
+            if path != near.path and needle in text and any(hint in text for hint in hints):
+                model = self.load(path)
+                if model is not None and model not in found:
+                    found.append(model)
+        self._accessed.update(model.path for model in found)
+        return found
 
     def _siblings(self, directory: Path) -> list[tuple[Path, str]]:
         cached = self._directory_texts.get(directory)
@@ -205,6 +214,29 @@ def _module_files(base: Path, parts: list[str]) -> list[Path]:
         return [base / "__init__.py"]
     stem = base.joinpath(*parts)
     return [stem.with_suffix(".py"), stem / "__init__.py"]
+
+
+# Folders whose files are never a project's callers.
+_SKIPPED_DIRS = frozenset({".git", ".hg", ".venv", "venv", "env", "node_modules", "site-packages", "build", "dist", "__pycache__", ".tox", ".eggs"})
+
+
+@lru_cache(maxsize=8)
+def _project_texts(root: Path) -> tuple[tuple[Path, str], ...]:
+    """The Python files of a project (bounded, largest files skipped), read once per process."""
+    found: list[tuple[Path, str]] = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if d not in _SKIPPED_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            if not name.endswith(".py") or len(found) >= MAX_PROJECT_FILES:
+                continue
+            path = Path(directory, name)
+            try:
+                data = read_regular(path)
+            except (OSError, RuntimeError):
+                continue
+            if len(data) <= MAX_PROJECT_FILE_BYTES:
+                found.append((path.resolve(), data.decode("utf-8", errors="replace")))
+    return tuple(found)
 
 
 @lru_cache(maxsize=TREE_CACHE_SIZE)
