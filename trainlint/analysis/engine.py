@@ -141,6 +141,7 @@ class Engine:
         self._snapshots: dict[int, dict[tuple[object, ...], Snapshot]] = {}
         self._occurrences: dict[int, dict[tuple[object, ...], Occurrence]] = {}
         self._by_home: dict[int, list[Occurrence]] = {}
+        self._by_op_module: dict[int, list[Occurrence]] = {}
         self._loops: dict[int, LoopFacts] = {}
         self._analysed: set[int] = set()  # modules whose roots ran
         self._roots: set[int] = set()  # roots that ran
@@ -283,6 +284,8 @@ class Engine:
                 occurrence = Occurrence(state, frame, op, home)
                 found[key] = occurrence
                 self._by_home.setdefault(id(home.module), []).append(occurrence)
+                if op.module is not home.module:
+                    self._by_op_module.setdefault(id(op.module), []).append(occurrence)
         if self._loop_stack:
             self._loops[id(self._loop_stack[-1][0].node)].direct.add(op)
 
@@ -302,11 +305,16 @@ class Engine:
 
     # -- queries ------------------------------------------------------------------------
 
-    def occurrences(self, module: ModuleModel, *kinds: OpKind) -> list[Occurrence]:
-        """Ops whose home (innermost loop, else root) is in ``module``, in source order."""
+    def occurrences(self, module: ModuleModel, *kinds: OpKind, home_only: bool = False) -> list[Occurrence]:
+        """Ops that ran with their home (innermost loop, else root) in ``module``, and, unless
+        ``home_only``, ops written in ``module`` wherever they ran (a scaler helper's
+        ``__call__`` run from another file's loop), in source order."""
         self.analyse(module)
-        found = [o for o in self._by_home.get(id(module), []) if not kinds or o.op.kind in kinds]
-        return sorted(found, key=lambda o: (module.order_of(o.node_in(module), 0)))
+        found = {id(o): o for o in self._by_home.get(id(module), [])}
+        if not home_only:
+            found.update((id(o), o) for o in self._by_op_module.get(id(module), []))
+        chosen = [o for o in found.values() if not kinds or o.op.kind in kinds]
+        return sorted(chosen, key=lambda o: module.order_of(o.node_in(module), 0))
 
     def all_occurrences(self, kind: OpKind) -> list[Occurrence]:
         """Every recorded occurrence of ``kind``, whatever its home (call ``analyse`` first)."""

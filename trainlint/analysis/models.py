@@ -55,10 +55,21 @@ def is_model_class(cls: ClassRef, ev: Evaluator) -> bool:
 def is_model(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bool:
     """Known to be an ``nn.Module``, or unknown and named like a model."""
     values = [v for v in ev.eval(expr, module) if isinstance(v, (Instance, Obj, LibRef, FuncRef))]
-    if values:
-        return any(is_model_value(v, ev) for v in values)
+    if any(is_model_value(v, ev) for v in values):
+        return True
+    if values and all(_known_not_model(v, ev) for v in values):
+        return False
+    # Objects of libraries nothing is known about (``torchtune.modules...``): by name.
     name = terminal_name(expr)
     return name is not None and (MODEL_NAME.match(name) is not None or _used_as_model(name, module))
+
+
+def _known_not_model(value: Value, ev: Evaluator) -> bool:
+    """A value known to be something else than a model: a user function, an instance of a
+    plain class, a library object of a known kind or from torch itself."""
+    if isinstance(value, Obj):
+        return brains.kind_of(value.qualname) is not None or value.qualname.startswith("torch.")
+    return isinstance(value, (Instance, FuncRef, LibRef))
 
 
 # Methods only modules have: an object something calls these on is a model (``G_AB``, ``netD``).

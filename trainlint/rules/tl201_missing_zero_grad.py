@@ -19,12 +19,13 @@ class MissingZeroGrad(Rule):
     summary = "A training loop steps the optimizer without clearing gradients on every iteration."
     message = "gradients are not cleared between iterations, so backward() adds to the previous batches' gradients"
     hint = "Call optimizer.zero_grad() (or model.zero_grad()) once per iteration, before backward() or right after step()."
-    # The backward may live in a helper of another file; the loop's file still steps.
-    triggers = ("backward", ".step(")
+    # The backward and the step may live in a helper of another file (a loss-scaler
+    # object); the loop's file still names its optimizer.
+    triggers = ("backward", ".step(", "optim", "scaler")
 
     def check(self, ctx: Context) -> Iterator[Report]:
         reported: set[int] = set()
-        for occurrence in ctx.engine.occurrences(ctx.model, OpKind.STEP):
+        for occurrence in ctx.engine.occurrences(ctx.model, OpKind.STEP, home_only=True):
             # Gradients a step of this loop's earlier iterations applied (a step before the
             # loop, e.g. a clear-at-the-start loop before a clear-at-the-end one, is the
             # business of the code before it).

@@ -15,11 +15,12 @@ class ZeroGradBetweenBackwardAndStep(Rule):
     summary = "Gradients are cleared after backward() and before the optimizer step that should use them."
     message = "zero_grad() runs after backward() and before step(), so the step applies empty gradients"
     hint = "Move zero_grad() to the start of the iteration (before backward()) or right after step()."
-    triggers = ("zero_grad",)
+    # The clear may sit in a helper of another file; the loop names its optimizer.
+    triggers = ("zero_grad", "optim")
 
     def check(self, ctx: Context) -> Iterator[Report]:
         reported: set[int] = set()
-        for occurrence in ctx.engine.occurrences(ctx.model, OpKind.STEP):
+        for occurrence in ctx.engine.occurrences(ctx.model, OpKind.STEP, home_only=True):
             before = grads(ctx.engine, occurrence)
             # Every way here wiped the gradients: a clear under a condition
             # (``if not torch.isfinite(norm): optimizer.zero_grad()``) skips an update on purpose.

@@ -15,7 +15,8 @@ class OptimizerStepBypassesScaler(Rule):
     summary = "optimizer.step() is called directly on gradients produced by scaler.scale(loss).backward()."
     message = "optimizer.step() applies scaled gradients directly, bypassing the GradScaler"
     hint = "Replace optimizer.step() with scaler.step(optimizer) followed by scaler.update(); never call both."
-    triggers = ("scale(",)
+    # The scaled backward may sit in a helper of another file.
+    triggers = ("scale(", "scaler", "optim")
 
     def check(self, ctx: Context) -> Iterator[Report]:
         reported: set[int] = set()
