@@ -284,7 +284,12 @@ class _Build:
             return [*tests, Branch(statement, None, alternatives)]
         tail = otherwise
         for link in reversed(chain):
-            tail = Block([Stmt(link, self.expression(link.test)), Branch(link, link.test, [self.suite(link.body), tail])])
+            body = self.suite(link.body)
+            if not tail.items and _clears_only_existing_grads(link.test, body):
+                # ``if p.grad is not None: p.grad.zero_()``: a missing gradient is a clear one.
+                tail = Block([Stmt(link, self.expression(link.test)), *body.items])
+                continue
+            tail = Block([Stmt(link, self.expression(link.test)), Branch(link, link.test, [body, tail])])
         return tail.items
 
     def _loop(self, loop: cst.For | cst.While) -> list[Item]:
@@ -681,6 +686,22 @@ def _target_names(target: cst.BaseExpression) -> Iterator[str]:
         text = dotted(target.value if isinstance(target, cst.Subscript) else target)
         if text:
             yield text
+
+
+def _clears_only_existing_grads(test: cst.BaseExpression, body: Block) -> bool:
+    """``if X.grad is not None:`` around clears of X's gradient."""
+    if not (
+        isinstance(test, cst.Comparison)
+        and len(test.comparisons) == 1
+        and isinstance(test.comparisons[0].operator, cst.IsNot)
+        and literal_value(test.comparisons[0].comparator) is None
+        and isinstance(test.left, cst.Attribute)
+        and test.left.attr.value == "grad"
+    ):
+        return False
+    owner = dotted(test.left.value)
+    ops = [item for item in walk_items(body) if isinstance(item, Op)]
+    return bool(ops) and all(op.kind is OpKind.CLEAR and op.target is not None and dotted(op.target) == owner for op in ops)
 
 
 def _has_call(node: cst.CSTNode) -> bool:
