@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,6 +22,9 @@ LABEL_KEYS = ("labels", "label")
 MIN_FIXED, MAX_FIXED = 8, 32
 # Enough batches for 2-3 gradient batches plus topping the fixed batch up to MIN_FIXED.
 MAX_BATCHES = 8
+# Beyond those, integer tensors (labels, ids) of more batches are read for the range checks
+# (a rare bad label), within this budget; the batches themselves are not kept.
+SCAN_BATCHES, SCAN_SECONDS, SCAN_ELEMENTS = 512, 1.0, 1 << 24
 
 
 class BatchKind(str, enum.Enum):
@@ -96,21 +100,54 @@ def batch_size(batch: Any) -> int | None:
     return sizes.pop() if len(sizes) == 1 else (min(sizes) if sizes else None)
 
 
-def draw(loader: Iterable[Any]) -> list[Any]:
-    """Up to ``MAX_BATCHES`` batches: at least 3, more only to reach ``MIN_FIXED`` samples."""
-    batches: list[Any] = []
+@dataclass
+class Drawn:
+    """The batches the probe runs, and the integer tensors of the batches it only read."""
+
+    batches: list[Any]
+    # (index of the batch in the loader, path in the batch, tensor): labels and ids.
+    scanned: list[tuple[int, str, torch.Tensor]] = field(default_factory=list)
+    scanned_batches: int = 0
+    one_shot: bool = False
+
+
+def draw(loader: Iterable[Any]) -> Drawn:
+    """Up to ``MAX_BATCHES`` batches: at least 3, more only to reach ``MIN_FIXED`` samples.
+
+    A re-iterable loader is then read further (same pass) for its integer tensors; a one-shot
+    iterator (a generator) is not, since every batch read is a batch its owner loses.
+    """
+    one_shot = isinstance(loader, Iterator)
+    drawn = Drawn([], one_shot=one_shot)
     samples = 0
     iterator = iter(loader)
     try:
         for batch in itertools.islice(iterator, MAX_BATCHES):
-            batches.append(batch)
+            drawn.batches.append(batch)
             samples += batch_size(batch) or 1
-            if len(batches) >= 3 and samples >= MIN_FIXED:
+            if len(drawn.batches) >= 3 and samples >= MIN_FIXED:
                 break
+        if drawn.batches and not one_shot:
+            _scan(iterator, drawn)
     finally:
         # DataLoader iterators with workers shut them down when collected.
         del iterator
-    return batches
+    return drawn
+
+
+def _scan(iterator: Iterator[Any], drawn: Drawn) -> None:
+    start, elements = time.perf_counter(), 0
+    for index, batch in enumerate(itertools.islice(iterator, SCAN_BATCHES)):
+        found = [(p, t) for p, t in tensors(batch, "") if _integral(t)]
+        drawn.scanned += [(len(drawn.batches) + index, p, t) for p, t in found]
+        drawn.scanned_batches = index + 1
+        elements += sum(t.numel() for _, t in found)
+        if elements > SCAN_ELEMENTS or time.perf_counter() - start > SCAN_SECONDS:
+            break
+
+
+def _integral(tensor: torch.Tensor) -> bool:
+    return not tensor.dtype.is_floating_point and tensor.dtype not in (torch.bool, torch.uint8)
 
 
 def fixed_batch(batches: list[Any]) -> Any:

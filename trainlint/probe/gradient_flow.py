@@ -19,6 +19,7 @@ from torch import nn
 from trainlint.diagnostics import Finding, Severity
 from trainlint.probe.codes import finding
 from trainlint.probe.names import ROOT, collapse, module_of
+from trainlint.probe.spy import DropoutCall
 
 # A layer is "dead" when this share of its units never gets a gradient.
 DEAD_WARN, DEAD_ERROR = 0.5, 0.9
@@ -352,3 +353,24 @@ def update_ratios(
             new = param.detach().to("cpu", torch.float32)
             ratios[module_of(name) or ROOT] = float((new - old).norm()) / norm
     return ratios
+
+
+def zeroing_dropout(calls: list[DropoutCall]) -> list[Finding]:
+    """Dropout with p >= 1 in training: its output is all zeros, nothing behind it learns."""
+    seen: dict[str, DropoutCall] = {}
+    for call in calls:
+        if call.training and call.p >= 1.0:
+            seen.setdefault(call.module or ROOT, call)
+    return [
+        finding(
+            "P510",
+            f"`{module}` applies {call.function} with p={call.p:g}: every activation is "
+            "zeroed in training, so no gradient flows back through it and the layers before "
+            "it never learn (they then look dead or unused)",
+            "Use a drop probability in [0, 1), typically 0.1-0.5 (`nn.Dropout(p=0.1)`); check "
+            "configs that pass a keep-probability where a drop probability is expected.",
+            subject=module,
+            details={"function": call.function, "p": call.p},
+        )
+        for module, call in seen.items()
+    ]

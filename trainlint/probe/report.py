@@ -75,6 +75,10 @@ class ProbeReport:
     seed: int
     grad_norms: list[tuple[str, float]] = field(default_factory=list)
     loss_curve: list[float] = field(default_factory=list)
+    # ||update|| / ||weight|| per layer after one optimizer step.
+    update_ratios: list[tuple[str, float]] = field(default_factory=list)
+    # Overfitting curves by run: "yours", and "reference" / "zero-input control" when run.
+    curves: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -116,6 +120,8 @@ class ProbeReport:
             "findings": [f.to_dict() for f in self.findings],
             "grad_norms": [{"layer": layer, "norm": norm} for layer, norm in self.grad_norms],
             "overfit_curve": self.loss_curve,
+            "update_ratios": [{"layer": layer, "ratio": r} for layer, r in self.update_ratios],
+            "overfit_curves": self.curves,
         }
         ready: dict[str, Any] = _json_ready(data)
         return ready
