@@ -63,18 +63,20 @@ def check(runner: Runner, batch: Any, stack: ModuleStack, seed: int) -> Outcome:
     ]
     if not sources:
         return Outcome([], "not run: no float input or embedding to differentiate", False)
-    row = rows[0] if t is None else rows[0, t]
+    # The last sample: a view used as a transpose leaves sample 0 intact more often.
+    last = size - 1
+    row = rows[last] if t is None else rows[last, t]
     weights = torch.randn(row.shape, generator=torch.Generator().manual_seed(seed))
     grads = torch.autograd.grad(
         (row * weights.to(row.device, row.dtype)).sum(),
         [leaf for _, leaf in sources],
         allow_unused=True,
     )
-    found = _mixing(sources, grads, size, call)
+    found = _mixing(sources, grads, last, call)
     if lookup is not None and t is not None:
         index = next(i for i, (_, leaf) in enumerate(sources) if leaf is lookup.output)
-        found += _future(grads[index], t, lookup)
-    what = f"sample 0, position {t}" if t is not None else "sample 0"
+        found += _future(grads[index], last, t, lookup)
+    what = f"sample {last}, position {t}" if t is not None else f"sample {last}"
     causal = " and causality" if t is not None else ""
     return Outcome(found, f"gradients of {what} checked for batch mixing{causal}", True)
 
@@ -157,17 +159,18 @@ def _norm(tensor: torch.Tensor) -> float:
 def _mixing(
     sources: list[tuple[str, torch.Tensor]],
     grads: tuple[torch.Tensor | None, ...],
-    size: int,
+    sample: int,
     call: LossCall | None,
 ) -> list[Finding]:
-    if size < 2 or _contrastive(call, size):
+    if sample < 1 or _contrastive(call, sample + 1):
         return []
     own = other = 0.0
     worst = ""
     for (name, _), grad in zip(sources, grads):
         if grad is None:
             continue
-        mine, theirs = _norm(grad[:1]), _norm(grad[1:])
+        mine = _norm(grad[sample])
+        theirs = math.hypot(_norm(grad[:sample]), _norm(grad[sample + 1 :]))
         own, other = math.hypot(own, mine), math.hypot(other, theirs)
         if theirs > 0 and not worst:
             worst = name
@@ -177,14 +180,14 @@ def _mixing(
     return [
         finding(
             "P821",
-            f"sample 0's output depends on the inputs of other samples in the batch ({share:.0%} "
+            f"sample {sample}'s output depends on the inputs of other samples in the batch ({share:.0%} "
             f"of its input gradient, through {worst}), with BatchNorm and dropout in eval mode: "
             "samples are mixed, so the model learns from the wrong inputs",
             "Look for `view`/`reshape` used where a `transpose`/`permute` was meant (e.g. "
             "(N, T, D) -> (T, N, D) for a sequence-first RNN), batch_first mismatches, and "
             "reductions over dim 0.",
             subject="model",
-            details={"other_share": share, "through": worst},
+            details={"other_share": share, "through": worst, "sample": sample},
         )
     ]
 
@@ -201,10 +204,10 @@ def _contrastive(call: LossCall | None, size: int) -> bool:
     )
 
 
-def _future(grad: torch.Tensor | None, t: int, lookup: Lookup) -> list[Finding]:
+def _future(grad: torch.Tensor | None, sample: int, t: int, lookup: Lookup) -> list[Finding]:
     if grad is None:
         return []
-    past, future = _norm(grad[0, : t + 1]), _norm(grad[0, t + 1 :])
+    past, future = _norm(grad[sample, : t + 1]), _norm(grad[sample, t + 1 :])
     if future == 0 or future <= LEAK * past:
         return []
     share = future / (past + future)

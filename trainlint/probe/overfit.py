@@ -357,12 +357,16 @@ def _worse_than_reference(
 ) -> Finding | None:
     """Neither run overfits, but the user's optimizer clearly does worse than the reference."""
     name = runs.optimizer.description
+    if user.relapsed and not reference.relapsed:
+        return _relapse(user, runs, details)
     if user.nonfinite and not reference.nonfinite:
         return _diverged(
             user, f"{name} diverges where Adam(lr=1e-3) stays finite: the learning rate is too high", details
         )
     if (user.rising or user.oscillating) and not (reference.rising or reference.oscillating):
         return _unstable(user, details, name)
+    if user.spiked and reference.peak <= CALM:
+        return _spike(user, reference, runs, details)
     if not user.moved and reference.share(reference.best) <= 0.5:
         return finding(
             "P405",
@@ -383,13 +387,28 @@ def _spike(user: Curve, reference: Curve, runs: Runs, details: dict[str, Any]) -
     return finding(
         "P402",
         f"with {runs.optimizer.description} the loss spiked from {user.start:.4g} to "
-        f"{user.losses[step]:.4g} at step {step} before recovering, while Adam(lr=1e-3) stays "
-        f"below {reference.peak:.0%} of its start: the learning rate is too high for the "
-        "first steps",
+        f"{user.losses[step]:.4g} at step {step}, while Adam(lr=1e-3) stays below "
+        f"{max(reference.peak, 1.0):.0%} of its start: the learning rate is too high"
+        + (" for the first steps" if user.passed else ""),
         "Lower the learning rate or add a warm-up; clip gradients (`clip_grad_norm_`).",
         subject="optimizer",
         details=details | {"spike_step": step, "peak_share": user.peak},
-        severity=Severity.WARNING,
+        # The batch was still memorised: a warning; otherwise the spike is why it was not.
+        severity=Severity.WARNING if user.passed else Severity.ERROR,
+    )
+
+
+def _relapse(user: Curve, runs: Runs, details: dict[str, Any]) -> Finding:
+    reached = user.reached_at or len(user.losses)
+    return finding(
+        "P402",
+        f"with {runs.optimizer.description} the loss reached {user.losses[reached - 1]:.4g} at "
+        f"step {reached - 1}, then went back up to {user.losses[-1]:.4g}"
+        + " while Adam(lr=1e-3) overfits steadily: the learning rate is too high, the low "
+        "loss was luck",
+        "Lower the learning rate by 3-10x, add warm-up, or clip gradients.",
+        subject="optimizer",
+        details=details | {"reached_at": reached},
     )
 
 
@@ -414,7 +433,19 @@ def _optimizer_settings(
 ) -> Finding:
     """The reference Adam overfits, the user's optimizer does not: blame its settings."""
     name = runs.optimizer.description
-    if len(user.losses) < MIN_JUDGED_STEPS and not user.nonfinite:
+    reference = runs.reference
+    assert reference is not None
+    if user.nonfinite:
+        return _diverged(
+            user,
+            f"{name} diverges where Adam(lr=1e-3) overfits: the learning rate is too high",
+            details,
+        )
+    if user.relapsed:
+        return _relapse(user, runs, details)
+    if user.spiked and reference.peak <= CALM:
+        return _spike(user, reference, runs, details)
+    if len(user.losses) < MIN_JUDGED_STEPS:
         return _still_improving(
             user, max_steps, details, f" with {name} (too few steps to judge the curve)"
         )

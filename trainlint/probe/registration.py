@@ -97,25 +97,19 @@ def findings(
     by_name = {name: tensor_id for tensor_id, name in shadow.tensors.items()}
     trained = [name for name in used if by_name[name] in held]
     untrained = [name for name in used if by_name[name] not in held]
-    universe = list(shadow.tensors.values())
     return [
-        *(_unregistered(subject, names, used) for subject, names in _grouped(untrained, universe)),
-        *(_optimizer_only(subject, names) for subject, names in _grouped(trained, universe)),
+        *(_unregistered(subject, names, used) for subject, names in _grouped(untrained)),
+        *(_optimizer_only(subject, names) for subject, names in _grouped(trained)),
     ]
 
 
-def _grouped(names: list[str], universe: list[str]) -> list[tuple[str, list[str]]]:
-    """Group by the plain container that holds them (``encoder.blocks``), else by module."""
+def _grouped(names: list[str]) -> list[tuple[str, list[str]]]:
+    """Group by the plain container that holds them (``encoder.blocks``), else one by one."""
     containers: dict[str, list[str]] = {}
     for name in names:
         containers.setdefault(name.split("[", 1)[0] if "[" in name else "", []).append(name)
-    result = []
-    for container, members in containers.items():
-        if container:
-            result.append((container, members))
-        else:
-            result += list(collapse(members, universe).items())
-    return result
+    loose = containers.pop("", [])
+    return [*containers.items(), *((name, [name]) for name in loose)]
 
 
 def _unregistered(subject: str, names: list[str], used: dict[str, str | None]) -> Finding:

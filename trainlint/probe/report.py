@@ -25,14 +25,20 @@ class Status(str, enum.Enum):
     WARNING = "warning"
     FAILED = "failed"
     SKIPPED = "skipped"
+    # Ran, found nothing wrong, but could not reach its verdict (e.g. a batch not memorised
+    # within max_steps while the loss still falls).
+    INCONCLUSIVE = "inconclusive"
 
 
 _STYLE = {
     Status.PASSED: ("✓ passed", "green"),
     Status.WARNING: ("! warning", "yellow"),
     Status.FAILED: ("✗ failed", "bold red"),
-    Status.SKIPPED: ("– skipped", "dim"),
+    Status.SKIPPED: ("– not run", "dim"),
+    Status.INCONCLUSIVE: ("? undecided", "cyan"),
 }
+# Info findings that mean "no verdict" rather than "passed".
+UNDECIDED = frozenset({"P406"})
 _SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
 
@@ -55,6 +61,8 @@ def outcome(name: str, findings: list[Finding], summary: str) -> CheckOutcome:
         status = Status.FAILED
     elif any(f.severity is Severity.WARNING for f in own):
         status = Status.WARNING
+    elif any(f.code in UNDECIDED for f in own):
+        status = Status.INCONCLUSIVE
     else:
         status = Status.PASSED
     return CheckOutcome(name, status, summary)
