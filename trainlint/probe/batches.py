@@ -196,19 +196,27 @@ def _concat_tree(items: list[Any]) -> Any:
 
 
 def zero_inputs(batch: Any, kind: BatchKind) -> Any | None:
-    """The batch with its inputs replaced by zeros (targets kept), or None if unknown.
+    """The batch with its float inputs replaced by zeros (targets kept), or None if unknown.
 
-    Dict batches keep their labels and masks: zeroing a mask would change which tokens
-    count, not what the model sees.
+    Token ids are left alone, and a batch with no float input has no control: a sequence
+    model fed token 0 everywhere can still memorise its targets by position, which says
+    nothing about ignoring the input. Dict batches keep their labels and masks.
     """
+
+    def zero(tensor: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(tensor) if tensor.dtype.is_floating_point else tensor
+
     if kind is BatchKind.PAIR:
-        return type(batch)([tree_map(torch.zeros_like, batch[0]), batch[1]])
-    if kind is BatchKind.DICT:
-        return {
-            key: value if key in LABEL_KEYS or "mask" in key else tree_map(torch.zeros_like, value)
-            for key, value in batch.items()
-        }
-    return None
+        inputs = batch[0]
+    elif kind is BatchKind.DICT:
+        inputs = {k: v for k, v in batch.items() if k not in LABEL_KEYS and "mask" not in k}
+    else:
+        return None
+    if not any(t.dtype.is_floating_point for _, t in tensors(inputs, "")):
+        return None
+    if kind is BatchKind.PAIR:
+        return type(batch)([tree_map(zero, batch[0]), batch[1]])
+    return {key: tree_map(zero, value) if key in inputs else value for key, value in batch.items()}
 
 
 @dataclass

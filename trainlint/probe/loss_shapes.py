@@ -20,8 +20,17 @@ from trainlint.probe.spy import LossCall
 from trainlint.probe.task import Kind
 
 SUM_TOLERANCE = 1e-3
-# Nodes that keep every axis where it was (a dtype cast, a copy, a reshape of rows).
-_KEEPS_AXES = ("ToCopyBackward", "CloneBackward", "ViewBackward", "UnsafeViewBackward")
+# Nodes that keep every axis where it was: a dtype cast, a copy, a reshape of rows, a bias
+# added or a scale applied (the first parent is the tensor followed).
+_KEEPS_AXES = (
+    "ToCopyBackward",
+    "CloneBackward",
+    "ViewBackward",
+    "UnsafeViewBackward",
+    "AddBackward",
+    "MulBackward",
+    "DivBackward",
+)
 _MOVES_AXES = ("TransposeBackward", "PermuteBackward", "MovedimBackward")
 _LAST_AXIS_PRODUCERS = ("AddmmBackward", "MmBackward")
 _SOFTMAX = ("LogSoftmaxBackward", "SoftmaxBackward")
