@@ -15,6 +15,7 @@ from trainlint.probe import (
     amp,
     data,
     dependencies,
+    distributed,
     eval_determinism,
     gradient_flow,
     grouping,
@@ -94,15 +95,14 @@ def probe(
         raise ValueError("max_steps must be at least 1")
     if amp_dtype not in (None, torch.float16, torch.bfloat16):
         raise ValueError("amp_dtype must be None, torch.float16 or torch.bfloat16")
-    session = _Session(
-        model, loader, loss_fn, optimizer, _select(checks), step_fn, amp_dtype, max_steps, seed
-    )
+    selected = _select(checks, distributed.active())
+    session = _Session(model, loader, loss_fn, optimizer, selected, step_fn, amp_dtype, max_steps, seed)
     return session.run(_resolve_device(model, device))
 
 
-def _select(checks: Iterable[str] | None) -> tuple[str, ...]:
+def _select(checks: Iterable[str] | None, under_torchrun: bool) -> tuple[str, ...]:
     if checks is None:
-        return tuple(name for name in CHECKS if name not in OPT_IN)
+        return tuple(name for name in CHECKS if under_torchrun or name not in OPT_IN)
     chosen = set([checks] if isinstance(checks, str) else checks)
     unknown = chosen - set(CHECKS)
     if unknown:
@@ -136,6 +136,10 @@ class _Session:
         max_steps: int,
         seed: int,
     ) -> None:
+        # Every local stage trains the wrapped module itself: no collective can hang when
+        # ranks stop at different steps. Only the distributed stage uses the wrapper.
+        self.wrapper = model
+        model = distributed.unwrap(model)
         self.model = model
         self.loader = loader
         self.loss_fn = loss_fn
@@ -266,6 +270,36 @@ class _Session:
 
     # ----------------------------------------------------------------- stages
     def _data(self) -> None:
+        """Draw and check the batches; under torchrun, compare ranks whatever happened."""
+        try:
+            self._draw_and_check()
+        finally:
+            if self._wants("distributed"):
+                self._distributed()
+
+    def _distributed(self) -> None:
+        """The same collectives on every rank, in the same order, before anything can stop."""
+        runner = (
+            Runner(self.wrapper, self.runner.kind, self.loss_fn, self.step_fn)
+            if self.runner is not None
+            else None
+        )
+        try:
+            outcome = distributed.check(
+                self.wrapper,
+                self.loader,
+                self.batches[0] if self.batches else None,
+                (lambda model, batch: runner.loss_only(batch)) if runner is not None else None,
+            )
+        except Exception as exc:  # noqa: BLE001 - user code in the synchronised step
+            self._add([raised("P999", "the distributed check", exc, "Fix the code at that line.", module=self.modules_running.pop_culprit())])
+            return
+        finally:
+            self.state.detach_grads()
+        self._add(outcome.findings)
+        self.summaries["distributed"] = outcome.summary
+
+    def _draw_and_check(self) -> None:
         try:
             self.model.to(self.device)
         except Exception as exc:  # noqa: BLE001 - custom .to() overrides, out of memory
