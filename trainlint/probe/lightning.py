@@ -21,7 +21,7 @@ from trainlint.probe.integrations import ProbeSettings
 try:
     from lightning.pytorch import Callback, LightningModule, Trainer
 except ImportError:  # the standalone package
-    from pytorch_lightning import Callback, LightningModule, Trainer  # type: ignore[no-redef]
+    from pytorch_lightning import Callback, LightningModule, Trainer  # type: ignore[no-redef,assignment]
 
 
 class ProbeCallback(Callback):  # type: ignore[misc]
@@ -36,11 +36,13 @@ class ProbeCallback(Callback):  # type: ignore[misc]
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not pl_module.automatic_optimization:
             return  # manual optimization steps inside training_step: nothing to call safely
-        optimizers = trainer.optimizers
+        optimizers, loader = trainer.optimizers, trainer.train_dataloader
+        if loader is None:
+            return
         with _no_logging(pl_module):
             self.settings.run(
                 pl_module,
-                trainer.train_dataloader,
+                loader,
                 optimizer=optimizers[0] if len(optimizers) == 1 else None,
                 step_fn=_training_loss,
                 device=pl_module.device,

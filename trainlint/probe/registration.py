@@ -23,6 +23,7 @@ from trainlint.probe.codes import finding
 from trainlint.probe.names import collapse, module_of
 
 MAX_DEPTH = 2  # lists of lists of layers, no deeper
+_UNINITIALISED = (nn.parameter.UninitializedParameter, nn.parameter.UninitializedBuffer)
 MAX_LISTED = 10
 
 
@@ -161,7 +162,7 @@ def preflight(model: nn.Module) -> list[Finding]:
     """Models the probe cannot run: data on the meta device, uninitialised lazy modules."""
     named = [*model.named_parameters(), *model.named_buffers()]
     universe = [name for name, _ in named]
-    lazy = [name for name, t in named if isinstance(t, nn.parameter.UninitializedTensorMixin)]
+    lazy = [name for name, t in named if isinstance(t, _UNINITIALISED)]
     if lazy:
         return [
             finding(

@@ -50,7 +50,7 @@ _DROPOUTS: dict[Callable[..., Any], bool] = {
     F.feature_alpha_dropout: False,
 }
 _SDPA = F.scaled_dot_product_attention
-_RANDOM = {
+_RANDOM: set[Callable[..., Any]] = {
     torch.rand,
     torch.randn,
     torch.rand_like,
