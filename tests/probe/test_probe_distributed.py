@@ -10,7 +10,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from probe_models import ddp_worker
 
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built")
+pytestmark = [
+    pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built"),
+    pytest.mark.slow,  # two processes that import torch each
+]
 
 
 def _run(tmp_path: Path, buggy: bool) -> list[dict[str, object]]:

@@ -60,6 +60,7 @@ def _trainer(pl: Any, callback: Any, tmp_path: Path) -> Any:
     )
 
 
+@pytest.mark.slow  # imports Lightning / transformers (a few seconds)
 def test_lightning_callback_lets_a_healthy_module_train(tmp_path: Path) -> None:
     from trainlint.probe.lightning import ProbeCallback
 
@@ -71,6 +72,7 @@ def test_lightning_callback_lets_a_healthy_module_train(tmp_path: Path) -> None:
     assert callback.report.by_check("outputs") == []
 
 
+@pytest.mark.slow  # imports Lightning / transformers (a few seconds)
 def test_lightning_callback_fails_fast_on_softmax_in_training_step(tmp_path: Path) -> None:
     from trainlint.probe.lightning import ProbeCallback
 
@@ -105,6 +107,7 @@ def _hf_trainer(labels_offset: int, tmp_path: Path, callback: Any) -> Any:
     return transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback])
 
 
+@pytest.mark.slow  # imports Lightning / transformers (a few seconds)
 def test_hf_trainer_callback_passes_a_healthy_model(tmp_path: Path) -> None:
     from trainlint.probe.huggingface import ProbeTrainerCallback
 
@@ -113,6 +116,7 @@ def test_hf_trainer_callback_passes_a_healthy_model(tmp_path: Path) -> None:
     assert callback.report is not None and callback.report.ok
 
 
+@pytest.mark.slow  # imports Lightning / transformers (a few seconds)
 def test_hf_trainer_callback_stops_on_labels_out_of_range(tmp_path: Path) -> None:
     from trainlint.probe.huggingface import ProbeTrainerCallback
 
