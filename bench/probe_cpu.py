@@ -186,7 +186,8 @@ def t5(bug: str | None) -> Case:
 
     torch.manual_seed(0)
     config = T5Config(
-        vocab_size=300, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4
+        vocab_size=300, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4,
+        decoder_start_token_id=0, pad_token_id=0,
     )
     model = T5ForConditionalGeneration(config)
     source, target = tokens(32, 20, 300, 4), tokens(32, 12, 300, 5)
