@@ -86,6 +86,30 @@ def test_minimum_loss_of_soft_and_smoothed_targets() -> None:
     assert minimum_loss(infer_task(nn.MSELoss()), half, half) == 0.0
 
 
+@pytest.mark.parametrize(
+    ("train", "eval_", "expected"),
+    [
+        (2.2, 1.0, []),  # EfficientNet: BatchNorm batch statistics only
+        (5.2, 1.0, [("P302", Severity.INFO)]),  # MNASNet, or a huge head the eval path hides
+        (2.2, 2.0, [("P302", Severity.WARNING)]),  # the weights' own scale
+        (9.0, 3.5, [("P301", Severity.ERROR)]),
+        (2.2, None, [("P302", Severity.WARNING)]),  # the eval path failed: train mode decides
+    ],
+)
+def test_initial_loss_excess_is_confirmed_in_eval_mode(
+    train: float, eval_: float | None, expected: list[tuple[str, Severity]]
+) -> None:
+    from trainlint.probe.initial_loss import judge, measure
+
+    logits, targets = torch.zeros(16, 10), torch.arange(16) % 10
+    measured = measure(train * math.log(10), infer_task(nn.CrossEntropyLoss()), logits, targets)
+    assert measured.excess
+    found, summary = judge(measured, None if eval_ is None else eval_ * math.log(10))
+    assert [(f.code, f.severity) for f in found] == expected
+    if not found:
+        assert "in eval mode (batch statistics or dropout" in summary
+
+
 def test_collapse_groups_by_the_owning_module() -> None:
     universe = ["a.0.weight", "a.0.bias", "a.1.weight", "b.weight", "b.bias", "c"]
     assert collapse(["a.0.weight", "a.0.bias", "a.1.weight"], universe) == {

@@ -54,7 +54,7 @@ from trainlint.probe.optimizer_check import (
 from trainlint.probe.progress import step_progress
 from trainlint.probe.report import CheckOutcome, ProbeReport, Status, outcome
 from trainlint.probe.spy import GateStop, Lookup, LossCall, Spy, SpyLog
-from trainlint.probe.state import ModelState, RngState
+from trainlint.probe.state import ModelState, RngState, eval_mode
 from trainlint.probe.task import UNKNOWN, Task, infer_dict_task, infer_task
 
 GRADIENT_BATCHES = 3
@@ -168,6 +168,7 @@ class _Session:
         self.known_modules: set[str] = set()
         self.optimizer: ProbeOptimizer = reference_optimizer(model)
         self.recorder = GradientRecorder(model)
+        self.initial: initial_loss.Measured | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def run(self, device: torch.device) -> ProbeReport:
@@ -387,15 +388,21 @@ class _Session:
         if not any(self._wants(c) for c in FIRST_STEP):
             return
         runner = self._runner()
-        with self.recorder.watching_calls():
-            for index, batch in enumerate(self.batches[:GRADIENT_BATCHES]):
-                self.state.detach_grads()
-                loss = self._spied_step(runner, batch) if index == 0 else self._step(runner, batch)
-                if not self._wants("gradient_flow"):
-                    return
-                self._backward(loss, index)
-        self._update_ratio()
-        self._confirm_suspects()
+        try:
+            with self.recorder.watching_calls():
+                for index, batch in enumerate(self.batches[:GRADIENT_BATCHES]):
+                    self.state.detach_grads()
+                    loss = self._spied_step(runner, batch) if index == 0 else self._step(runner, batch)
+                    if not self._wants("gradient_flow"):
+                        break
+                    self._backward(loss, index)
+        except _Stop:
+            self._judge_initial_loss(confirm=False)  # no more forwards after a failure
+            raise
+        self._judge_initial_loss(confirm=True)
+        if self._wants("gradient_flow"):
+            self._update_ratio()
+            self._confirm_suspects()
 
     def _spied_step(self, runner: Runner, batch: Any) -> torch.Tensor:
         spy = Spy(
@@ -560,11 +567,29 @@ class _Session:
             logits, targets = _detached(main.input), main.target
         else:
             logits, targets = _detached(forward.logits), forward.targets
-        found, summary = initial_loss.check_initial_loss(
-            float(loss.detach()), self.task, logits, targets
-        )
+        self.initial = initial_loss.measure(float(loss.detach()), self.task, logits, targets)
+
+    def _judge_initial_loss(self, confirm: bool) -> None:
+        """After the gradient batches (whose module calls the recorder watches), before any
+        update: a loss above the bar is measured again in eval mode, on the initial weights."""
+        if self.initial is None or not self._wants("initial_loss"):
+            return
+        confirm = confirm and self.initial.excess
+        eval_loss = self._eval_mode_loss(self.batches[0]) if confirm else None
+        found, self.summaries["initial_loss"] = initial_loss.judge(self.initial, eval_loss)
         self._add(found)
-        self.summaries["initial_loss"] = summary
+
+    def _eval_mode_loss(self, batch: Any) -> float | None:
+        """The batch's loss with running statistics and no dropout; None if that path fails
+        (eval_determinism reports a broken eval path)."""
+        try:
+            with eval_mode(self.model), torch.no_grad():
+                return float(self._runner().loss_only(batch))
+        except Exception as exc:  # noqa: BLE001 - user code in its eval path
+            self.modules_running.pop_culprit()
+            if is_out_of_memory(exc):
+                raise
+            return None
 
     def _backward(self, loss: torch.Tensor, index: int) -> None:
         if not loss.requires_grad:

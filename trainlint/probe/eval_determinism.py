@@ -22,6 +22,7 @@ from trainlint.probe.batches import BatchKind, Runner, tensors
 from trainlint.probe.codes import finding
 from trainlint.probe.errors import ModuleStack
 from trainlint.probe.spy import DropoutCall, Spy
+from trainlint.probe.state import eval_mode
 
 RTOL, ATOL = 1e-4, 1e-6
 
@@ -37,7 +38,7 @@ def check(
 ) -> Outcome:
     """``reseed(seed)`` seeds every RNG; the two forwards use ``seed`` and ``seed + 1``."""
     model = runner.model
-    with _eval(model), _root_output(model) as outputs, torch.no_grad():
+    with eval_mode(model), _root_output(model) as outputs, torch.no_grad():
         modes = {name: module.training for name, module in model.named_modules()}
         reseed(seed)
         with Spy(stack, modes=modes) as spy:
@@ -53,17 +54,6 @@ def check(
         return Outcome(found, "eval-mode forwards are random")
     verdict = "differ" if differ else "agree"
     return Outcome([], f"two eval-mode forwards with different seeds {verdict}")
-
-
-@contextlib.contextmanager
-def _eval(model: nn.Module) -> Iterator[None]:
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training
 
 
 @contextlib.contextmanager

@@ -11,9 +11,10 @@ too: the probe's backward and optimizer steps touch them as well.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,6 +152,18 @@ def _refill(target: dict[str, Any], saved: dict[str, Any]) -> None:
 
 def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.device == b.device and a.dtype == b.dtype and a.data_ptr() == b.data_ptr()
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model.eval()``, then every module's own train/eval flag back as it was."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
 
 
 class RngState:
