@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import run_probe
-from probe_models.buggy import dropout_drops_everything
+from conftest import ProbeRun
 from probe_models.common import batches_of, classification_data, mlp, seeded
 from torch import nn
 
+from trainlint.probe.codes import CHECKS
 from trainlint.probe.pytest_plugin import assert_trainable
 from trainlint.probe.report import ProbeFailure, render
 
@@ -140,17 +141,30 @@ def test_assert_trainable_fails_with_the_findings() -> None:
 
 
 # --------------------------------------------------------------------------- display
-def test_report_fits_80_columns_and_str_is_plain_text() -> None:
-    report = run_probe(dropout_drops_everything()).report
+def test_report_fits_80_columns_and_str_is_plain_text(probed: Callable[[str], ProbeRun]) -> None:
+    report = probed("dropout_drops_everything").report
     text = str(report)
     assert "\x1b[" not in text and text == render(report, color=False, width=80)
     assert max(len(line) for line in text.splitlines()) <= 80
     assert text.index("P510") < text.index("↳ P508")
 
 
-def test_html_report_is_self_contained_with_charts(tmp_path: Path) -> None:
+def test_text_report_lists_a_few_consequences_and_counts_the_rest() -> None:
+    from trainlint.probe.codes import finding
+    from trainlint.probe.grouping import group
+    from trainlint.probe.report import MAX_RELATED, ProbeReport
+
+    lead = finding("P510", "dropout p=1", "fix", subject="drop")
+    dead = [finding("P508", f"layer {i} is dead", "fix", subject=f"layer{i}") for i in range(MAX_RELATED + 3)]
+    report = ProbeReport(findings=group([lead, *dead], CHECKS), checks=[], device="cpu", task="t", seed=0)
+    text = str(report)
+    assert text.count("↳ P508") == MAX_RELATED
+    assert "↳ 3 more related: P508 ×3" in text
+
+
+def test_html_report_is_self_contained_with_charts(tmp_path: Path, probed: Callable[[str], ProbeRun]) -> None:
     pytest.importorskip("matplotlib")
-    report = run_probe(dropout_drops_everything()).report
+    report = probed("dropout_drops_everything").report
     path = tmp_path / "report.html"
     report.save_html(path)
     page = path.read_text(encoding="utf-8")

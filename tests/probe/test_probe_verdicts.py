@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_unchanged, capture, run_probe
+from conftest import ProbeRun, assert_unchanged, capture, run_probe
 from probe_models import Pipeline
 from probe_models.common import batches_of, classification_data, mlp, seeded
 from torch import nn
@@ -84,15 +86,25 @@ def test_outputs_check_that_sees_no_known_loss_says_it_did_not_run() -> None:
     assert outputs.status.value == "skipped" and outputs.summary.startswith("not run")
 
 
-def test_one_bug_leads_and_its_consequences_follow() -> None:
-    from probe_models.buggy import dropout_drops_everything
-
-    report = run_probe(dropout_drops_everything()).report
+def test_one_bug_leads_and_its_consequences_follow(probed: Callable[[str], ProbeRun]) -> None:
+    report = probed("dropout_drops_everything").report
     lead, *rest = report.findings
     assert lead.code == "P510" and lead.subject == "2"
     assert rest and all(f.details.get("related_to") == "P510 2" for f in rest)
     text = str(report)
     assert text.index("P510") < text.index("P508")
+
+
+def test_one_dropout_config_is_one_finding() -> None:
+    """``hidden_dropout_prob=1.0`` reaches every dropout layer: one P510 names them all."""
+    seeded(40)
+    model = nn.Sequential(
+        nn.Linear(20, 32), nn.Dropout(1.0), nn.ReLU(), nn.Linear(32, 32), nn.Dropout(1.0), nn.Linear(32, 5)
+    )
+    report = probe(model, batches_of(*classification_data(seed=40)), nn.CrossEntropyLoss(), max_steps=10)
+    (found,) = report.by_code("P510")
+    assert found.subject == "1" and found.details["modules"] == ["1", "4"]
+    assert "2 dropout layers" in found.message
 
 
 def test_meta_device_layer_is_a_finding_not_an_exception() -> None:

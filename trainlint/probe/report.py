@@ -21,6 +21,8 @@ from trainlint.diagnostics import Finding, Severity
 
 JSON_VERSION = 1
 BAR_WIDTH = 30
+MAX_RELATED = 5  # consequences listed under a lead in the text report
+LAYER_WIDTH = 36  # with the norm and a full bar: 77 columns
 MAX_CHART_ROWS = 24
 _SPARK = "▁▂▃▄▅▆▇█"
 
@@ -212,14 +214,22 @@ def _verdicts(checks: list[CheckOutcome]) -> Table:
 def _findings(findings: list[Finding]) -> Group:
     """Each lead finding in full; the findings it explains as one line each under it."""
     parts: list[RenderableType] = [Text("Findings", style="italic")]
+    hidden: list[str] = []
+    shown = 0
     for f in findings:
         if "related_to" in f.details:
+            if shown == MAX_RELATED:
+                hidden.append(f.code)
+                continue
+            shown += 1
             line = Text.assemble(
                 ("↳ ", "dim"), (f"{f.code} ", "bold"), (f"{f.subject or '-'}: ", "dim"),
                 _first_clause(f.message),
             )
             parts.append(Padding(line, (0, 0, 0, 4)))
             continue
+        _more_related(parts, hidden)
+        hidden, shown = [], 0
         parts.append(
             Text.assemble(
                 "\n",
@@ -232,7 +242,16 @@ def _findings(findings: list[Finding]) -> Group:
         )
         parts.append(Padding(Text(f.message), (0, 0, 0, 2)))
         parts.append(Padding(Text.assemble(("fix: ", "bold"), f.hint), (0, 0, 0, 2)))
+    _more_related(parts, hidden)
     return Group(*parts)
+
+
+def _more_related(parts: list[RenderableType], hidden: list[str]) -> None:
+    """One line for the consequences beyond ``MAX_RELATED`` (all are in JSON and HTML)."""
+    if hidden:
+        counts = ", ".join(f"{code} ×{hidden.count(code)}" for code in dict.fromkeys(hidden))
+        line = Text(f"↳ {len(hidden)} more related: {counts}", style="dim")
+        parts.append(Padding(line, (0, 0, 0, 4)))
 
 
 def _first_clause(message: str) -> str:
@@ -248,7 +267,7 @@ def _norm_chart(norms: list[tuple[str, float]], findings: list[Finding]) -> Grou
     flagged = {f.subject for f in findings if f.check == "gradient_flow"}
     shown = _sample(norms, flagged)
     table = Table(box=None, pad_edge=False)
-    table.add_column("layer", overflow="fold", max_width=36)
+    table.add_column("layer", no_wrap=True)
     table.add_column("|grad|", justify="right", no_wrap=True)
     table.add_column("", no_wrap=True)
     logs = [math.log10(v) for _, v in norms if v > 0 and math.isfinite(v)]
@@ -261,11 +280,16 @@ def _norm_chart(norms: list[tuple[str, float]], findings: list[Finding]) -> Grou
             bar = Text("█" * width, style=style)
         else:
             bar = Text("·" if value == 0 else "NaN/Inf", style="red")
-        table.add_row(layer, f"{value:.2e}", bar)
+        table.add_row(_tail(layer, LAYER_WIDTH), f"{value:.2e}", bar)
     title = "Gradient norm per layer (log scale)"
     if len(shown) < len(norms):
         title += f", {len(shown)} of {len(norms)} layers"
     return Group(Text(title, style="italic"), table)
+
+
+def _tail(name: str, width: int) -> str:
+    """The end of a long dotted name: the layer itself, not the model's outer modules."""
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
 
 
 def _sample(norms: list[tuple[str, float]], flagged: set[str | None]) -> list[tuple[str, float]]:
@@ -280,7 +304,8 @@ def _sparkline(values: list[float]) -> Text:
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return Text("NaN", style="red")
-    low, high = min(finite), max(finite)
+    # From zero (when the losses are positive): a loss that barely moves draws flat.
+    low, high = min(0.0, *finite), max(finite)
     span = (high - low) or 1.0
     chars = "".join(
         _SPARK[min(len(_SPARK) - 1, int((v - low) / span * len(_SPARK)))]
