@@ -87,21 +87,23 @@ def test_minimum_loss_of_soft_and_smoothed_targets() -> None:
 
 
 @pytest.mark.parametrize(
-    ("train", "eval_", "expected"),
+    ("train", "eval_", "std", "expected"),
     [
-        (2.2, 1.0, []),  # EfficientNet: BatchNorm batch statistics only
-        (5.2, 1.0, [("P302", Severity.INFO)]),  # MNASNet, or a huge head the eval path hides
-        (2.2, 2.0, [("P302", Severity.WARNING)]),  # the weights' own scale
-        (9.0, 3.5, [("P301", Severity.ERROR)]),
-        (2.2, None, [("P302", Severity.WARNING)]),  # the eval path failed: train mode decides
+        (2.2, 1.0, 2.3, []),  # EfficientNet: BatchNorm batch statistics only
+        (5.2, 1.0, 7.7, [("P302", Severity.INFO)]),  # MNASNet
+        (9.1, 1.0, 12.0, [("P302", Severity.WARNING)]),  # EfficientNet, N(0, 1) head
+        (2.2, 2.0, 2.3, [("P302", Severity.WARNING)]),  # the weights' own scale
+        (9.0, 3.5, 12.0, [("P301", Severity.ERROR)]),
+        (2.2, None, 2.3, [("P302", Severity.WARNING)]),  # the eval path failed: train decides
     ],
 )
 def test_initial_loss_excess_is_confirmed_in_eval_mode(
-    train: float, eval_: float | None, expected: list[tuple[str, Severity]]
+    train: float, eval_: float | None, std: float, expected: list[tuple[str, Severity]]
 ) -> None:
     from trainlint.probe.initial_loss import judge, measure
 
-    logits, targets = torch.zeros(16, 10), torch.arange(16) % 10
+    logits = torch.randn(16, 10, generator=torch.Generator().manual_seed(0))
+    logits, targets = logits / logits.std() * std, torch.arange(16) % 10
     measured = measure(train * math.log(10), infer_task(nn.CrossEntropyLoss()), logits, targets)
     assert measured.excess
     found, summary = judge(measured, None if eval_ is None else eval_ * math.log(10))

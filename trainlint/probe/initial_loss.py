@@ -29,6 +29,10 @@ from trainlint.probe.codes import finding
 from trainlint.probe.task import Kind, Task, class_axis
 
 WARN_HIGH, ERROR_HIGH, WARN_LOW = 1.5, 3.0, 0.5
+# Logits this spread make the softmax one-hot at init. Healthy heads meeting BatchNorm's
+# unit-scale features stay well below (EfficientNet ~2, MNASNet ~8); a N(0, 1) head
+# without the 1/sqrt(fan_in) factor lands far above (~12-25 on 512-1280 features).
+SATURATED_STD = 10.0
 
 
 @dataclass(frozen=True)
@@ -272,9 +276,10 @@ def _too_high(
     """Judged on the smaller of the train- and eval-mode ratios: an excess that vanishes in
     eval mode comes from batch statistics or dropout, which training recovers from at once.
 
-    A train-mode excess beyond the error bar is still worth a line, as information: it is
-    also what a huge head on a BatchNorm network looks like when eval mode shrinks the
-    features at init (running statistics still at their defaults).
+    Eval mode can also hide a real bug: with running statistics still at their defaults,
+    some BatchNorm networks (EfficientNet) shrink their features to almost nothing at init,
+    so even a huge head gives small eval logits. A train-only excess is therefore still a
+    warning when the logits saturate the softmax, and information above the error bar.
     """
     eval_ratio = details.get("eval_ratio")
     judged = min(ratio, eval_ratio) if eval_ratio is not None else ratio
@@ -294,6 +299,12 @@ def _too_high(
     if judged > WARN_HIGH:
         code = "P301" if judged > ERROR_HIGH else "P302"
         return [finding(code, text, hint, subject="loss", details=details, severity=severity)]
+    if not task.regression and details.get("logit_std", 0.0) > SATURATED_STD:
+        text += (
+            f": in train mode only, but logits spread this wide (std > {SATURATED_STD:g}) "
+            "make the softmax one-hot, beyond what batch statistics give a standard head"
+        )
+        return [finding("P302", text, hint, subject="loss", details=details, severity=severity)]
     if ratio <= ERROR_HIGH:
         return []
     return [
