@@ -199,3 +199,16 @@ def test_functional_dropout_with_training_flag_is_fine() -> None:
     report = run_probe(Pipeline(Gated(), batches_of(*classification_data(seed=57)), nn.CrossEntropyLoss())).report
     assert not report.by_check("eval_determinism")
     assert _statuses(report)["eval_determinism"] == "passed"
+
+
+def test_a_list_of_raw_images_is_one_input_scale_finding() -> None:
+    """A step_fn batch of per-sample images: one P106 for the list, none for pixel boxes."""
+    from trainlint.probe.batches import BatchKind
+    from trainlint.probe.data import check_inputs
+
+    gen = torch.Generator().manual_seed(41)
+    images = [torch.rand(3, 8, 8, generator=gen) * 255 for _ in range(3)]
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 90.0, 120.0]])} for _ in range(3)]
+    (found,) = check_inputs((images, targets), BatchKind.CUSTOM, nn.Linear(2, 2))
+    assert found.code == "P106" and found.subject == "inputs[0][0]"
+    assert found.details["tensors"] == 3 and "2 more `inputs[0][i]`" in found.message

@@ -680,6 +680,12 @@ class _Session:
         except Exception as exc:  # noqa: BLE001 - the user's eval path raised
             if is_out_of_memory(exc):
                 raise
+            if self._runner().kind is BatchKind.CUSTOM:
+                # A training step_fn need not run in eval mode (a torchvision detector
+                # returns detections there, not losses): no verdict on the model.
+                self.modules_running.pop_culprit()
+                self.not_run["eval_determinism"] = f"step_fn raised in eval mode ({describe(exc)})"
+                return
             self._add(
                 [
                     raised(
@@ -699,7 +705,7 @@ class _Session:
         if not self._wants("overfit_batch"):
             return
         runner = self._runner()
-        batch = fixed_batch(self.batches)
+        batch = fixed_batch(self.batches, self._runner().kind)
         try:
             runs = overfit.Runs(
                 self._overfit_run(runner, batch, self.optimizer, "overfitting"),
@@ -780,7 +786,7 @@ class _Session:
             return
         runner = self._runner()
         pure_half = any(p.dtype == torch.float16 for p in self.model.parameters())
-        batch = fixed_batch(self.batches)
+        batch = fixed_batch(self.batches, self._runner().kind)
         dtype = str(setup.dtype).replace("torch.", "")
         run = (
             "float16 autocast skipped on CPU (slow, no GPU kernels); float32 activations "

@@ -150,11 +150,15 @@ def _integral(tensor: torch.Tensor) -> bool:
     return not tensor.dtype.is_floating_point and tensor.dtype not in (torch.bool, torch.uint8)
 
 
-def fixed_batch(batches: list[Any]) -> Any:
+def fixed_batch(batches: list[Any], kind: BatchKind) -> Any:
     """One batch of 8-32 samples to overfit: the first batch, topped up or trimmed.
 
-    The same tensors are reused for every step, which also freezes any augmentation.
+    The same tensors are reused for every step, which also freezes any augmentation. A
+    ``step_fn`` batch is opaque (a detector's list of images of different sizes and list of
+    target dicts is not a tuple of fields), so it is used as it comes.
     """
+    if kind is BatchKind.CUSTOM:
+        return batches[0]
     chosen = batches[:1]
     samples = batch_size(batches[0]) or 0
     for batch in batches[1:]:

@@ -7,6 +7,8 @@ class index makes CUDA raise a device-side assert that poisons the whole process
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -20,6 +22,7 @@ from trainlint.probe.task import HF_IGNORE_INDEX, Kind, Task, class_axis
 
 # Largest |mean| or std of a "normalized" input; raw 0-255 pixels sit far above both.
 WARN_SCALE, INFO_SCALE = 20.0, 5.0
+_TARGET_WORDS = ("mask", "label", "target", "box", "keypoint", "area")
 MAX_LISTED = 10
 
 
@@ -32,12 +35,14 @@ def check_inputs(batch: Any, kind: BatchKind, model: nn.Module) -> list[Finding]
         findings += [
             f for name, t in tensors(targets, "targets") for f in _non_finite(name, t, "P102")
         ]
-    # Per-sample feature tensors only: 1-D side inputs (diffusion timesteps, lengths) and
-    # masks have their own legitimate ranges.
+    # Per-sample feature tensors only: 1-D side inputs (diffusion timesteps, lengths),
+    # masks and targets have their own legitimate ranges.
     floats = [
-        (n, t) for n, t in named if t.dtype.is_floating_point and t.dim() >= 2 and "mask" not in n
+        (n, t)
+        for n, t in named
+        if t.dtype.is_floating_point and t.dim() >= 2 and not _target_like(n)
     ]
-    findings += [f for name, t in floats for f in _scale(name, t)]
+    findings += _scales(floats)
     findings += _identical_samples(floats)
     findings += [f for name, t in floats for f in _constant_features(name, t)]
     findings += _single_sample_batchnorm(batch, model)
@@ -76,6 +81,32 @@ def _non_finite(name: str, tensor: torch.Tensor, code: str) -> list[Finding]:
             details={"nan": nan, "inf": inf, "numel": tensor.numel()},
         )
     ]
+
+
+def _target_like(name: str) -> bool:
+    """Targets inside inputs (a step_fn batch of images and target dicts): detection
+    boxes are in pixels and class ids are not features, by design."""
+    lowered = name.lower()
+    return any(word in lowered for word in _TARGET_WORDS)
+
+
+def _scales(floats: list[tuple[str, torch.Tensor]]) -> list[Finding]:
+    """One finding per input, or one for a list of per-sample tensors (``[0]``, ``[1]``...)."""
+    groups: dict[str, list[Finding]] = {}
+    for name, tensor in floats:
+        for item in _scale(name, tensor):
+            groups.setdefault(re.sub(r"\[\d+\]$", "[i]", name), []).append(item)
+    merged = []
+    for pattern, members in groups.items():
+        first = members[0]
+        if len(members) > 1:
+            first = replace(
+                first,
+                message=first.message + f" (and {len(members) - 1} more `{pattern}` like it)",
+                details={**first.details, "tensors": len(members)},
+            )
+        merged.append(first)
+    return merged
 
 
 def _scale(name: str, tensor: torch.Tensor) -> list[Finding]:

@@ -76,9 +76,11 @@ def check(runner: Runner, batch: Any, stack: ModuleStack, seed: int) -> Outcome:
     if lookup is not None and t is not None:
         index = next(i for i, (_, leaf) in enumerate(sources) if leaf is lookup.output)
         found += _future(grads[index], last, t, lookup)
+    checked = (["batch mixing"] if last >= 1 else []) + (["causality"] if t is not None else [])
+    if not checked:
+        return Outcome([], "not run: one sample per batch, nothing to mix", False)
     what = f"sample {last}, position {t}" if t is not None else f"sample {last}"
-    causal = " and causality" if t is not None else ""
-    return Outcome(found, f"gradients of {what} checked for batch mixing{causal}", True)
+    return Outcome(found, f"gradients of {what} checked for {' and '.join(checked)}", True)
 
 
 def _leaf_batch(batch: Any, kind: BatchKind, size: int) -> tuple[list[tuple[str, torch.Tensor]], Any]:
