@@ -255,7 +255,7 @@ def summary(runs: Runs) -> str:
             f"reached {how} in {curve.reached_at} steps ({curve.start:.4g} → "
             f"{curve.losses[-1]:.4g}, stable for {CONFIRM_STEPS} more){spike}"
         )
-    fate = " then diverged" if curve.relapsed else ""
+    fate = " then went back up" if curve.relapsed else ""
     return (
         f"{curve.start:.4g} → best {curve.best:.4g}{fate} in {len(curve.losses)} steps with "
         f"{runs.optimizer.description}"
