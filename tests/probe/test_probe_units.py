@@ -19,7 +19,7 @@ from torch import nn
 import trainlint.probe as probe_package
 from trainlint.diagnostics import Finding, Severity
 from trainlint.probe import ProbeReport, probe
-from trainlint.probe.codes import CHECKS, CODES, markdown_table
+from trainlint.probe.codes import CHECKS, CODES, OPT_IN, PREFIXES, markdown_table
 from trainlint.probe.names import collapse
 from trainlint.probe.report import ProbeFailure
 from trainlint.probe.task import Kind, class_axis, infer_task
@@ -86,6 +86,32 @@ def test_minimum_loss_of_soft_and_smoothed_targets() -> None:
     assert minimum_loss(infer_task(nn.MSELoss()), half, half) == 0.0
 
 
+@pytest.mark.parametrize(
+    ("train", "eval_", "std", "expected"),
+    [
+        (2.2, 1.0, 2.3, []),  # EfficientNet: BatchNorm batch statistics only
+        (5.2, 1.0, 7.7, [("P302", Severity.INFO)]),  # MNASNet
+        (9.1, 1.0, 12.0, [("P302", Severity.WARNING)]),  # EfficientNet, N(0, 1) head
+        (2.2, 2.0, 2.3, [("P302", Severity.WARNING)]),  # the weights' own scale
+        (9.0, 3.5, 12.0, [("P301", Severity.ERROR)]),
+        (2.2, None, 2.3, [("P302", Severity.WARNING)]),  # the eval path failed: train decides
+    ],
+)
+def test_initial_loss_excess_is_confirmed_in_eval_mode(
+    train: float, eval_: float | None, std: float, expected: list[tuple[str, Severity]]
+) -> None:
+    from trainlint.probe.initial_loss import judge, measure
+
+    logits = torch.randn(16, 10, generator=torch.Generator().manual_seed(0))
+    logits, targets = logits / logits.std() * std, torch.arange(16) % 10
+    measured = measure(train * math.log(10), infer_task(nn.CrossEntropyLoss()), logits, targets)
+    assert measured.excess
+    found, summary = judge(measured, None if eval_ is None else eval_ * math.log(10))
+    assert [(f.code, f.severity) for f in found] == expected
+    if not found:
+        assert "in eval mode (batch statistics or dropout" in summary
+
+
 def test_collapse_groups_by_the_owning_module() -> None:
     universe = ["a.0.weight", "a.0.bias", "a.1.weight", "b.weight", "b.bias", "c"]
     assert collapse(["a.0.weight", "a.0.bias", "a.1.weight"], universe) == {
@@ -101,27 +127,19 @@ def test_collapse_groups_by_the_owning_module() -> None:
 def test_codes_are_grouped_per_check_and_documented() -> None:
     for code in CODES.values():
         assert code.check in CHECKS
-        assert code.code[1] == str(CHECKS_ORDER[code.check])
+        owners = [c for c, prefix in PREFIXES.items() if code.code.startswith(prefix)]
+        # The longest matching prefix names the check (P80x registration, not P8).
+        assert max(owners, key=lambda c: len(PREFIXES[c])) == code.check, code
+    assert set(PREFIXES) == set(CHECKS)
     section = (REPO / "README.md").read_text(encoding="utf-8")
     assert markdown_table() in section
-
-
-CHECKS_ORDER = {
-    "data": 1,
-    "outputs": 2,
-    "initial_loss": 3,
-    "overfit_batch": 4,
-    "gradient_flow": 5,
-    "optimizer": 6,
-    "amp_overflow": 7,
-}
 
 
 def test_report_json_render_and_raise() -> None:
     report = run_probe(mlp_adam(), max_steps=15).report
     data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert data["version"] == 1 and data["ok"] is True
-    assert [c["check"] for c in data["checks"]] == list(CHECKS)
+    assert [c["check"] for c in data["checks"]] == [c for c in CHECKS if c not in OPT_IN]
     assert data["grad_norms"] and data["overfit_curve"]
     text = str(report)
     assert "Checks" in text and "Gradient norm per layer" in text and "█" in text

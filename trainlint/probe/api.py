@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from trainlint.diagnostics import Finding, Severity
-from trainlint.probe import amp, data, gradient_flow, initial_loss, outputs, overfit, stats
+from trainlint.probe import (
+    amp,
+    data,
+    dependencies,
+    distributed,
+    eval_determinism,
+    gradient_flow,
+    grouping,
+    initial_loss,
+    labels,
+    loss_shapes,
+    outputs,
+    overfit,
+    registration,
+    stats,
+)
 from trainlint.probe.batches import (
     BatchKind,
     BatchStructureError,
+    Drawn,
     Forward,
     Runner,
     StepFn,
@@ -20,12 +38,12 @@ from trainlint.probe.batches import (
     batch_size,
     draw,
     fixed_batch,
-    split,
+    tensors,
     to_device,
     zero_inputs,
 )
-from trainlint.probe.codes import CHECKS, finding
-from trainlint.probe.errors import ModuleStack, is_out_of_memory, raised
+from trainlint.probe.codes import CHECKS, OPT_IN, finding
+from trainlint.probe.errors import ModuleStack, describe, is_out_of_memory, raised
 from trainlint.probe.gradient_flow import GradientRecorder
 from trainlint.probe.optimizer_check import (
     ProbeOptimizer,
@@ -35,12 +53,15 @@ from trainlint.probe.optimizer_check import (
 )
 from trainlint.probe.progress import step_progress
 from trainlint.probe.report import CheckOutcome, ProbeReport, Status, outcome
-from trainlint.probe.state import ModelState, RngState
+from trainlint.probe.spy import GateStop, Lookup, LossCall, Spy, SpyLog
+from trainlint.probe.state import ModelState, RngState, eval_mode
 from trainlint.probe.task import UNKNOWN, Task, infer_dict_task, infer_task
 
 GRADIENT_BATCHES = 3
 CONFIRM_STEPS = 3
 OUT_OF_MEMORY = "out of memory"
+# Checks whose evidence comes from the first (spied) step.
+FIRST_STEP = ("outputs", "loss_shapes", "registration", "initial_loss", "gradient_flow")
 
 
 class _Stop(Exception):
@@ -62,9 +83,11 @@ def probe(
 ) -> ProbeReport:
     """Probe a training pipeline for silent bugs; the model, optimizer and RNGs are left as found.
 
-    ``checks`` restricts the run to some of ``initial_loss``, ``overfit_batch``,
-    ``gradient_flow``, ``amp_overflow``, ``data``, ``outputs``, ``optimizer``. Errors raised
-    by user code become findings; only misuse of ``probe`` itself raises.
+    ``checks`` restricts the run to some of ``data``, ``optimizer``, ``registration``,
+    ``outputs``, ``loss_shapes``, ``initial_loss``, ``gradient_flow``, ``overfit_batch``,
+    ``dependencies``, ``eval_determinism``, ``amp_overflow`` and ``distributed`` (the last
+    runs by default only under torch.distributed). Errors raised by user code become
+    findings; only misuse of ``probe`` itself raises.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -72,15 +95,14 @@ def probe(
         raise ValueError("max_steps must be at least 1")
     if amp_dtype not in (None, torch.float16, torch.bfloat16):
         raise ValueError("amp_dtype must be None, torch.float16 or torch.bfloat16")
-    session = _Session(
-        model, loader, loss_fn, optimizer, _select(checks), step_fn, amp_dtype, max_steps, seed
-    )
+    selected = _select(checks, distributed.active())
+    session = _Session(model, loader, loss_fn, optimizer, selected, step_fn, amp_dtype, max_steps, seed)
     return session.run(_resolve_device(model, device))
 
 
-def _select(checks: Iterable[str] | None) -> tuple[str, ...]:
+def _select(checks: Iterable[str] | None, under_torchrun: bool) -> tuple[str, ...]:
     if checks is None:
-        return CHECKS
+        return tuple(name for name in CHECKS if under_torchrun or name not in OPT_IN)
     chosen = set([checks] if isinstance(checks, str) else checks)
     unknown = chosen - set(CHECKS)
     if unknown:
@@ -114,6 +136,10 @@ class _Session:
         max_steps: int,
         seed: int,
     ) -> None:
+        # Every local stage trains the wrapped module itself: no collective can hang when
+        # ranks stop at different steps. Only the distributed stage uses the wrapper.
+        self.wrapper = model
+        model = distributed.unwrap(model)
         self.model = model
         self.loader = loader
         self.loss_fn = loss_fn
@@ -127,21 +153,35 @@ class _Session:
         self.findings: list[Finding] = []
         self.summaries: dict[str, str] = {}
         self.skipped: dict[str, str] = {}
-        self.task: Task = infer_task(loss_fn)
+        self.not_run: dict[str, str] = {}
+        self.loss_task: Task = infer_task(loss_fn)
+        self.task: Task = self.loss_task
+        self.drawn = Drawn([])
         self.batches: list[Any] = []
         self.runner: Runner | None = None
-        self.optimizer: ProbeOptimizer = reference_optimizer(model)
-        self.recorder = GradientRecorder(model)
         self.grad_norms: list[tuple[str, float]] = []
-        self.curve: list[float] = []
+        self.update_ratios: dict[str, float] = {}
+        self.curves: dict[str, list[float]] = {}
         self.outputs_finite = True
         self.modules_running = ModuleStack()
+        self.shadow = registration.Shadow()
+        self.known_modules: set[str] = set()
+        self.optimizer: ProbeOptimizer = reference_optimizer(model)
+        self.recorder = GradientRecorder(model)
+        self.initial: initial_loss.Measured | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def run(self, device: torch.device) -> ProbeReport:
         self.device = device
+        blocking = registration.preflight(self.model)
+        if blocking:  # nothing can run (or even be snapshotted): report before touching it
+            self.findings = blocking
+            self._skip_rest("the model cannot run (see registration)")
+            return self._report()
+        self.shadow = registration.scan(self.model)
+        self.known_modules = {name for name, _ in self.model.named_modules()}
         rng = RngState(uses_cuda=device.type == "cuda")
-        state = ModelState(self.model)
+        state = ModelState(self.model, self.shadow.modules.values(), self._loose_tensors())
         self.state = state
         self.rng = rng
         out_of_memory = False
@@ -153,12 +193,22 @@ class _Session:
                 out_of_memory = self._stages()
         finally:
             self.batches = []
+            self.drawn = Drawn([])
             self.runner = None
             if out_of_memory and device.type == "cuda":
                 torch.cuda.empty_cache()
             state.restore()
             rng.restore()
         return self._report()
+
+    def _loose_tensors(self) -> list[torch.Tensor]:
+        """Unregistered trainable tensors, and whatever the user's optimizer holds."""
+        held = (
+            [p for group in self.user_optimizer.param_groups for p in group["params"]]
+            if self.user_optimizer is not None
+            else []
+        )
+        return [*self.shadow.objects, *held]
 
     def _stages(self) -> bool:
         """Run the stages in order; True when one ran out of memory.
@@ -170,6 +220,8 @@ class _Session:
             (self._data, "P190", "preparing the batches"),
             (self._optimizer, "P699", "rebuilding the optimizer"),
             (self._first_steps, "P599", "the gradient batches"),
+            (self._dependencies, "P599", "the dependency check"),
+            (self._eval_determinism, "P839", "the eval-mode forwards"),
             (self._overfit, "P499", "overfitting one batch"),
             (self._gradient_verdict, "P599", "judging the gradients"),
             (self._amp, "P799", "the autocast run"),
@@ -219,6 +271,36 @@ class _Session:
 
     # ----------------------------------------------------------------- stages
     def _data(self) -> None:
+        """Draw and check the batches; under torchrun, compare ranks whatever happened."""
+        try:
+            self._draw_and_check()
+        finally:
+            if self._wants("distributed"):
+                self._distributed()
+
+    def _distributed(self) -> None:
+        """The same collectives on every rank, in the same order, before anything can stop."""
+        runner = (
+            Runner(self.wrapper, self.runner.kind, self.loss_fn, self.step_fn)
+            if self.runner is not None
+            else None
+        )
+        try:
+            outcome = distributed.check(
+                self.wrapper,
+                self.loader,
+                self.batches[0] if self.batches else None,
+                (lambda model, batch: runner.loss_only(batch)) if runner is not None else None,
+            )
+        except Exception as exc:  # noqa: BLE001 - user code in the synchronised step
+            self._add([raised("P999", "the distributed check", exc, "Fix the code at that line.", module=self.modules_running.pop_culprit())])
+            return
+        finally:
+            self.state.detach_grads()
+        self._add(outcome.findings)
+        self.summaries["distributed"] = outcome.summary
+
+    def _draw_and_check(self) -> None:
         try:
             self.model.to(self.device)
         except Exception as exc:  # noqa: BLE001 - custom .to() overrides, out of memory
@@ -229,11 +311,14 @@ class _Session:
                 "Free device memory or probe on another device.",
             ) from None
         try:
-            drawn = draw(self.loader)
+            self.drawn = draw(self.loader)
         except Exception as exc:  # noqa: BLE001 - user code
             raise self._fail(
                 "P190", "iterating the loader", exc, "Fix the Dataset/collate code at that line."
             ) from None
+        drawn = self.drawn.batches
+        if self.drawn.one_shot:
+            self._consumed(len(drawn))
         if not drawn:
             self._add(
                 [
@@ -280,6 +365,16 @@ class _Session:
         if any(f.severity is Severity.ERROR for f in found):
             raise _Stop("the data check found errors")
 
+    def _consumed(self, count: int) -> None:
+        """A generator loses every batch the probe reads: say so, loudly and in the report."""
+        message = (
+            f"the loader is a one-shot iterator ({type(self.loader).__name__}): the probe "
+            f"consumed {count} batch(es) that your training loop will not see"
+        )
+        hint = "Pass a re-iterable loader (a DataLoader, a list of batches), or a fresh iterator made for the probe."
+        warnings.warn(f"trainlint probe: {message}. {hint}", UserWarning, stacklevel=4)
+        self._add([finding("P112", message, hint, subject="loader", details={"consumed": count})])
+
     def _optimizer(self) -> None:
         self.optimizer, copy_findings = probe_optimizer(self.model, self.user_optimizer)
         found = check_optimizer(self.model, self.user_optimizer) + copy_findings
@@ -289,29 +384,52 @@ class _Session:
             raise _Stop("the model has no trainable parameter")
 
     def _first_steps(self) -> None:
-        """Forward/backward on the gradient batches; the first also feeds outputs and initial_loss."""
-        if not any(self._wants(c) for c in ("outputs", "initial_loss", "gradient_flow")):
+        """Forward/backward on the gradient batches; the first one runs under the spy."""
+        if not any(self._wants(c) for c in FIRST_STEP):
             return
         runner = self._runner()
-        with self.recorder.watching_calls():
-            for index, batch in enumerate(self.batches[:GRADIENT_BATCHES]):
-                self.state.detach_grads()
-                loss = self._checked_step(runner, batch, first=index == 0)
-                if not self._wants("gradient_flow"):
-                    return
-                self._backward(loss, index)
-        self._update_ratio()
-        self._confirm_suspects()
-
-    def _checked_step(self, runner: Runner, batch: Any, first: bool) -> torch.Tensor:
-        """Forward, the pre-loss target check (the data gate), then the loss."""
-        if runner.kind is BatchKind.DICT:
-            # Dict models compute their loss inside forward: check the labels before that.
-            peeked = runner.peek_logits(batch)
-            if peeked is not None:
-                self._gate_targets(Forward(peeked, split(batch, runner.kind)[1]), first)
         try:
-            forward = runner.forward(batch)
+            with self.recorder.watching_calls():
+                for index, batch in enumerate(self.batches[:GRADIENT_BATCHES]):
+                    self.state.detach_grads()
+                    loss = self._spied_step(runner, batch) if index == 0 else self._step(runner, batch)
+                    if not self._wants("gradient_flow"):
+                        break
+                    self._backward(loss, index)
+        except _Stop:
+            self._judge_initial_loss(confirm=False)  # no more forwards after a failure
+            raise
+        self._judge_initial_loss(confirm=True)
+        if self._wants("gradient_flow"):
+            self._update_ratio()
+            self._confirm_suspects()
+
+    def _spied_step(self, runner: Runner, batch: Any) -> torch.Tensor:
+        spy = Spy(
+            self.modules_running,
+            gate=self._gate_loss,
+            lookup_gate=self._gate_lookup,
+            shadow=self.shadow.tensors,
+        )
+        try:
+            with spy:
+                forward = self._forward(runner, batch)
+                loss = self._loss(runner, forward)
+        except GateStop as stop:
+            self.modules_running.pop_culprit()
+            self._add(stop.findings)
+            raise _Stop("the data check found errors") from None
+        self._inspect_first(batch, forward, loss, spy.log)
+        return loss
+
+    def _step(self, runner: Runner, batch: Any) -> torch.Tensor:
+        return self._loss(runner, self._forward(runner, batch))
+
+    def _forward(self, runner: Runner, batch: Any) -> Forward:
+        try:
+            return runner.forward(batch)
+        except GateStop:
+            raise
         except Exception as exc:  # noqa: BLE001 - user code
             raise self._fail(
                 "P299",
@@ -319,12 +437,12 @@ class _Session:
                 exc,
                 "Fix the model's forward (or step_fn) at that line; check input shapes and dtypes.",
             ) from None
-        if runner.kind is BatchKind.PAIR:
-            self._gate_targets(forward, first)
-        if first:
-            self._inspect_outputs(forward)
+
+    def _loss(self, runner: Runner, forward: Forward) -> torch.Tensor:
         try:
-            loss = runner.loss(forward)
+            return runner.loss(forward)
+        except GateStop:
+            raise
         except Exception as exc:  # noqa: BLE001 - user code
             raise self._fail(
                 "P399",
@@ -332,34 +450,146 @@ class _Session:
                 exc,
                 "Check output/target shapes and dtypes against what the loss expects.",
             ) from None
-        if first:
-            self._initial_loss(forward, loss)
-        return loss
 
-    def _gate_targets(self, forward: Forward, first: bool) -> None:
-        if first and self._runner().kind is BatchKind.DICT:
-            self.task = infer_dict_task(forward.logits, forward.targets)
-        found = data.check_targets(forward.targets, _detached(forward.logits), self.task)
-        self._add(found)
-        if any(f.severity is Severity.ERROR for f in found):
-            raise _Stop("the data check found errors")
+    def _named(self, task: Task) -> Task:
+        """A spied call's task under the name the user gave the loss, when it is that loss."""
+        if self.loss_task.direct and self.loss_task.kind is task.kind:
+            return replace(task, loss_name=self.loss_task.loss_name)
+        return task
 
-    def _inspect_outputs(self, forward: Forward) -> None:
+    def _gate_loss(self, call: LossCall) -> None:
+        """Targets out of range stop the run before the loss kernel sees them."""
+        found = data.check_targets(call.target, call.input.detach(), self._named(call.task))
+        errors = [f for f in found if f.severity is Severity.ERROR]
+        self._add([f for f in found if f.severity is not Severity.ERROR])
+        if errors:
+            raise GateStop(errors)
+
+    def _gate_lookup(self, lookup: Lookup) -> None:
+        ids = lookup.ids
+        if ids.dtype.is_floating_point or ids.numel() == 0:
+            return
+        low, high = int(ids.min()), int(ids.max())
+        if low >= 0 and high < lookup.rows:
+            return
+        name = lookup.module or "embedding"
+        raise GateStop(
+            [
+                finding(
+                    "P110",
+                    f"`{name}` is looked up with ids in [{low}, {high}] but has {lookup.rows} "
+                    "rows: the lookup fails (a device-side assert on CUDA)",
+                    "Make the ids match the table: vocabulary size, number of token types or "
+                    "positions; map unknown and padding tokens to valid ids.",
+                    subject=name,
+                    details={"min": low, "max": high, "num_embeddings": lookup.rows},
+                )
+            ]
+        )
+
+    def _inspect_first(self, batch: Any, forward: Forward, loss: torch.Tensor, log: SpyLog) -> None:
+        """Everything the first step showed: outputs, loss calls, registration, labels."""
+        main = log.main_loss(loss)
+        self.task = self._task(main, forward)
+        self._outputs(forward, log)
+        self._loss_shapes(log)
+        self._registration(log)
+        self._add(gradient_flow.zeroing_dropout(log.dropouts))
+        if main is not None:
+            self._label_scan(batch, main)
+        self._initial_loss(forward, loss, main)
+
+    def _task(self, main: LossCall | None, forward: Forward) -> Task:
+        if main is not None:
+            return self._named(main.task)
+        if self._runner().kind is BatchKind.DICT:
+            return infer_dict_task(_detached(forward.logits), forward.targets)
+        return self.loss_task
+
+    def _outputs(self, forward: Forward, log: SpyLog) -> None:
         logits = forward.logits
         if isinstance(logits, torch.Tensor) and logits.dtype.is_floating_point:
             self.outputs_finite = stats.all_finite(logits.detach())
-        if self.runner is not None and self.runner.kind is BatchKind.PAIR:
+        calls = [call for call in log.losses if call.task.kind.value != "unknown"]
+        for call in calls:
+            self._add(outputs.check_outputs(call.input, call.target, self._named(call.task)))
+        if not calls and self._runner().kind is BatchKind.PAIR:
             self._add(outputs.check_outputs(logits, forward.targets, self.task))
-        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else "n/a"
-        producer = outputs.producer_name(logits) if isinstance(logits, torch.Tensor) else None
-        self.summaries["outputs"] = f"outputs {shape}" + (f" from {producer}" if producer else "")
+        inspected = calls[0].input if calls else logits
+        if not isinstance(inspected, torch.Tensor) or (not calls and self.task is UNKNOWN):
+            if not any(f.check == "outputs" for f in self.findings):
+                self.not_run["outputs"] = "no known loss function (cross-entropy, BCE, MSE...) was called"
+            return
+        producer = outputs.producer_name(inspected)
+        where = f", checked at {calls[0].task.loss_name}" if calls else ""
+        self.summaries["outputs"] = (
+            f"outputs {tuple(inspected.shape)}"
+            + (f" from {producer}" if producer else "")
+            + where
+        )
 
-    def _initial_loss(self, forward: Forward, loss: torch.Tensor) -> None:
-        found, summary = initial_loss.check_initial_loss(
-            float(loss.detach()), self.task, _detached(forward.logits), forward.targets
+    def _loss_shapes(self, log: SpyLog) -> None:
+        if not log.losses:
+            self.not_run["loss_shapes"] = "no known loss function was called"
+            return
+        for call in log.losses:
+            self._add(loss_shapes.check(replace(call, task=self._named(call.task))))
+        names = sorted({call.task.loss_name for call in log.losses})
+        self.summaries["loss_shapes"] = f"{len(log.losses)} loss call(s) ({', '.join(names)})"
+
+    def _registration(self, log: SpyLog) -> None:
+        found = registration.findings(self.shadow, log.shadow_used, self.user_optimizer)
+        found += registration.created_in_forward(self.model, self.known_modules)
+        self._add(found)
+        count = sum(1 for _ in self.model.parameters())
+        self.summaries["registration"] = (
+            f"{count} registered parameter tensor(s); "
+            + (f"{len(log.shadow_used)} unregistered used in forward" if log.shadow_used else "nothing unregistered used in forward")
+        )
+
+    def _label_scan(self, batch: Any, main: LossCall) -> None:
+        """The first batch's labels passed the gate; check the other batches' too."""
+        valid = labels.valid_range(replace(main, task=self._named(main.task)))
+        path = labels.target_path(batch, self._runner().kind, main.target)
+        if valid is None or path is None or not self._wants("data"):
+            return
+        drawn = [(i, t) for i, b in enumerate(self.batches[1:], 1) for p, t in tensors(b, "") if p == path]
+        read = [(i, t) for i, p, t in self.drawn.scanned if p == path]
+        found, where = labels.check(
+            drawn + read, self.drawn.scanned_batches, valid, labels.dataset_labels(self.loader)
         )
         self._add(found)
-        self.summaries["initial_loss"] = summary
+        if where and "data" in self.summaries:
+            self.summaries["data"] += f"; label range also checked on {where}"
+
+    def _initial_loss(self, forward: Forward, loss: torch.Tensor, main: LossCall | None) -> None:
+        if main is not None:
+            logits, targets = _detached(main.input), main.target
+        else:
+            logits, targets = _detached(forward.logits), forward.targets
+        self.initial = initial_loss.measure(float(loss.detach()), self.task, logits, targets)
+
+    def _judge_initial_loss(self, confirm: bool) -> None:
+        """After the gradient batches (whose module calls the recorder watches), before any
+        update: a loss above the bar is measured again in eval mode, on the initial weights."""
+        if self.initial is None or not self._wants("initial_loss"):
+            return
+        confirm = confirm and self.initial.excess
+        eval_loss = self._eval_mode_loss(self.batches[0]) if confirm else None
+        found, self.summaries["initial_loss"] = initial_loss.judge(self.initial, eval_loss)
+        self._add(found)
+
+    def _eval_mode_loss(self, batch: Any) -> float | None:
+        """The batch's loss with running statistics and no dropout; None if that path fails
+        (eval_determinism reports a broken eval path)."""
+        try:
+            with eval_mode(self.model), torch.no_grad():
+                return float(self._runner().loss_only(batch))
+        except Exception as exc:  # noqa: BLE001 - user code in its eval path
+            self.modules_running.pop_culprit()
+            if is_out_of_memory(exc):
+                raise
+            return None
 
     def _backward(self, loss: torch.Tensor, index: int) -> None:
         if not loss.requires_grad:
@@ -392,10 +622,10 @@ class _Session:
         with self.optimizer.fresh() as opt:
             held = {id(p) for group in opt.param_groups for p in group["params"]}
             opt.step()
-        ratios = gradient_flow.update_ratios(
+        self.update_ratios = gradient_flow.update_ratios(
             self.recorder, held, self.state.host_copies(self.recorder.params)
         )
-        self._add(gradient_flow.update_ratio_findings(ratios))
+        self._add(gradient_flow.update_ratio_findings(self.update_ratios))
 
     def _confirm_suspects(self) -> None:
         """A few reference steps before judging "no/zero gradient" or "dead units".
@@ -415,19 +645,74 @@ class _Session:
                 self.recorder.record(gradient_batch=False)
                 opt.step()
 
+    def _dependencies(self) -> None:
+        """Batch mixing and causal leaks; a forward that fails with differentiable inputs
+        (which the user's training never sees) only means the check could not run."""
+        if not self._wants("dependencies"):
+            return
+        try:
+            outcome = dependencies.check(
+                self._runner(), self.batches[0], self.modules_running, self.seed
+            )
+        except Exception as exc:  # noqa: BLE001 - user code meeting inputs that require grad
+            self.modules_running.pop_culprit()
+            if is_out_of_memory(exc):
+                raise
+            self.not_run["dependencies"] = f"the forward with differentiable inputs raised {describe(exc)}"
+            return
+        self._add(outcome.findings)
+        if outcome.ran:
+            self.summaries["dependencies"] = outcome.summary
+        else:
+            self.not_run["dependencies"] = outcome.summary.removeprefix("not run: ")
+
+    def _eval_determinism(self) -> None:
+        if not self._wants("eval_determinism"):
+            return
+        try:
+            outcome = eval_determinism.check(
+                self._runner(),
+                self.batches[0],
+                self.modules_running,
+                lambda seed: self.rng.seed(seed, self.device),
+                self.seed,
+            )
+        except Exception as exc:  # noqa: BLE001 - the user's eval path raised
+            if is_out_of_memory(exc):
+                raise
+            if self._runner().kind is BatchKind.CUSTOM:
+                # A training step_fn need not run in eval mode (a torchvision detector
+                # returns detections there, not losses): no verdict on the model.
+                self.modules_running.pop_culprit()
+                self.not_run["eval_determinism"] = f"step_fn raised in eval mode ({describe(exc)})"
+                return
+            self._add(
+                [
+                    raised(
+                        "P839",
+                        "a forward in eval mode (model.eval())",
+                        exc,
+                        "Fix the eval-only code path at that line (it runs in validation and inference).",
+                        module=self.modules_running.pop_culprit(),
+                    )
+                ]
+            )
+            return
+        self._add(outcome.findings)
+        self.summaries["eval_determinism"] = outcome.summary
+
     def _overfit(self) -> None:
         if not self._wants("overfit_batch"):
             return
         runner = self._runner()
-        batch = fixed_batch(self.batches)
+        batch = fixed_batch(self.batches, self._runner().kind)
         try:
             runs = overfit.Runs(
                 self._overfit_run(runner, batch, self.optimizer, "overfitting"),
                 self.optimizer,
                 known_cause=self._optimizer_cause(),
             )
-            self.curve = runs.user.losses
-            if not runs.user.passed and runs.user.judgeable and not self.optimizer.is_reference:
+            if overfit.needs_reference(runs):
                 runs.reference = self._overfit_run(
                     runner, batch, reference_optimizer(self.model), "reference run"
                 )
@@ -446,6 +731,15 @@ class _Session:
                 exc,
                 "Fix the code at that line; it ran fine on the first steps, so look for state that changes between steps.",
             ) from None
+        self.curves = {
+            label: curve.losses
+            for label, curve in (
+                ("yours", runs.user),
+                ("reference", runs.reference),
+                ("zero-input control", runs.control),
+            )
+            if curve is not None
+        }
         self._add(overfit.judge(runs, self.max_steps))
         self.summaries["overfit_batch"] = overfit.summary(runs)
 
@@ -488,19 +782,23 @@ class _Session:
         setup = amp.AmpSetup(self.device, self.amp_dtype)
         self._add(amp.half_adam_eps(self.model, self.user_optimizer))
         if not self.outputs_finite:
-            self.summaries["amp_overflow"] = "not run: the float32 outputs are already non-finite"
+            self.not_run["amp_overflow"] = "the float32 outputs are already non-finite"
             return
         runner = self._runner()
         pure_half = any(p.dtype == torch.float16 for p in self.model.parameters())
-        batch = fixed_batch(self.batches)
+        batch = fixed_batch(self.batches, self._runner().kind)
         dtype = str(setup.dtype).replace("torch.", "")
+        run = (
+            "float16 autocast skipped on CPU (slow, no GPU kernels); float32 activations "
+            "checked against the float16 range"
+            if setup.emulated
+            else f"{dtype} autocast on {self.device.type}"
+        )
         try:
             overflow = amp.check_forward(runner, batch, setup, pure_half)
             self._add(overflow)
-            summary = f"{dtype} autocast on {self.device.type}: " + (
-                "overflow" if overflow else "no overflow"
-            )
-            if not overflow and not pure_half and setup.dtype == torch.float16:
+            summary = f"{run}: " + ("overflow" if overflow else "no overflow")
+            if not (overflow or pure_half or setup.emulated) and setup.dtype == torch.float16:
                 self._restart()
                 scaler_findings, scaler_summary = amp.check_scaler(
                     runner, batch, setup, self.optimizer, self.max_steps
@@ -511,7 +809,7 @@ class _Session:
             self._add([amp.autocast_error(exc, setup, self.modules_running.pop_culprit())])
             if is_out_of_memory(exc):
                 raise _Stop(OUT_OF_MEMORY) from None
-            summary = f"{dtype} autocast on {self.device.type}: could not run"
+            summary = f"{run}: could not run"
         self.summaries["amp_overflow"] = summary
 
     # ----------------------------------------------------------------- helpers
@@ -522,24 +820,28 @@ class _Session:
     def _report(self) -> ProbeReport:
         task = self.task.kind.value if self.task is not UNKNOWN else "unknown"
         return ProbeReport(
-            findings=sorted(
-                self.findings, key=lambda f: (CHECKS.index(f.check), -f.severity.rank, f.code)
-            ),
+            findings=grouping.group(self.findings, CHECKS),
             checks=[self._verdict(name) for name in self.selected],
             device=str(self.device),
             task=f"{task} ({self.task.loss_name})",
             seed=self.seed,
             grad_norms=self.grad_norms,
-            loss_curve=self.curve,
+            loss_curve=self.curves.get("yours", []),
+            update_ratios=list(self.update_ratios.items()),
+            curves=self.curves,
         )
 
     def _verdict(self, name: str) -> CheckOutcome:
-        """A check with findings is judged by them even when a later failure cut it short."""
+        """A check with findings is judged by them, even when a later failure cut it short;
+        a check that found nothing is "passed" only when it actually ran."""
         reason = self.skipped.get(name)
+        has_findings = any(f.check == name for f in self.findings)
+        if name in self.not_run and not has_findings:
+            return CheckOutcome(name, Status.SKIPPED, f"not run: {self.not_run[name]}")
         summary = self.summaries.get(name) or (f"stopped: {reason}" if reason else "")
-        if name in self.summaries or any(f.check == name for f in self.findings):
+        if name in self.summaries or has_findings:
             return outcome(name, self.findings, summary)
-        return CheckOutcome(name, Status.SKIPPED, f"skipped: {reason or 'nothing to check'}")
+        return CheckOutcome(name, Status.SKIPPED, f"not run: {reason or 'nothing to check'}")
 
 
 def _detached(tensor: Any) -> torch.Tensor | None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,6 +22,9 @@ LABEL_KEYS = ("labels", "label")
 MIN_FIXED, MAX_FIXED = 8, 32
 # Enough batches for 2-3 gradient batches plus topping the fixed batch up to MIN_FIXED.
 MAX_BATCHES = 8
+# Beyond those, integer tensors (labels, ids) of more batches are read for the range checks
+# (a rare bad label), within this budget; the batches themselves are not kept.
+SCAN_BATCHES, SCAN_SECONDS, SCAN_ELEMENTS = 512, 1.0, 1 << 24
 
 
 class BatchKind(str, enum.Enum):
@@ -96,28 +100,65 @@ def batch_size(batch: Any) -> int | None:
     return sizes.pop() if len(sizes) == 1 else (min(sizes) if sizes else None)
 
 
-def draw(loader: Iterable[Any]) -> list[Any]:
-    """Up to ``MAX_BATCHES`` batches: at least 3, more only to reach ``MIN_FIXED`` samples."""
-    batches: list[Any] = []
+@dataclass
+class Drawn:
+    """The batches the probe runs, and the integer tensors of the batches it only read."""
+
+    batches: list[Any]
+    # (index of the batch in the loader, path in the batch, tensor): labels and ids.
+    scanned: list[tuple[int, str, torch.Tensor]] = field(default_factory=list)
+    scanned_batches: int = 0
+    one_shot: bool = False
+
+
+def draw(loader: Iterable[Any]) -> Drawn:
+    """Up to ``MAX_BATCHES`` batches: at least 3, more only to reach ``MIN_FIXED`` samples.
+
+    A re-iterable loader is then read further (same pass) for its integer tensors; a one-shot
+    iterator (a generator) is not, since every batch read is a batch its owner loses.
+    """
+    one_shot = isinstance(loader, Iterator)
+    drawn = Drawn([], one_shot=one_shot)
     samples = 0
     iterator = iter(loader)
     try:
         for batch in itertools.islice(iterator, MAX_BATCHES):
-            batches.append(batch)
+            drawn.batches.append(batch)
             samples += batch_size(batch) or 1
-            if len(batches) >= 3 and samples >= MIN_FIXED:
+            if len(drawn.batches) >= 3 and samples >= MIN_FIXED:
                 break
+        if drawn.batches and not one_shot:
+            _scan(iterator, drawn)
     finally:
         # DataLoader iterators with workers shut them down when collected.
         del iterator
-    return batches
+    return drawn
 
 
-def fixed_batch(batches: list[Any]) -> Any:
+def _scan(iterator: Iterator[Any], drawn: Drawn) -> None:
+    start, elements = time.perf_counter(), 0
+    for index, batch in enumerate(itertools.islice(iterator, SCAN_BATCHES)):
+        found = [(p, t) for p, t in tensors(batch, "") if _integral(t)]
+        drawn.scanned += [(len(drawn.batches) + index, p, t) for p, t in found]
+        drawn.scanned_batches = index + 1
+        elements += sum(t.numel() for _, t in found)
+        if elements > SCAN_ELEMENTS or time.perf_counter() - start > SCAN_SECONDS:
+            break
+
+
+def _integral(tensor: torch.Tensor) -> bool:
+    return not tensor.dtype.is_floating_point and tensor.dtype not in (torch.bool, torch.uint8)
+
+
+def fixed_batch(batches: list[Any], kind: BatchKind) -> Any:
     """One batch of 8-32 samples to overfit: the first batch, topped up or trimmed.
 
-    The same tensors are reused for every step, which also freezes any augmentation.
+    The same tensors are reused for every step, which also freezes any augmentation. A
+    ``step_fn`` batch is opaque (a detector's list of images of different sizes and list of
+    target dicts is not a tuple of fields), so it is used as it comes.
     """
+    if kind is BatchKind.CUSTOM:
+        return batches[0]
     chosen = batches[:1]
     samples = batch_size(batches[0]) or 0
     for batch in batches[1:]:
@@ -159,19 +200,27 @@ def _concat_tree(items: list[Any]) -> Any:
 
 
 def zero_inputs(batch: Any, kind: BatchKind) -> Any | None:
-    """The batch with its inputs replaced by zeros (targets kept), or None if unknown.
+    """The batch with its float inputs replaced by zeros (targets kept), or None if unknown.
 
-    Dict batches keep their labels and masks: zeroing a mask would change which tokens
-    count, not what the model sees.
+    Token ids are left alone, and a batch with no float input has no control: a sequence
+    model fed token 0 everywhere can still memorise its targets by position, which says
+    nothing about ignoring the input. Dict batches keep their labels and masks.
     """
+
+    def zero(tensor: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(tensor) if tensor.dtype.is_floating_point else tensor
+
     if kind is BatchKind.PAIR:
-        return type(batch)([tree_map(torch.zeros_like, batch[0]), batch[1]])
-    if kind is BatchKind.DICT:
-        return {
-            key: value if key in LABEL_KEYS or "mask" in key else tree_map(torch.zeros_like, value)
-            for key, value in batch.items()
-        }
-    return None
+        inputs = batch[0]
+    elif kind is BatchKind.DICT:
+        inputs = {k: v for k, v in batch.items() if k not in LABEL_KEYS and "mask" not in k}
+    else:
+        return None
+    if not any(t.dtype.is_floating_point for _, t in tensors(inputs, "")):
+        return None
+    if kind is BatchKind.PAIR:
+        return type(batch)([tree_map(zero, batch[0]), batch[1]])
+    return {key: tree_map(zero, value) if key in inputs else value for key, value in batch.items()}
 
 
 @dataclass

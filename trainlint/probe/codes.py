@@ -1,8 +1,10 @@
 """The catalogue of probe finding codes, and the one way to build a :class:`Finding`.
 
 Codes are grouped per check (``P1xx`` data, ``P2xx`` outputs, ``P3xx`` initial_loss,
-``P4xx`` overfit_batch, ``P5xx`` gradient_flow, ``P6xx`` optimizer, ``P7xx`` amp_overflow);
-``Px99`` (``P190`` for data) always means "user code raised while this check ran".
+``P4xx`` overfit_batch, ``P5xx`` gradient_flow, ``P6xx`` optimizer, ``P7xx`` amp_overflow,
+``P80x`` registration, ``P81x`` loss_shapes, ``P82x`` dependencies, ``P83x``
+eval_determinism, ``P9xx`` distributed); ``Px99`` (``P190`` for data, ``P8x9`` for the
+``P8`` checks) always means "user code raised while this check ran".
 Codes are a public contract: never renumber one, only add. This module imports no torch, so
 the CLI can list codes cheaply.
 """
@@ -17,12 +19,34 @@ from trainlint.diagnostics import Finding, Severity
 CHECKS: tuple[str, ...] = (
     "data",
     "optimizer",
+    "registration",
     "outputs",
+    "loss_shapes",
     "initial_loss",
     "gradient_flow",
     "overfit_batch",
+    "dependencies",
+    "eval_determinism",
     "amp_overflow",
+    "distributed",
 )
+# Checks a default run skips: ``distributed`` means something only under torch.distributed.
+OPT_IN: frozenset[str] = frozenset({"distributed"})
+# The code prefix of each check (the README's codes table is grouped the same way).
+PREFIXES: dict[str, str] = {
+    "data": "P1",
+    "outputs": "P2",
+    "initial_loss": "P3",
+    "overfit_batch": "P4",
+    "gradient_flow": "P5",
+    "optimizer": "P6",
+    "amp_overflow": "P7",
+    "registration": "P80",
+    "loss_shapes": "P81",
+    "dependencies": "P82",
+    "eval_determinism": "P83",
+    "distributed": "P9",
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +73,7 @@ _ALL: tuple[Code, ...] = (
     Code("P109", "data", _W, "batch of 1 with BatchNorm in train mode"),
     Code("P110", "data", _E, "token ids outside the embedding table"),
     Code("P111", "data", _I, "regression targets far from normalized"),
+    Code("P112", "data", _W, "the loader is a one-shot iterator: the probe consumed batches"),
     Code("P190", "data", _E, "the loader raised (or its batches could not be moved)"),
     Code("P191", "data", _E, "the loader produced no batch"),
     Code("P192", "data", _E, "unrecognised batch structure (pass step_fn)"),
@@ -86,6 +111,7 @@ _ALL: tuple[Code, ...] = (
     Code("P507", "gradient_flow", _W, "update/weight ratio after one step out of range"),
     Code("P508", "gradient_flow", _W, "dead units: most outputs of a layer get no gradient"),
     Code("P509", "gradient_flow", _E, "the loss does not depend on any trainable parameter"),
+    Code("P510", "gradient_flow", _E, "dropout with p >= 1 zeroes its whole input"),
     Code("P599", "gradient_flow", _E, "user code raised during the gradient batches"),
     Code("P601", "optimizer", _E, "trainable parameters missing from the optimizer"),
     Code("P602", "optimizer", _I, "frozen parameters inside the optimizer"),
@@ -100,6 +126,27 @@ _ALL: tuple[Code, ...] = (
     Code("P704", "amp_overflow", _E, "GradScaler skips too many steps"),
     Code("P705", "amp_overflow", _E, "float16 parameters with an Adam eps that underflows"),
     Code("P799", "amp_overflow", _E, "user code raised under autocast"),
+    Code("P801", "registration", _E, "parameters or buffers on the meta device (no data)"),
+    Code("P802", "registration", _E, "lazy module not initialised (run a dry forward first)"),
+    Code("P803", "registration", _E, "parameters used in forward but not registered (plain list/dict/attribute)"),
+    Code("P804", "registration", _W, "unregistered parameters that only the optimizer holds"),
+    Code("P805", "registration", _W, "submodule created inside forward"),
+    Code("P809", "registration", _E, "user code raised during the registration check"),
+    Code("P811", "loss_shapes", _E, "cross-entropy over the wrong axis (classes last on a 3-D+ input)"),
+    Code("P812", "loss_shapes", _E, "loss input and target broadcast silently (non-regression loss)"),
+    Code("P819", "loss_shapes", _E, "user code raised during the loss-shape check"),
+    Code("P821", "dependencies", _E, "a sample's output depends on other samples (batch mixing)"),
+    Code("P822", "dependencies", _E, "position t depends on later tokens (no causal mask)"),
+    Code("P829", "dependencies", _E, "user code raised during the dependency check"),
+    Code("P831", "eval_determinism", _E, "dropout active in eval mode"),
+    Code("P832", "eval_determinism", _W, "two eval-mode forwards on the same batch disagree"),
+    Code("P839", "eval_determinism", _E, "user code raised during the eval-mode forwards"),
+    Code("P901", "distributed", _E, "parameters differ across ranks at the start"),
+    Code("P902", "distributed", _E, "ranks get the same samples (no DistributedSampler)"),
+    Code("P903", "distributed", _E, "ranks get different numbers of batches (hangs at the end of an epoch)"),
+    Code("P904", "distributed", _W, "set_epoch does not change the sample order between epochs"),
+    Code("P905", "distributed", _E, "gradients are not synchronised across ranks after backward"),
+    Code("P999", "distributed", _E, "user code raised during the distributed check"),
 )
 
 CODES: dict[str, Code] = {entry.code: entry for entry in _ALL}

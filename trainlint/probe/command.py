@@ -50,6 +50,13 @@ class ProbeUsageError(click.ClickException):
     "--seed", type=int, default=None, help="Seed for everything random in the probe (default 0)."
 )
 @click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Also write a self-contained HTML report with charts to this file.",
+)
+@click.option(
     "--amp-dtype",
     type=click.Choice(["float16", "bfloat16"]),
     default=None,
@@ -62,6 +69,7 @@ def probe_command(
     device: str | None,
     checks: tuple[str, ...],
     seed: int | None,
+    html_path: str | None,
     amp_dtype: str | None,
 ) -> None:
     """Run the runtime probe on the pipeline a factory in SCRIPT.py builds.
@@ -87,6 +95,11 @@ def probe_command(
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         click.echo(str(report))
+    if html_path is not None:
+        try:
+            report.save_html(html_path)
+        except OSError as exc:
+            raise ProbeUsageError(f"cannot write {html_path}: {exc.strerror or exc}") from None
     click.get_current_context().exit(0 if report.ok else 1)
 
 

@@ -7,6 +7,8 @@ class index makes CUDA raise a device-side assert that poisons the whole process
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -16,10 +18,11 @@ from trainlint.diagnostics import Finding, Severity
 from trainlint.probe.batches import BatchKind, batch_size, split, tensors
 from trainlint.probe import stats
 from trainlint.probe.codes import finding
-from trainlint.probe.task import Kind, Task, class_axis
+from trainlint.probe.task import HF_IGNORE_INDEX, Kind, Task, class_axis
 
 # Largest |mean| or std of a "normalized" input; raw 0-255 pixels sit far above both.
 WARN_SCALE, INFO_SCALE = 20.0, 5.0
+_TARGET_WORDS = ("mask", "label", "target", "box", "keypoint", "area")
 MAX_LISTED = 10
 
 
@@ -32,17 +35,21 @@ def check_inputs(batch: Any, kind: BatchKind, model: nn.Module) -> list[Finding]
         findings += [
             f for name, t in tensors(targets, "targets") for f in _non_finite(name, t, "P102")
         ]
-    # Per-sample feature tensors only: 1-D side inputs (diffusion timesteps, lengths) and
-    # masks have their own legitimate ranges.
+    # Per-sample feature tensors only: 1-D side inputs (diffusion timesteps, lengths),
+    # masks and targets have their own legitimate ranges.
     floats = [
-        (n, t) for n, t in named if t.dtype.is_floating_point and t.dim() >= 2 and "mask" not in n
+        (n, t)
+        for n, t in named
+        if t.dtype.is_floating_point and t.dim() >= 2 and not _target_like(n)
     ]
-    findings += [f for name, t in floats for f in _scale(name, t)]
+    findings += _scales(floats)
     findings += _identical_samples(floats)
     findings += [f for name, t in floats for f in _constant_features(name, t)]
     findings += _single_sample_batchnorm(batch, model)
     integers = [(n, t) for n, t in named if _is_index_tensor(t) and "mask" not in n]
     findings += _token_ids(integers, model)
+    if kind is BatchKind.DICT and isinstance(targets, torch.Tensor):
+        findings += _token_labels(targets, model)
     return findings
 
 
@@ -74,6 +81,32 @@ def _non_finite(name: str, tensor: torch.Tensor, code: str) -> list[Finding]:
             details={"nan": nan, "inf": inf, "numel": tensor.numel()},
         )
     ]
+
+
+def _target_like(name: str) -> bool:
+    """Targets inside inputs (a step_fn batch of images and target dicts): detection
+    boxes are in pixels and class ids are not features, by design."""
+    lowered = name.lower()
+    return any(word in lowered for word in _TARGET_WORDS)
+
+
+def _scales(floats: list[tuple[str, torch.Tensor]]) -> list[Finding]:
+    """One finding per input, or one for a list of per-sample tensors (``[0]``, ``[1]``...)."""
+    groups: dict[str, list[Finding]] = {}
+    for name, tensor in floats:
+        for item in _scale(name, tensor):
+            groups.setdefault(re.sub(r"\[\d+\]$", "[i]", name), []).append(item)
+    merged = []
+    for pattern, members in groups.items():
+        first = members[0]
+        if len(members) > 1:
+            first = replace(
+                first,
+                message=first.message + f" (and {len(members) - 1} more `{pattern}` like it)",
+                details={**first.details, "tensors": len(members)},
+            )
+        merged.append(first)
+    return merged
 
 
 def _scale(name: str, tensor: torch.Tensor) -> list[Finding]:
@@ -202,6 +235,42 @@ def _token_ids(named: list[tuple[str, torch.Tensor]], model: nn.Module) -> list[
             )
         )
     return findings
+
+
+def _token_labels(labels: torch.Tensor, model: nn.Module) -> list[Finding]:
+    """Language-model and seq2seq labels ``(N, T)`` are token ids: check them against the
+    vocabulary before the model runs (a seq2seq decoder looks them up before any loss)."""
+    if not _is_index_tensor(labels) or labels.dim() != 2:
+        return []
+    vocab = _vocabulary(model)
+    valid = labels[labels != HF_IGNORE_INDEX]
+    if vocab is None or valid.numel() == 0:
+        return []
+    low, high = int(valid.min()), int(valid.max())
+    if low >= 0 and high < vocab:
+        return []
+    return [
+        finding(
+            "P103",
+            f"token labels span [{low}, {high}] but the model's vocabulary has {vocab} entries "
+            f"(ignore index {HF_IGNORE_INDEX} excluded): the lookup or the loss fails (a "
+            "device-side assert on CUDA)",
+            "Tokenize the labels with the model's own tokenizer, and mark padding with -100.",
+            subject="labels",
+            details={"min": low, "max": high, "classes": vocab, "ignore_index": HF_IGNORE_INDEX},
+        )
+    ]
+
+
+def _vocabulary(model: nn.Module) -> int | None:
+    """The output vocabulary of a Hugging Face style model (``get_output_embeddings``)."""
+    getter = getattr(model, "get_output_embeddings", None)
+    head = getter() if callable(getter) else None
+    weight = getattr(head, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+        return int(weight.shape[0])
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    return size if isinstance(size, int) and size > 0 else None
 
 
 def _class_targets(targets: torch.Tensor, logits: torch.Tensor | None, task: Task) -> list[Finding]:

@@ -118,6 +118,10 @@ class ModuleStack:
         if self._stack:
             self._stack.pop()
 
+    def current(self) -> str | None:
+        """The module running now (``""`` for the root), None outside every forward."""
+        return self._stack[-1] if self._stack else None
+
     def pop_culprit(self) -> str | None:
         """The innermost unfinished non-root module (and forget the aborted forward)."""
         culprit = next((name for name in reversed(self._stack) if name), None)

@@ -19,6 +19,7 @@ from torch import nn
 from trainlint.diagnostics import Finding, Severity
 from trainlint.probe.codes import finding
 from trainlint.probe.names import ROOT, collapse, module_of
+from trainlint.probe.spy import DropoutCall
 
 # A layer is "dead" when this share of its units never gets a gradient.
 DEAD_WARN, DEAD_ERROR = 0.5, 0.9
@@ -352,3 +353,40 @@ def update_ratios(
             new = param.detach().to("cpu", torch.float32)
             ratios[module_of(name) or ROOT] = float((new - old).norm()) / norm
     return ratios
+
+
+def zeroing_dropout(calls: list[DropoutCall]) -> list[Finding]:
+    """Dropout with p >= 1 in training: its output is all zeros, nothing behind it learns.
+
+    A config value (``hidden_dropout_prob=1.0``) reaches every dropout module at once: one
+    finding names them all, led by the first that ran.
+    """
+    seen: dict[str, DropoutCall] = {}
+    for call in calls:
+        if call.training and call.p >= 1.0:
+            seen.setdefault(call.module or ROOT, call)
+    if not seen:
+        return []
+    modules = list(seen)
+    first = seen[modules[0]]
+    named = ", ".join(f"`{m}`" for m in modules[:3])
+    probabilities = {f"{seen[m].p:g}" for m in modules}
+    p = probabilities.pop() if len(probabilities) == 1 else ">=1"
+    who = (
+        f"`{modules[0]}` applies {first.function} with p={p}"
+        if len(modules) == 1
+        else f"{len(modules)} dropout layers apply p={p} ({named}"
+        + (f" and {len(modules) - 3} more)" if len(modules) > 3 else ")")
+    )
+    return [
+        finding(
+            "P510",
+            f"{who}: every activation is zeroed in training, so no gradient flows back "
+            f"through {'it' if len(modules) == 1 else 'them'} and the layers before never "
+            "learn (they then look dead or unused)",
+            "Use a drop probability in [0, 1), typically 0.1-0.5 (`nn.Dropout(p=0.1)`); check "
+            "configs that pass a keep-probability where a drop probability is expected.",
+            subject=modules[0],
+            details={"function": first.function, "p": first.p, "modules": modules},
+        )
+    ]

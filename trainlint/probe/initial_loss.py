@@ -6,6 +6,13 @@ target's mean square. Far above means over-confident logits (huge init, unnormal
 wrong loss reduction); far below means the labels leak into the inputs or the loss is wrong.
 The lower bound uses the batch's label-prior entropy, so a head whose bias is initialised
 to the class prior (a good practice) is not flagged.
+
+The step-0 loss is measured in train mode, as training sees it. Healthy architectures often
+start well above ``log C`` there: BatchNorm normalises every layer with batch statistics,
+so a head initialised at ``±1/sqrt(C)`` (torchvision's EfficientNet and MNASNet) meets
+unit-scale features, and dropout or stochastic depth rescale what survives. An excess is
+therefore judged only once an eval-mode forward of the same batch (running statistics, no
+dropout) confirms it: the weights' own scale (a huge init) shows in both modes.
 """
 
 from __future__ import annotations
@@ -22,6 +29,10 @@ from trainlint.probe.codes import finding
 from trainlint.probe.task import Kind, Task, class_axis
 
 WARN_HIGH, ERROR_HIGH, WARN_LOW = 1.5, 3.0, 0.5
+# Logits this spread make the softmax one-hot at init. Healthy heads meeting BatchNorm's
+# unit-scale features stay well below (EfficientNet ~2, MNASNet ~8); a N(0, 1) head
+# without the 1/sqrt(fan_in) factor lands far above (~12-25 on 512-1280 features).
+SATURATED_STD = 10.0
 
 
 @dataclass(frozen=True)
@@ -31,12 +42,41 @@ class Expectation:
     floor: float  # the lowest plausible value at initialization (label-prior entropy)
 
 
-def check_initial_loss(
-    loss: float, task: Task, logits: torch.Tensor | None, targets: Any
-) -> tuple[list[Finding], str]:
-    """Findings and a one-line summary for the report's verdict table."""
-    scale = _logit_scale(logits)
-    details: dict[str, Any] = {"loss": loss, **scale}
+@dataclass(frozen=True)
+class Measured:
+    """The train-mode step-0 loss against its expectation, before any eval-mode evidence."""
+
+    loss: float
+    task: Task
+    expectation: Expectation | None
+    details: dict[str, Any]
+
+    @property
+    def excess(self) -> bool:
+        """Above the warning bar in train mode: an eval-mode loss decides what it means."""
+        return (
+            self.expectation is not None
+            and math.isfinite(self.loss)
+            and self.loss > WARN_HIGH * self.expectation.value
+        )
+
+
+def measure(loss: float, task: Task, logits: torch.Tensor | None, targets: Any) -> Measured:
+    """What the first step showed; the logits and targets are not kept."""
+    details: dict[str, Any] = {"loss": loss, **_logit_scale(logits)}
+    expectation = expect(task, logits, targets) if math.isfinite(loss) else None
+    if expectation is not None:
+        details.update(expected=expectation.value, expected_label=expectation.label)
+    return Measured(loss, task, expectation, details)
+
+
+def judge(measured: Measured, eval_loss: float | None = None) -> tuple[list[Finding], str]:
+    """Findings and a one-line summary for the report's verdict table.
+
+    ``eval_loss`` is the same batch's loss in eval mode, measured when ``measured.excess``
+    (None when it was not measured or could not be).
+    """
+    loss, task, details = measured.loss, measured.task, dict(measured.details)
     if not math.isfinite(loss):
         return [
             finding(
@@ -47,7 +87,7 @@ def check_initial_loss(
                 details=details,
             )
         ], f"loss {loss}"
-    expectation = expect(task, logits, targets)
+    expectation = measured.expectation
     if expectation is None:
         return [
             finding(
@@ -59,9 +99,13 @@ def check_initial_loss(
                 details=details,
             )
         ], f"loss {loss:.4g} (no expectation)"
-    details.update(expected=expectation.value, expected_label=expectation.label)
     summary = f"loss {loss:.4g}, expected ≈ {expectation.label} = {expectation.value:.4g}"
-    return _compare(loss, expectation, task, details, scale), summary
+    if eval_loss is not None and math.isfinite(eval_loss):
+        details.update(eval_loss=eval_loss, eval_ratio=eval_loss / expectation.value)
+    found = _compare(loss, expectation, task, details)
+    if measured.excess and not found and "eval_loss" in details:
+        summary += f"; {details['eval_loss']:.4g} in eval mode ({TRAIN_ONLY})"
+    return found, summary
 
 
 def expect(task: Task, logits: torch.Tensor | None, targets: Any) -> Expectation | None:
@@ -192,40 +236,24 @@ def _logit_scale(logits: torch.Tensor | None) -> dict[str, float]:
     return {"logit_std": moments.std, "logit_absmax": moments.absmax}
 
 
+TRAIN_ONLY = "batch statistics or dropout at init, not the weights' scale"
+
+
 def _compare(
-    loss: float,
-    expectation: Expectation,
-    task: Task,
-    details: dict[str, Any],
-    scale: dict[str, float],
+    loss: float, expectation: Expectation, task: Task, details: dict[str, Any]
 ) -> list[Finding]:
     ratio = loss / expectation.value
     details["ratio"] = ratio
     # A wrapper around the loss may add terms or rescale: report, but do not accuse.
     severity = None if task.direct else Severity.INFO
     scale_text = (
-        f" (logit std {scale['logit_std']:.3g}, max |logit| {scale['logit_absmax']:.3g})"
-        if scale
+        f" (logit std {details['logit_std']:.3g}, max |logit| {details['logit_absmax']:.3g})"
+        if "logit_std" in details
         else ""
     )
     head = f"initial loss {loss:.4g} is {ratio:.2f}x the expected {expectation.label} = {expectation.value:.4g}"
     if ratio > WARN_HIGH:
-        code = "P301" if ratio > ERROR_HIGH else "P302"
-        hint = (
-            "The model is confidently wrong before training: check the initialization scale "
-            "(no huge std, zero-init the last layer or scale it down), input normalization, "
-            "and that the loss uses reduction='mean'."
-        )
-        if task.regression:
-            hint = (
-                "The initial predictions are much larger than the targets: check the output "
-                "layer's initialization and the input/target scaling."
-            )
-        return [
-            finding(
-                code, head + scale_text, hint, subject="loss", details=details, severity=severity
-            )
-        ]
+        return _too_high(head + scale_text, ratio, task, details, severity)
     if loss < WARN_LOW * expectation.floor:
         return [
             finding(
@@ -240,3 +268,53 @@ def _compare(
             )
         ]
     return []
+
+
+def _too_high(
+    text: str, ratio: float, task: Task, details: dict[str, Any], severity: Severity | None
+) -> list[Finding]:
+    """Judged on the smaller of the train- and eval-mode ratios: an excess that vanishes in
+    eval mode comes from batch statistics or dropout, which training recovers from at once.
+
+    Eval mode can also hide a real bug: with running statistics still at their defaults,
+    some BatchNorm networks (EfficientNet) shrink their features to almost nothing at init,
+    so even a huge head gives small eval logits. A train-only excess is therefore still a
+    warning when the logits saturate the softmax, and information above the error bar.
+    """
+    eval_ratio = details.get("eval_ratio")
+    judged = min(ratio, eval_ratio) if eval_ratio is not None else ratio
+    if eval_ratio is not None:
+        same = abs(eval_ratio - ratio) <= 0.1 * ratio
+        text += "; the same in eval mode" if same else f"; {eval_ratio:.2f}x in eval mode"
+    hint = (
+        "The model is confidently wrong before training: check the initialization scale "
+        "(no huge std, zero-init the last layer or scale it down), input normalization, "
+        "and that the loss uses reduction='mean'."
+    )
+    if task.regression:
+        hint = (
+            "The initial predictions are much larger than the targets: check the output "
+            "layer's initialization and the input/target scaling."
+        )
+    if judged > WARN_HIGH:
+        code = "P301" if judged > ERROR_HIGH else "P302"
+        return [finding(code, text, hint, subject="loss", details=details, severity=severity)]
+    if not task.regression and details.get("logit_std", 0.0) > SATURATED_STD:
+        text += (
+            f": in train mode only, but logits spread this wide (std > {SATURATED_STD:g}) "
+            "make the softmax one-hot, beyond what batch statistics give a standard head"
+        )
+        return [finding("P302", text, hint, subject="loss", details=details, severity=severity)]
+    if ratio <= ERROR_HIGH:
+        return []
+    return [
+        finding(
+            "P302",
+            f"{text}: in train mode only, so {TRAIN_ONLY}",
+            "Usual for BatchNorm networks whose head is initialised large (MNASNet, "
+            "EfficientNet); if you initialised the head yourself, check its scale.",
+            subject="loss",
+            details=details,
+            severity=Severity.INFO,
+        )
+    ]

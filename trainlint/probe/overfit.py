@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from trainlint.diagnostics import Finding
+from trainlint.diagnostics import Finding, Severity
 from trainlint.probe.batches import Forward, Runner
 from trainlint.probe.codes import finding
 from trainlint.probe.initial_loss import minimum_loss
@@ -33,6 +33,14 @@ MIN_JUDGED_STEPS = 20  # fewer steps tell a slow start from a stuck model only b
 IMPROVING = 0.02  # the last quarter of a run lowers the best loss by 2% of the start
 SAME_AS_CONTROL = 0.9  # real-input best no better than 90% of the zero-input best
 OSCILLATION_SHARE, OSCILLATION_AMPLITUDE = 0.4, 0.05
+# After reaching the target, a few more steps must stay finite and near it: a learning rate
+# that lands on a low loss by luck and then diverges has not earned "passed".
+CONFIRM_STEPS, RELAPSE = 5, 0.25
+# A loss above 150% of its start after step 0 is a spike (the start is 100% of the gap).
+SPIKE, CALM = 1.5, 1.2
+# A curve whose last quarter is this far below its first quarter is making progress: noise
+# on top of it (dropout, stochastic depth) is jitter, not a learning rate that is too high.
+PROGRESS = 0.1
 
 
 @dataclass
@@ -44,6 +52,9 @@ class Curve:
     floor: float = 0.0
     passed: bool = False
     by_accuracy: bool = False
+    # Reached the target, then went NaN or far back up within CONFIRM_STEPS.
+    relapsed: bool = False
+    reached_at: int | None = None
 
     @property
     def start(self) -> float:
@@ -90,9 +101,29 @@ class Curve:
         return len(self.losses) > 5 and self.share(statistics.fmean(tail)) > 1.1
 
     @property
+    def peak(self) -> float:
+        """The highest share of the start reached after step 0 (finite losses only)."""
+        later = [self.share(v) for v in self.losses[1:] if math.isfinite(v)]
+        return max(later) if later and self.judgeable else 0.0
+
+    @property
+    def spiked(self) -> bool:
+        return self.peak > SPIKE
+
+    @property
+    def progressing(self) -> bool:
+        """The last quarter averages well below the first: jitter rides on real progress."""
+        quarter = len(self.losses) // 4
+        if quarter < 2 or self.nonfinite:
+            return False
+        first = statistics.fmean(self.losses[:quarter])
+        last = statistics.fmean(self.losses[-quarter:])
+        return last < first - PROGRESS * self.span
+
+    @property
     def oscillating(self) -> bool:
         diffs = [b - a for a, b in itertools.pairwise(self.losses)]
-        if len(diffs) < 10:
+        if len(diffs) < 10 or self.progressing:
             return False
         flips = sum(1 for a, b in itertools.pairwise(diffs) if a * b < 0) / (len(diffs) - 1)
         amplitude = statistics.fmean(abs(d) for d in diffs)
@@ -108,19 +139,32 @@ def run(
     after_backward: Callable[[], None] | None = None,
     on_step: StepCallback | None = None,
 ) -> Curve:
-    """Train on ``batch`` until the loss reaches 5% of its start (or 100% accuracy).
+    """Train on ``batch`` until the loss reaches 5% of its start (or 100% accuracy), then
+    ``CONFIRM_STEPS`` more steps that must stay finite and near the target.
 
     With soft labels or label smoothing the loss cannot reach 0, so "5% of its start" is
     measured above the floor the targets allow.
     """
     curve = Curve()
+    confirm = 0
     with optimizer.fresh() as opt:
-        for step in range(max_steps):
+        for step in range(max_steps + CONFIRM_STEPS):
             opt.zero_grad(set_to_none=True)
-            if _step(runner, batch, task, curve, after_backward):
-                break
+            reached = _step(runner, batch, task, curve, after_backward, confirming=confirm > 0)
             if on_step is not None:
-                on_step(step, curve.losses[-1])
+                on_step(min(step, max_steps - 1), curve.losses[-1])
+            if not math.isfinite(curve.losses[-1]) or curve.relapsed:
+                curve.passed, curve.by_accuracy = False, False
+                break
+            if reached and not curve.passed:
+                curve.passed, confirm = True, CONFIRM_STEPS
+                curve.reached_at = len(curve.losses)
+            elif curve.passed:
+                confirm -= 1
+                if confirm == 0:
+                    break
+            elif step + 1 >= max_steps:
+                break
             opt.step()
     return curve
 
@@ -131,8 +175,9 @@ def _step(
     task: Task,
     curve: Curve,
     after_backward: Callable[[], None] | None,
+    confirming: bool,
 ) -> bool:
-    """Forward, record, backward; True when the run is over (passed or non-finite).
+    """Forward, record, backward; True when this step reached the target.
 
     A function of its own so the step's graph is freed before the next forward.
     """
@@ -142,20 +187,19 @@ def _step(
     if len(curve.losses) == 1:
         curve.floor = minimum_loss(task, _detached(forward.logits), forward.targets)
     if not math.isfinite(value):
-        return True
-    if curve.judgeable and curve.share(value) <= TARGET_FRACTION:
-        curve.passed = True
-        return True
-    if len(curve.losses) > 1 and _all_correct(forward, task):
-        curve.passed = curve.by_accuracy = True
-        return True
+        return False
+    reached = curve.judgeable and curve.share(value) <= TARGET_FRACTION
+    if not reached and len(curve.losses) > 1 and _all_correct(forward, task):
+        reached = curve.by_accuracy = True
+    if confirming and not reached and curve.judgeable and curve.share(value) > RELAPSE:
+        curve.relapsed = True
     # The autograd graph keeps what backward needs; the outputs themselves (a language
     # model's logits are hundreds of MB) would only add to the peak, as in a plain step.
     del forward
     loss.backward()
     if after_backward is not None:
         after_backward()
-    return False
+    return reached
 
 
 def _detached(tensor: torch.Tensor | None) -> torch.Tensor | None:
@@ -206,21 +250,45 @@ def summary(runs: Runs) -> str:
         return "no step ran"
     how = "100% accuracy" if curve.by_accuracy else f"≤ {TARGET_FRACTION:.0%} of start"
     if curve.passed:
-        return f"reached {how} in {len(curve.losses)} steps ({curve.start:.4g} → {curve.losses[-1]:.4g})"
-    return f"{curve.start:.4g} → best {curve.best:.4g} in {len(curve.losses)} steps with {runs.optimizer.description}"
+        spike = f", spiked to {curve.peak:.0%} of start on the way" if curve.spiked else ""
+        return (
+            f"reached {how} in {curve.reached_at} steps ({curve.start:.4g} → "
+            f"{curve.losses[-1]:.4g}, stable for {CONFIRM_STEPS} more){spike}"
+        )
+    fate = " then went back up" if curve.relapsed else ""
+    return (
+        f"{curve.start:.4g} → best {curve.best:.4g}{fate} in {len(curve.losses)} steps with "
+        f"{runs.optimizer.description}"
+    )
+
+
+def needs_reference(runs: Runs) -> bool:
+    """A reference run tells the user's optimizer from the model: after a failure or a spike."""
+    user = runs.user
+    return (
+        not runs.optimizer.is_reference
+        and user.judgeable
+        and (not user.passed or user.spiked)
+    )
 
 
 def judge(runs: Runs, max_steps: int) -> list[Finding]:
-    """Classify a failed overfitting run from its curves."""
+    """Classify an overfitting run from its curves (and the reference's)."""
     user = runs.user
-    if user.passed or not user.losses:
-        return []
-    details = _details(runs)
-    if not user.judgeable:
+    if not user.losses or not user.judgeable:
         return []  # a loss that starts at or below 0 has no "5% of start" to reach
+    details = _details(runs)
     reference = runs.reference
+    if user.passed:
+        if user.spiked and reference is not None and reference.peak <= CALM:
+            return [_spike(user, reference, runs, details)]
+        return []
     if reference is not None and reference.passed:
         return [_optimizer_settings(user, runs, max_steps, details)]
+    if reference is not None:
+        blamed = _worse_than_reference(user, reference, runs, details)
+        if blamed is not None:
+            return [blamed]
     model_curve = reference or user
     if model_curve.nonfinite:
         return [
@@ -232,10 +300,6 @@ def judge(runs: Runs, max_steps: int) -> list[Finding]:
         return [
             _still_improving(model_curve, max_steps, details, " (too few steps to judge the curve)")
         ]
-    if model_curve.rising or model_curve.oscillating:
-        return [_unstable(model_curve, details)]
-    if model_curve.improving:
-        return [_still_improving(model_curve, max_steps, details)]
     control = runs.control
     if (
         control is not None
@@ -256,6 +320,10 @@ def judge(runs: Runs, max_steps: int) -> list[Finding]:
                 details=details,
             )
         ]
+    if model_curve.rising or model_curve.oscillating:
+        return [_unstable(model_curve, details)]
+    if model_curve.improving or model_curve.progressing:
+        return [_budget(runs, max_steps, details)]
     if not model_curve.moved:
         return [
             finding(
@@ -269,7 +337,7 @@ def judge(runs: Runs, max_steps: int) -> list[Finding]:
             )
         ]
     if model_curve.share(model_curve.best) <= 0.5:
-        return [_still_improving(model_curve, max_steps, details)]
+        return [_budget(runs, max_steps, details)]
     return [
         finding(
             "P405",
@@ -284,12 +352,100 @@ def judge(runs: Runs, max_steps: int) -> list[Finding]:
     ]
 
 
+def _worse_than_reference(
+    user: Curve, reference: Curve, runs: Runs, details: dict[str, Any]
+) -> Finding | None:
+    """Neither run overfits, but the user's optimizer clearly does worse than the reference."""
+    name = runs.optimizer.description
+    if user.relapsed and not reference.relapsed:
+        return _relapse(user, runs, details)
+    if user.nonfinite and not reference.nonfinite:
+        return _diverged(
+            user, f"{name} diverges where Adam(lr=1e-3) stays finite: the learning rate is too high", details
+        )
+    if (user.rising or user.oscillating) and not (reference.rising or reference.oscillating):
+        return _unstable(user, details, name)
+    if user.spiked and reference.peak <= CALM:
+        return _spike(user, reference, runs, details)
+    if not user.moved and reference.share(reference.best) <= 0.5:
+        return finding(
+            "P405",
+            f"with {name} the loss does not move ({user.start:.4g} → best {user.best:.4g}) "
+            f"while Adam(lr=1e-3) brings it to {reference.share(reference.best):.0%} of its "
+            "start: " + (runs.known_cause or "the learning rate is probably far too low"),
+            "Fix the optimizer finding above."
+            if runs.known_cause
+            else "Raise the learning rate (an LR range test finds a good one).",
+            subject="optimizer",
+            details=details,
+        )
+    return None
+
+
+def _spike(user: Curve, reference: Curve, runs: Runs, details: dict[str, Any]) -> Finding:
+    step = next(i for i, v in enumerate(user.losses) if i and user.share(v) > SPIKE)
+    return finding(
+        "P402",
+        f"with {runs.optimizer.description} the loss spiked from {user.start:.4g} to "
+        f"{user.losses[step]:.4g} at step {step}, while Adam(lr=1e-3) stays below "
+        f"{max(reference.peak, 1.0):.0%} of its start: the learning rate is too high"
+        + (" for the first steps" if user.passed else ""),
+        "Lower the learning rate or add a warm-up; clip gradients (`clip_grad_norm_`).",
+        subject="optimizer",
+        details=details | {"spike_step": step, "peak_share": user.peak},
+        # The batch was still memorised: a warning; otherwise the spike is why it was not.
+        severity=Severity.WARNING if user.passed else Severity.ERROR,
+    )
+
+
+def _relapse(user: Curve, runs: Runs, details: dict[str, Any]) -> Finding:
+    reached = user.reached_at or len(user.losses)
+    return finding(
+        "P402",
+        f"with {runs.optimizer.description} the loss reached {user.losses[reached - 1]:.4g} at "
+        f"step {reached - 1}, then went back up to {user.losses[-1]:.4g}"
+        + " while Adam(lr=1e-3) overfits steadily: the learning rate is too high, the low "
+        "loss was luck",
+        "Lower the learning rate by 3-10x, add warm-up, or clip gradients.",
+        subject="optimizer",
+        details=details | {"reached_at": reached},
+    )
+
+
+def _budget(runs: Runs, max_steps: int, details: dict[str, Any]) -> Finding:
+    """Nothing is wrong that the probe can see: the batch just needs more steps."""
+    tried = runs.optimizer.description
+    who = f"neither {tried} nor Adam(lr=1e-3) fits" if runs.reference else f"{tried} does not fit"
+    curve = runs.reference or runs.user
+    return finding(
+        "P406",
+        f"the batch was not memorised in {max_steps} steps, but the loss is still going down "
+        f"({curve.start:.4g} → best {curve.best:.4g}): {who} it within this budget, which "
+        "is not a bug by itself",
+        "Probably fine: rerun with a larger max_steps to confirm.",
+        subject="model",
+        details=details,
+    )
+
+
 def _optimizer_settings(
     user: Curve, runs: Runs, max_steps: int, details: dict[str, Any]
 ) -> Finding:
     """The reference Adam overfits, the user's optimizer does not: blame its settings."""
     name = runs.optimizer.description
-    if len(user.losses) < MIN_JUDGED_STEPS and not user.nonfinite:
+    reference = runs.reference
+    assert reference is not None
+    if user.nonfinite:
+        return _diverged(
+            user,
+            f"{name} diverges where Adam(lr=1e-3) overfits: the learning rate is too high",
+            details,
+        )
+    if user.relapsed:
+        return _relapse(user, runs, details)
+    if user.spiked and reference.peak <= CALM:
+        return _spike(user, reference, runs, details)
+    if len(user.losses) < MIN_JUDGED_STEPS:
         return _still_improving(
             user, max_steps, details, f" with {name} (too few steps to judge the curve)"
         )

@@ -5,11 +5,15 @@ from __future__ import annotations
 import enum
 import io
 import math
+import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -17,6 +21,9 @@ from trainlint.diagnostics import Finding, Severity
 
 JSON_VERSION = 1
 BAR_WIDTH = 30
+MAX_RELATED = 5  # consequences listed under a lead in the text report
+LAYER_WIDTH = 36  # with the norm and a full bar: 77 columns
+MAX_CHART_ROWS = 24
 _SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -25,14 +32,20 @@ class Status(str, enum.Enum):
     WARNING = "warning"
     FAILED = "failed"
     SKIPPED = "skipped"
+    # Ran, found nothing wrong, but could not reach its verdict (e.g. a batch not memorised
+    # within max_steps while the loss still falls).
+    INCONCLUSIVE = "inconclusive"
 
 
 _STYLE = {
     Status.PASSED: ("✓ passed", "green"),
     Status.WARNING: ("! warning", "yellow"),
     Status.FAILED: ("✗ failed", "bold red"),
-    Status.SKIPPED: ("– skipped", "dim"),
+    Status.SKIPPED: ("– not run", "dim"),
+    Status.INCONCLUSIVE: ("? undecided", "cyan"),
 }
+# Info findings that mean "no verdict" rather than "passed".
+UNDECIDED = frozenset({"P406"})
 _SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
 
@@ -55,6 +68,8 @@ def outcome(name: str, findings: list[Finding], summary: str) -> CheckOutcome:
         status = Status.FAILED
     elif any(f.severity is Severity.WARNING for f in own):
         status = Status.WARNING
+    elif any(f.code in UNDECIDED for f in own):
+        status = Status.INCONCLUSIVE
     else:
         status = Status.PASSED
     return CheckOutcome(name, status, summary)
@@ -75,6 +90,10 @@ class ProbeReport:
     seed: int
     grad_norms: list[tuple[str, float]] = field(default_factory=list)
     loss_curve: list[float] = field(default_factory=list)
+    # ||update|| / ||weight|| per layer after one optimizer step.
+    update_ratios: list[tuple[str, float]] = field(default_factory=list)
+    # Overfitting curves by run: "yours", and "reference" / "zero-input control" when run.
+    curves: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -116,6 +135,8 @@ class ProbeReport:
             "findings": [f.to_dict() for f in self.findings],
             "grad_norms": [{"layer": layer, "norm": norm} for layer, norm in self.grad_norms],
             "overfit_curve": self.loss_curve,
+            "update_ratios": [{"layer": layer, "ratio": r} for layer, r in self.update_ratios],
+            "overfit_curves": self.curves,
         }
         ready: dict[str, Any] = _json_ready(data)
         return ready
@@ -124,18 +145,35 @@ class ProbeReport:
         yield _header(self)
         yield _verdicts(self.checks)
         if self.findings:
-            yield _findings_table(self.findings)
+            yield _findings(self.findings)
         if self.grad_norms:
-            yield _norm_chart(self.grad_norms)
+            yield _norm_chart(self.grad_norms, self.findings)
         if self.loss_curve:
             yield Text.assemble(("overfit loss  ", "bold"), _sparkline(self.loss_curve))
 
     def __str__(self) -> str:
+        """The text report, as wide as the terminal (80 columns when there is none)."""
         return render(self, color=sys.stdout.isatty())
 
+    def _repr_html_(self) -> str:
+        """Jupyter's rich view: the same page as :meth:`save_html`, without its frame."""
+        from trainlint.probe.page import fragment
 
-def render(report: ProbeReport, color: bool, width: int = 110) -> str:
+        return fragment(self)
+
+    def save_html(self, path: str | os.PathLike[str]) -> None:
+        """A self-contained HTML page with charts (``pip install "trainlint[report]"``)."""
+        from trainlint.probe.page import page
+
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(page(self))
+
+
+def render(report: ProbeReport, color: bool, width: int | None = None) -> str:
+    """The report as text; ``width`` None follows the terminal (80 columns without one)."""
     buffer = io.StringIO()
+    if width is None:
+        width = shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else 80
     console = Console(
         file=buffer,
         width=width,
@@ -144,25 +182,28 @@ def render(report: ProbeReport, color: bool, width: int = 110) -> str:
         highlight=False,
     )
     console.print(report)
-    return buffer.getvalue().rstrip("\n")
+    return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip("\n").splitlines())
 
 
 def _header(report: ProbeReport) -> Text:
-    errors = sum(f.severity is Severity.ERROR for f in report.findings)
-    warnings = sum(f.severity is Severity.WARNING for f in report.findings)
+    leads = [f for f in report.findings if "related_to" not in f.details]
+    errors = sum(f.severity is Severity.ERROR for f in leads)
+    warnings = sum(f.severity is Severity.WARNING for f in leads)
+    related = len(report.findings) - len(leads)
     verdict = ("OK", "bold green") if report.ok else ("FAILED", "bold red")
+    more = f" (+{related} related)" if related else ""
     return Text.assemble(
         ("trainlint probe ", "bold"),
         verdict,
-        f"  {errors} error(s), {warnings} warning(s)  ·  device {report.device}  ·  "
-        f"task {report.task}  ·  seed {report.seed}",
+        f"  {errors} error(s), {warnings} warning(s){more}\n",
+        (f"device {report.device} · task {report.task} · seed {report.seed}", "dim"),
     )
 
 
 def _verdicts(checks: list[CheckOutcome]) -> Table:
-    table = Table(title="Checks", title_justify="left", expand=False)
-    table.add_column("check", style="bold")
-    table.add_column("verdict")
+    table = Table(title="Checks", title_justify="left", expand=False, box=box.SIMPLE_HEAD)
+    table.add_column("check", style="bold", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
     table.add_column("summary", overflow="fold")
     for check in checks:
         label, style = _STYLE[check.status]
@@ -170,53 +211,107 @@ def _verdicts(checks: list[CheckOutcome]) -> Table:
     return table
 
 
-def _findings_table(findings: list[Finding]) -> Table:
-    table = Table(title="Findings", title_justify="left", show_lines=True)
-    table.add_column("code", no_wrap=True)
-    table.add_column("severity", no_wrap=True)
-    table.add_column("subject", overflow="fold")
-    table.add_column("message and fix", overflow="fold", ratio=1)
+def _findings(findings: list[Finding]) -> Group:
+    """Each lead finding in full; the findings it explains as one line each under it."""
+    parts: list[RenderableType] = [Text("Findings", style="italic")]
+    hidden: list[str] = []
+    shown = 0
     for f in findings:
-        body = Text.assemble(f.message, "\n", ("fix: ", "bold"), f.hint)
-        table.add_row(
-            f.code,
-            Text(f.severity.value, style=_SEVERITY_STYLE[f.severity]),
-            f.subject or "-",
-            body,
+        if "related_to" in f.details:
+            if shown == MAX_RELATED:
+                hidden.append(f.code)
+                continue
+            shown += 1
+            line = Text.assemble(
+                ("↳ ", "dim"), (f"{f.code} ", "bold"), (f"{f.subject or '-'}: ", "dim"),
+                _first_clause(f.message),
+            )
+            parts.append(Padding(line, (0, 0, 0, 4)))
+            continue
+        _more_related(parts, hidden)
+        hidden, shown = [], 0
+        parts.append(
+            Text.assemble(
+                "\n",
+                (f"{f.code} {f.severity.value}", _SEVERITY_STYLE[f.severity]),
+                ("  [", "dim"),
+                (f.check, "dim"),
+                ("]  ", "dim"),
+                (f.subject or "-", "bold"),
+            )
         )
-    return table
+        parts.append(Padding(Text(f.message), (0, 0, 0, 2)))
+        parts.append(Padding(Text.assemble(("fix: ", "bold"), f.hint), (0, 0, 0, 2)))
+    _more_related(parts, hidden)
+    return Group(*parts)
 
 
-def _norm_chart(norms: list[tuple[str, float]]) -> Group:
-    """Per-layer gradient norms as bars on a log scale (orders of magnitude are what matter)."""
-    table = Table(box=None)
-    table.add_column("layer", overflow="fold")
+def _more_related(parts: list[RenderableType], hidden: list[str]) -> None:
+    """One line for the consequences beyond ``MAX_RELATED`` (all are in JSON and HTML)."""
+    if hidden:
+        counts = ", ".join(f"{code} ×{hidden.count(code)}" for code in dict.fromkeys(hidden))
+        line = Text(f"↳ {len(hidden)} more related: {counts}", style="dim")
+        parts.append(Padding(line, (0, 0, 0, 4)))
+
+
+def _first_clause(message: str) -> str:
+    return message.split(": ", 1)[0] if len(message) > 90 else message
+
+
+def _norm_chart(norms: list[tuple[str, float]], findings: list[Finding]) -> Group:
+    """Per-layer gradient norms as bars on a log scale (orders of magnitude are what matter).
+
+    Long models show the flagged layers and an even sample of the rest; the HTML report
+    has them all.
+    """
+    flagged = {f.subject for f in findings if f.check == "gradient_flow"}
+    shown = _sample(norms, flagged)
+    table = Table(box=None, pad_edge=False)
+    table.add_column("layer", no_wrap=True)
     table.add_column("|grad|", justify="right", no_wrap=True)
     table.add_column("", no_wrap=True)
     logs = [math.log10(v) for _, v in norms if v > 0 and math.isfinite(v)]
     low, high = (min(logs), max(logs)) if logs else (0.0, 0.0)
     span = max(high - low, 1.0)
-    for layer, value in norms:
+    for layer, value in shown:
+        style = "red" if layer in flagged else "green"
         if value > 0 and math.isfinite(value):
             width = 1 + round((math.log10(value) - low) / span * (BAR_WIDTH - 1))
-            bar = Text("█" * width, style="green")
+            bar = Text("█" * width, style=style)
         else:
             bar = Text("·" if value == 0 else "NaN/Inf", style="red")
-        table.add_row(layer, f"{value:.2e}", bar)
-    return Group(Text("Gradient norm per layer (log scale)", style="italic"), table)
+        table.add_row(_tail(layer, LAYER_WIDTH), f"{value:.2e}", bar)
+    title = "Gradient norm per layer (log scale)"
+    if len(shown) < len(norms):
+        title += f", {len(shown)} of {len(norms)} layers"
+    return Group(Text(title, style="italic"), table)
+
+
+def _tail(name: str, width: int) -> str:
+    """The end of a long dotted name: the layer itself, not the model's outer modules."""
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
+def _sample(norms: list[tuple[str, float]], flagged: set[str | None]) -> list[tuple[str, float]]:
+    if len(norms) <= MAX_CHART_ROWS:
+        return norms
+    step = len(norms) / MAX_CHART_ROWS
+    keep = {int(i * step) for i in range(MAX_CHART_ROWS)} | {len(norms) - 1}
+    return [row for i, row in enumerate(norms) if i in keep or row[0] in flagged]
 
 
 def _sparkline(values: list[float]) -> Text:
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return Text("NaN", style="red")
-    low, high = min(finite), max(finite)
+    # From zero (when the losses are positive): a loss that barely moves draws flat.
+    low, high = min(0.0, *finite), max(finite)
     span = (high - low) or 1.0
     chars = "".join(
         _SPARK[min(len(_SPARK) - 1, int((v - low) / span * len(_SPARK)))]
         if math.isfinite(v)
         else "×"
-        for v in _downsample(values, 60)
+        for v in _downsample(values, 32)
     )
     return Text(f"{chars}  {values[0]:.4g} → {values[-1]:.4g} ({len(values)} steps)")
 

@@ -2,15 +2,19 @@
 
 The probe trains the user's own model in place (a second copy on the accelerator could not
 fit next to a large model), so it first copies weights and buffers to *host* memory and
-puts them back afterwards, together with the module registries, train/eval flags,
-``requires_grad`` flags, ``.grad`` tensors and every global random number generator.
+puts them back afterwards, together with the module registries (a submodule created inside
+``forward`` is removed again), train/eval flags, ``requires_grad`` flags, ``.grad`` tensors
+and every global random number generator. Modules and tensors the model reaches without
+registering them (a plain list of layers) and tensors only the optimizer holds are saved
+too: the probe's backward and optimizer steps touch them as well.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,21 +41,34 @@ class _ModuleRecord:
     training: bool
     parameters: dict[str, nn.Parameter | None]
     buffers: dict[str, torch.Tensor | None]
+    modules: dict[str, nn.Module | None]
 
 
 class ModelState:
     """Host snapshot of a model; ``reset_values`` between stages, ``restore`` at the end."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        extra_modules: Iterable[nn.Module] = (),
+        extra_tensors: Iterable[torch.Tensor] = (),
+    ) -> None:
+        modules = {id(m): m for m in _unique_modules(model)}
+        for extra in extra_modules:
+            modules.update((id(m), m) for m in _unique_modules(extra))
         self._records = [
-            _ModuleRecord(m, m.training, dict(m._parameters), dict(m._buffers))
-            for m in _unique_modules(model)
+            _ModuleRecord(m, m.training, dict(m._parameters), dict(m._buffers), dict(m._modules))
+            for m in modules.values()
         ]
         self._saved: dict[int, _Saved] = {}
         for record in self._records:
             for tensor in [*record.parameters.values(), *record.buffers.values()]:
                 if tensor is not None and id(tensor) not in self._saved:
                     self._saved[id(tensor)] = _save(tensor)
+        # Tensors outside every registry: values are reset in place, where they live.
+        self._loose = [t for t in extra_tensors if id(t) not in self._saved]
+        for tensor in self._loose:
+            self._saved[id(tensor)] = _save(tensor)
 
     def detach_grads(self) -> None:
         """Set every ``.grad`` to None so probe backward passes never add into the user's."""
@@ -77,12 +94,15 @@ class ModelState:
                     live.copy_(self._saved[id(saved)].host)
                 for live, saved in _pairs(record.module._buffers, record.buffers):
                     live.copy_(self._saved[id(saved)].host)
+            for tensor in self._loose:
+                tensor.detach().copy_(self._saved[id(tensor)].host)
 
     def restore(self) -> None:
         """Everything, on the original devices: registries, values, grads and flags."""
         for record in self._records:
             _refill(record.module._parameters, record.parameters)
             _refill(record.module._buffers, record.buffers)
+            _refill(record.module._modules, record.modules)
         with torch.no_grad():
             for saved in self._saved.values():
                 if not _same_storage(saved.tensor, saved.alias):
@@ -132,6 +152,18 @@ def _refill(target: dict[str, Any], saved: dict[str, Any]) -> None:
 
 def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.device == b.device and a.dtype == b.dtype and a.data_ptr() == b.data_ptr()
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model.eval()``, then every module's own train/eval flag back as it was."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
 
 
 class RngState:
