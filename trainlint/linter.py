@@ -12,10 +12,11 @@ import libcst as cst
 
 from trainlint.analysis.flow import Flow
 from trainlint.analysis.module import ModuleModel
-from trainlint.analysis.parsing import parse_module
-from trainlint.analysis.project import Project
+from trainlint.analysis.parsing import NestingError, parse
+from trainlint.analysis.project import Project, content_digest
 from trainlint.analysis.values import Evaluator
 from trainlint.config import Settings, matches
+from trainlint.deep import run_deep
 from trainlint.diagnostics import Diagnostic, FileError, Severity, Span
 from trainlint.files import discover
 from trainlint.fixes import Edit, FixSafety, all_fixers, apply_edits
@@ -88,25 +89,32 @@ class Linter:
         result.diagnostics.sort(key=Diagnostic.sort_key)
         return result
 
-    def lint_file_safely(self, path: Path) -> LintResult:
-        """:meth:`lint_file`, turning a crash of the analyser into a per-file error."""
-        try:
-            return self.lint_file(path)
-        except RecursionError:
-            message = "internal error: the file is nested too deeply to analyse"
-        except Exception as exc:  # noqa: BLE001 - one broken file must not stop the run
-            message = f"internal error ({type(exc).__name__}: {exc}); please report it"
-        return LintResult(errors=[FileError(display_path(path), message)], files=1)
-
-    def lint_file(self, path: Path) -> LintResult:
+    def lint_file_safely(self, path: Path, data: bytes | None = None) -> LintResult:
+        """:meth:`lint_file` on a deep stack (valid code can nest thousands of levels),
+        turning a crash of the analyser into a per-file result."""
         display = display_path(path)
         try:
-            source = read_source(path)
+            return run_deep(lambda: self.lint_file(path, data))
+        except RecursionError:
+            diagnostics = self._parse_error(display, "the file is nested too deeply to analyse", 1, 1)
+        except MemoryError:
+            diagnostics = self._parse_error(display, "the file is too large to analyse (out of memory)", 1, 1)
+        except Exception as exc:  # noqa: BLE001 - one broken file must not stop the run
+            message = f"internal error ({type(exc).__name__}: {exc}); please report it"
+            return LintResult(errors=[FileError(display, message)], files=1)
+        return LintResult(diagnostics, files=1)
+
+    def lint_file(self, path: Path, data: bytes | None = None) -> LintResult:
+        """Lint ``path``, whose bytes are ``data`` when the caller has read them already."""
+        display = display_path(path)
+        try:
+            data = path.read_bytes() if data is None else data
+            source = read_source(path, data)
         except OSError as exc:
             return LintResult(self._parse_error(display, f"cannot read file: {exc.strerror or exc}", 1, 1), files=1)
         except SourceError as exc:
             return LintResult(self._parse_error(display, str(exc), exc.line, exc.column), files=1)
-        checked = self._check(path, display, source, reuse=True)
+        checked = self._check(path, display, source, content_digest(data))
         if not checked.edits:
             return checked.result
         return self._fix(path, display, source, checked)
@@ -122,14 +130,15 @@ class Linter:
             if fixed == text:
                 break
             text, count = fixed, count + checked.fixable
-            checked = self._check(path, display, Source(path, text), reuse=False)
+            checked = self._check(path, display, Source(path, text), content_digest(text.encode("utf-8", "surrogatepass")))
         result = checked.result
         if text != source.text:
             result.fixed.append(FixedFile(path, display, source.text, text, count))
         return result
 
-    def _check(self, path: Path, display: str, source: Source, reuse: bool) -> _Checked:
-        """Lint ``source``; ``reuse``: the project may hold this file's tree already."""
+    def _check(self, path: Path, display: str, source: Source, digest: str) -> _Checked:
+        """Lint ``source``, from bytes with hash ``digest`` (the project may hold the tree
+        of those bytes already)."""
         result = LintResult(files=1)
         if _FILE_NOQA.search(source.text):
             return _Checked(result)
@@ -141,11 +150,14 @@ class Linter:
             return _Checked(result)
         # The project parses each file once, and shares trees of recently parsed files
         # between chunks (a file imported by an earlier chunk is not parsed again).
-        known = self.project.load(path) if reuse and not source.cells else None
-        if known is not None:
+        known = self.project.load(path) if not source.cells else None
+        if known is not None and known.digest == digest:
             return self._analyse(known, rules, display, source, result)
         try:
-            tree = parse_module(source.text)
+            parsed = parse(source.text)
+        except NestingError as exc:
+            result.diagnostics.extend(self._parse_error(display, str(exc), exc.line, exc.column, source))
+            return _Checked(result)
         except cst.ParserSyntaxError as exc:
             # CPython's parser pinpoints the mistake better than libcst's; libcst's message
             # is kept for code CPython accepts but libcst cannot parse.
@@ -153,7 +165,7 @@ class Linter:
             precise = self._syntax_check(display, source)
             result.diagnostics.extend(precise or self._syntax_error(display, source, where))
             return _Checked(result)
-        return self._analyse(self.project.add(path, tree), rules, display, source, result)
+        return self._analyse(self.project.add(path, parsed, digest), rules, display, source, result)
 
     def _analyse(
         self, model: ModuleModel, rules: list[Rule], display: str, source: Source, result: LintResult
@@ -182,6 +194,9 @@ class Linter:
             return self._syntax_error(display, source, (f"syntax error: {exc.msg}", exc.lineno or 1, exc.offset or 1))
         except ValueError as exc:
             return self._parse_error(display, f"cannot parse: {exc}", 1, 1, source)
+        except (RecursionError, MemoryError):
+            # CPython's parser gives up on deep nesting (a 3,000-call method chain).
+            return self._parse_error(display, "the file is nested too deeply for Python's parser", 1, 1, source)
         return []
 
     def _syntax_error(self, display: str, source: Source, where: tuple[str, int, int]) -> list[Diagnostic]:

@@ -4,28 +4,37 @@ Files are split into chunks of neighbouring files (same or adjacent directories)
 chunk is linted by a fresh :class:`Linter`: sibling imports are parsed once per chunk, and
 memory stays bounded by the chunk rather than growing with the repository. Chunks do not
 depend on the number of jobs, so ``--jobs 1`` and ``--jobs 8`` report the same findings.
+
+Chunks are linted in worker processes, even with one job: the parser is native code, and a
+crash there (a segfault) must cost only the file that caused it, never the run. Each worker
+notes in a journal file which file it is linting; when a worker dies, the files that were
+in progress are set aside, the unfinished chunks run again in a fresh pool without them,
+and each of them then runs alone, so that only a file that crashes a worker by itself is
+reported as such, and every other file keeps its findings.
 """
 
 from __future__ import annotations
 
 import difflib
+import faulthandler
 import gc
 import os
 import tempfile
 import tokenize
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from rich.console import Console
 from rich.progress import Progress
 
 from trainlint.cache import Cache
 from trainlint.config import Settings
-from trainlint.diagnostics import Diagnostic
+from trainlint.diagnostics import Diagnostic, FileError
 from trainlint.files import discover
 from trainlint.fixes import FixSafety
 from trainlint.linter import FixedFile, Linter, LintResult, display_path
@@ -51,6 +60,9 @@ class RunOptions:
     fixes: frozenset[FixSafety] = frozenset()
     progress: bool = False
     force_exclude: bool = False
+    # False: lint in this process when one job is enough (no process start-up, but a crash
+    # of the native parser then takes the caller down).
+    isolated: bool = True
 
 
 def run(paths: Iterable[Path], settings: Settings, options: RunOptions) -> LintResult:
@@ -102,15 +114,82 @@ def _by_directory(files: list[Path]) -> Iterator[list[Path]]:
 
 def _results(chunks: list[list[Path]], settings: Settings, options: RunOptions) -> Iterator[LintResult]:
     jobs = min(options.jobs or os.cpu_count() or 1, len(chunks))
-    if jobs <= 1:
+    if jobs <= 1 and not options.isolated:
         _set_options(settings, options)
         with _collector_tuned():
             yield from map(_lint_chunk, chunks)
         return
-    with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(settings, options)) as pool:
-        # Largest first, so that no big chunk starts last while the other workers idle; the
-        # caller sorts everything it reports, so the order results arrive in is free.
-        yield from pool.map(_lint_chunk, sorted(chunks, key=_chunk_bytes, reverse=True))
+    # Largest first, so that no big chunk starts last while the other workers idle; the
+    # caller sorts everything it reports, so the order results arrive in is free.
+    pending = sorted(chunks, key=_chunk_bytes, reverse=True)
+    suspects: list[Path] = []
+    while pending:
+        interruption = yield from _pooled(pending, settings, options, jobs)
+        if interruption is None:
+            break
+        # A worker that reported its crash names the file that caused it; without that
+        # report (killed, out of memory), every file in progress is suspect; without any
+        # file in progress, every file of an unfinished chunk is.
+        crashed = {path: why for path, why in interruption.in_progress.items() if why}
+        for path, why in crashed.items():
+            yield _crash_result(path, why)
+        set_aside = set(crashed or interruption.in_progress) or {p for c in interruption.unfinished for p in c}
+        suspects.extend(sorted(set_aside - set(crashed)))
+        pending = [left for chunk in interruption.unfinished if (left := [p for p in chunk if p not in set_aside])]
+    for path in suspects:
+        # Alone in a fresh worker: only a file that crashes it by itself is blamed.
+        interruption = yield from _pooled([[path]], settings, options, 1)
+        if interruption is not None:
+            yield _crash_result(path, interruption.in_progress.get(path, ""))
+
+
+@dataclass(frozen=True)
+class _Interruption:
+    """What a pool left undone when a worker died."""
+
+    unfinished: list[list[Path]]  # chunks whose results never came
+    in_progress: dict[Path, str]  # files that dead workers were linting -> how the worker died, if it said
+
+
+def _pooled(
+    chunks: list[list[Path]], settings: Settings, options: RunOptions, jobs: int
+) -> Generator[LintResult, None, _Interruption | None]:
+    """Lint ``chunks`` in a pool of ``jobs`` workers, yielding each chunk's result; returns
+    what was left undone if a worker died."""
+    with tempfile.TemporaryDirectory(prefix="trainlint-journal-") as journal:
+        failed: set[int] = set()
+        with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(settings, options, journal)) as pool:
+            futures = {pool.submit(_lint_chunk, chunk): index for index, chunk in enumerate(chunks)}
+            for future in as_completed(futures):
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    failed.add(futures[future])
+                    continue
+                yield result
+        if not failed:
+            return None
+        unfinished = [chunk for index, chunk in enumerate(chunks) if index in failed]
+        return _Interruption(unfinished, _in_progress(Path(journal)))
+
+
+def _in_progress(journal: Path) -> dict[Path, str]:
+    """The files the workers of a pool were linting when it broke, each with the first line
+    of its worker's crash report (empty if it wrote none)."""
+    found: dict[Path, str] = {}
+    for note in journal.glob("[0-9]*[0-9]"):
+        current = note.read_bytes()
+        if current:
+            crash = note.with_suffix(".crash")
+            report = crash.read_text(errors="replace").strip().splitlines() if crash.exists() else []
+            found[Path(os.fsdecode(current))] = report[0] if report else ""
+    return found
+
+
+def _crash_result(path: Path, why: str) -> LintResult:
+    how = why or "its worker process was killed, perhaps for lack of memory"
+    message = f"trainlint crashed while analysing this file ({how}); the file was skipped, please report it"
+    return LintResult(errors=[FileError(display_path(path), message)], files=1)
 
 
 def _chunk_bytes(chunk: list[Path]) -> int:
@@ -127,12 +206,28 @@ def _chunk_bytes(chunk: list[Path]) -> int:
 
 _settings: Settings | None = None
 _options = RunOptions()
+# In a worker: the journal file naming the file being linted, and the crash report file.
+_journal: BinaryIO | None = None
+_crash_report: TextIO | None = None
 
 
-def _init_worker(settings: Settings, options: RunOptions) -> None:
+def _init_worker(settings: Settings, options: RunOptions, journal: str) -> None:
     """Pool initializer: the process lives for this run only, so the collector stays tuned."""
+    global _journal, _crash_report
     _set_options(settings, options)
     _tune_collector()
+    _journal = open(os.path.join(journal, str(os.getpid())), "wb", buffering=0)  # noqa: SIM115 - lives with the process
+    _crash_report = open(os.path.join(journal, f"{os.getpid()}.crash"), "w")  # noqa: SIM115 - lives with the process
+    faulthandler.enable(_crash_report)
+
+
+def _note(path: Path | None) -> None:
+    """Journal the file being linted (``None``: none): it is what a crash is blamed on."""
+    if _journal is not None:
+        _journal.seek(0)
+        _journal.truncate()
+        if path is not None:
+            _journal.write(os.fsencode(path))
 
 
 def _set_options(settings: Settings, options: RunOptions) -> None:
@@ -169,25 +264,33 @@ def _lint_chunk(chunk: list[Path]) -> LintResult:
     cache = Cache(_settings.root, _settings) if _options.cache else None
     result = LintResult()
     for path in chunk:
+        _note(path)
         result.extend(_lint_one(linter, cache, path))
+    _note(None)
     return result
 
 
 def _lint_one(linter: Linter, cache: Cache | None, path: Path) -> LintResult:
     content = _read_bytes(path)
-    if cache is None or content is None:
-        return linter.lint_file_safely(path)
+    if content is None:
+        return linter.lint_file_safely(path)  # reports the unreadable file
+    if cache is None:
+        return linter.lint_file_safely(path, content)
     display = display_path(path)
     cached = cache.get(display, content)
     # A cached result is good unless it holds a finding that this run should fix.
     if cached is not None and not any(d.fix in linter.fixes for d in cached.diagnostics):
         return cached
     accessed = linter.project.start_tracking()
-    result = linter.lint_file_safely(path)
+    # The linter analyses the very bytes the entry is keyed by.
+    result = linter.lint_file_safely(path, content)
+    dependencies = linter.project.dependencies(accessed)
     # Analyser crashes are cached too: the same input crashes the same way, and re-running
-    # them on every warm run would cost as much as a cold one.
-    if not result.fixed:
-        cache.put(display, content, result, linter.project.dependencies(accessed) - {path.resolve()})
+    # them on every warm run would cost as much as a cold one. Nothing is cached when a
+    # file changed while the analysis read it.
+    if not result.fixed and dependencies is not None:
+        dependencies.pop(path.resolve(), None)
+        cache.put(display, content, result, dependencies)
     return result
 
 

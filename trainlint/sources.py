@@ -38,8 +38,9 @@ class Source:
         return cell, line - first + 1
 
 
-def read_source(path: Path) -> Source:
-    data = path.read_bytes()
+def read_source(path: Path, data: bytes | None = None) -> Source:
+    """The analysable text of ``path``, whose bytes are ``data`` if the caller read them."""
+    data = path.read_bytes() if data is None else data
     if path.suffix == ".ipynb":
         from trainlint.notebook import notebook_source
 

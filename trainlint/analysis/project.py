@@ -7,6 +7,7 @@ command line.
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import libcst as cst
 from trainlint.analysis.catalog import KNOWN_LIBRARIES
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import root_name, terminal_name
-from trainlint.analysis.parsing import parse_module
+from trainlint.analysis.parsing import ParsedModule, parse
+from trainlint.sources import SourceError, decode_python
 
 # Parsed trees of imported files kept per process (bounded: memory stays flat).
 TREE_CACHE_SIZE = 128
@@ -45,36 +47,49 @@ class Project:
         self._symbols: dict[tuple[Path, str], tuple[ModuleModel, str] | None] = {}
         self._accessed: set[Path] = set()
         self._imports: dict[Path, set[Path]] = {}  # importer -> local modules it resolved to
+        # Content hash of every file read, as read; a file read twice with different
+        # contents (edited during the run) is marked unstable.
+        self._digests: dict[Path, str] = {}
+        self._unstable: set[Path] = set()
 
     def start_tracking(self) -> set[Path]:
-        """A fresh set that collects every other module the analysis looks at from now on:
-        a cached result of a file stays valid only while those modules are unchanged."""
+        """A fresh set that collects every other file the analysis looks at from now on:
+        a cached result of a file stays valid only while those files are unchanged."""
         self._accessed = set()
         return self._accessed
 
-    def dependencies(self, accessed: set[Path]) -> set[Path]:
-        """``accessed`` and the local modules they import, transitively: an evaluation that
-        an earlier file left memoized reads those without resolving the import again."""
+    def dependencies(self, accessed: set[Path]) -> dict[Path, str] | None:
+        """``accessed`` and the local modules they import, transitively (an evaluation that
+        an earlier file left memoized reads those without resolving the import again), each
+        with the content hash of the bytes the analysis read; ``None`` when one of them
+        changed while the analysis read it."""
         found, pending = set(accessed), list(accessed)
         while pending:
             for imported in self._imports.get(pending.pop(), ()):
                 if imported not in found:
                     found.add(imported)
                     pending.append(imported)
-        return found
+        if found & self._unstable:
+            return None
+        return {path: self._digests[path] for path in found if path in self._digests}
 
-    def add(self, path: Path, tree: cst.Module) -> ModuleModel:
-        """Register a module the caller already parsed."""
+    def add(self, path: Path, parsed: ParsedModule, digest: str) -> ModuleModel:
+        """Register a module the caller already parsed, from bytes with hash ``digest``."""
         resolved = path.resolve()
-        model = ModuleModel(resolved, tree, resolved.stem)
+        model = ModuleModel(resolved, parsed, resolved.stem, digest)
         self._register(resolved, model)
         return model
 
     def _register(self, path: Path, model: ModuleModel | None) -> None:
         self._models[path] = model
         if model is not None:
+            self._record(path, model.digest)
             self._defined.update(f.name.value for f in model.functions)
             self._defined.update(model.classes)
+
+    def _record(self, path: Path, digest: str) -> None:
+        if self._digests.setdefault(path, digest) != digest:
+            self._unstable.add(path)
 
     def may_be_user_callable(self, func: cst.BaseExpression, module: ModuleModel) -> bool:
         """Cheap syntactic test: could this call enter a function defined in the project?
@@ -107,6 +122,7 @@ class Project:
         for sibling, text in self._siblings(near.path.parent):
             # Only files that call the function *and* can import its module qualify;
             # parsing every file that mentions ``forward(`` would cost a parse per file.
+            self._accessed.add(sibling)  # what it holds decided whether it was loaded
             if sibling not in self._models and needle in text and importer_hint in text:
                 self.load(sibling)
         return self.loaded()
@@ -117,9 +133,12 @@ class Project:
             cached = []
             for file in sorted(directory.glob("*.py"))[:MAX_SIBLINGS]:
                 try:
-                    cached.append((file.resolve(), file.read_text(encoding="utf-8", errors="replace")))
+                    data = file.read_bytes()
                 except OSError:
                     continue
+                resolved = file.resolve()
+                self._record(resolved, content_digest(data))
+                cached.append((resolved, data.decode("utf-8", errors="replace")))
             self._directory_texts[directory] = cached
         return cached
 
@@ -128,16 +147,20 @@ class Project:
         resolved = path.resolve()
         if resolved not in self._models:
             self._register(resolved, self._parse(resolved))
-        return self._models[resolved]
+        model = self._models[resolved]
+        if model is None and resolved in self._digests:
+            self._accessed.add(resolved)  # unparsable now: results change once it parses
+        return model
 
-    @staticmethod
-    def _parse(path: Path) -> ModuleModel | None:
+    def _parse(self, path: Path) -> ModuleModel | None:
         try:
             stat = path.stat()
         except OSError:
             return None
-        tree = _parse_file(path, stat.st_mtime_ns, stat.st_size)
-        return ModuleModel(path, tree, path.stem) if tree is not None else None
+        parsed, digest = _parse_file(path, stat.st_mtime_ns, stat.st_size)
+        if digest:
+            self._record(path, digest)
+        return ModuleModel(path, parsed, path.stem, digest) if parsed is not None else None
 
     def _root_for(self, directory: Path) -> Path:
         root = self._roots.get(directory)
@@ -199,12 +222,22 @@ def _module_files(base: Path, parts: list[str]) -> list[Path]:
     return [stem.with_suffix(".py"), stem / "__init__.py"]
 
 
+def content_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 @lru_cache(maxsize=TREE_CACHE_SIZE)
-def _parse_file(path: Path, mtime_ns: int, size: int) -> cst.Module | None:
-    """Parsed tree of an imported file, shared by the projects of one process: each chunk
-    of a large run gets a fresh project, but the modules they import are largely the same.
-    Trees are immutable; the stat stamp in the key invalidates edited files."""
+def _parse_file(path: Path, mtime_ns: int, size: int) -> tuple[ParsedModule | None, str]:
+    """Parsed text of an imported file (``None`` if it does not parse) and the hash of the
+    bytes read (empty if unreadable), shared by the projects of one process: each chunk of a
+    large run gets a fresh project, but the modules they import are largely the same. Trees
+    are immutable; the stat stamp in the key invalidates edited files (and the hash says
+    what was really read)."""
     try:
-        return parse_module(path.read_bytes())
-    except (OSError, cst.ParserSyntaxError, UnicodeDecodeError, ValueError):
-        return None
+        data = path.read_bytes()
+    except OSError:
+        return None, ""
+    try:
+        return parse(decode_python(data)), content_digest(data)
+    except (cst.ParserSyntaxError, SourceError, ValueError):
+        return None, content_digest(data)
