@@ -92,6 +92,8 @@ def test_the_pre_scan_refuses_exactly_past_its_limits() -> None:
     parse("x = " + "+".join(["a"] * MAX_EXPRESSION_DEPTH) + "\n")
     with pytest.raises(NestingError, match="expression"):
         parse("x = " + "+".join(["a"] * (MAX_EXPRESSION_DEPTH + 2)) + "\n")
+    with pytest.raises(NestingError, match="expression"):  # calls cost more than operators
+        parse("x = t" + ".f()" * (MAX_EXPRESSION_DEPTH // 4 + 1) + "\n")
     # Nesting inside f-string replacement fields counts too.
     with pytest.raises(NestingError, match="parentheses"):
         parse('x = f"{' + "(" * 300 + ")" * 300 + '}"\n')
@@ -106,6 +108,7 @@ def test_the_pre_scan_refuses_exactly_past_its_limits() -> None:
         "x = {" + ", ".join(f"'k{i}': a.b.c + 1" for i in range(500)) + "}\n",
         "x = '" + "(" * 5000 + "'  # (((\n",  # brackets in strings and comments
         'x = f"' + "-" * 3000 + '{a}"\n',  # the literal part of an f-string
+        "x = (" + " ".join(["'piece'"] * 2500) + ")\n",  # adjacent strings (pydoc's topics.py)
     ],
 )
 def test_the_pre_scan_accepts_long_flat_code(text: str) -> None:

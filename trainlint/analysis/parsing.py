@@ -25,10 +25,16 @@ from libcst._nodes.base import CSTNode
 
 # CPython's own limit (its tokenizer's MAXLEVEL): deeper brackets are a syntax error anyway.
 MAX_BRACKET_DEPTH = 200
-# Operators, calls, attributes and subscripts nested in one expression (each one level of
-# the tree: ``a + a + ... + a`` with 1,000 terms is 1,000 levels). libcst parses 1,000
-# levels in well under a second; its time grows quadratically beyond.
-MAX_EXPRESSION_DEPTH = 1000
+# Nesting of one expression, in units of about what each level costs libcst, whose time
+# grows quadratically with depth: an operator is 1 (``a + a + ... + a`` with 2,000 terms
+# is 2,000 units, parsed in about 2 s), a call or subscript TRAILER_COST (a 500-call
+# method chain ``x.f().f()...`` is 2,000). The count errs high (``a * b + c`` is 2 levels,
+# counted 3), never low. Adjacent strings do not count: libcst parses thousands of them
+# fast and refuses more than ~3,000 itself (a syntax error, not a crash).
+MAX_EXPRESSION_DEPTH = 2000
+TRAILER_COST = 3
+# No character adds more than 2 units (``f(`` adds 4), so shorter logical lines are safe.
+_SAFE_LINE_LENGTH = MAX_EXPRESSION_DEPTH // 2
 # An ``elif`` nests in the ``if`` before it. CPython gives up ("too complex") around 6,000.
 MAX_ELIF_CHAIN = 3000
 
@@ -107,8 +113,8 @@ _LINE_START = re.compile(
     r"[ \t\f]*(?:(?P<elif>elif\b)|(?P<clause>(?:else|except|finally)\b|@)|(?P<if>if\b)"
     r"|(?P<case>case\b(?![ \t]*[=.:,;)\]}]))|(?=[^ \t\f\r\n#\\]))"
 )
-# Tokens that nest the tree inside one expression (operators, keyword operators, string
-# pieces, trailers), looked for only in logical lines long enough to hold too many.
+# Tokens that nest the tree inside one expression (operators, keyword operators, trailers;
+# strings, to skip them), looked for only in logical lines long enough to hold too many.
 _EXPRESSION_TOKEN = re.compile(
     r"(?P<quote>'''|\"\"\"|'|\")|#[^\r\n]*|(?P<open>[(\[{])|(?P<close>[)\]}])|(?P<comma>[,;])"
     r"|(?P<op>\*\*|//|<<|>>|[<>=!]=|->|:=|[-+*/%@&|^~<>.]|\b(?:and|or|not|in|is|if|else|lambda|await)\b)"
@@ -139,7 +145,7 @@ class _Scanner:
                 if char == "\r" and text.startswith("\n", pos):
                     pos += 1
                 if depth == 0:
-                    if match.start() - logical > MAX_EXPRESSION_DEPTH or self.case_line >= logical:
+                    if match.start() - logical > _SAFE_LINE_LENGTH or self.case_line >= logical:
                         self._logical_line(logical, match.start())
                     logical = pos
                     self._line_start(pos)
@@ -191,8 +197,7 @@ class _Scanner:
     def _logical_line(self, start: int, end: int) -> None:
         if self.case_line >= start and self._ends_with_colon(start, end):
             self.statements.pop()  # a ``case`` clause of a ``match``, not a statement
-        # Every level of nesting takes at least one character: shorter lines are safe.
-        if end - start > MAX_EXPRESSION_DEPTH:
+        if end - start > _SAFE_LINE_LENGTH:
             self._check_expressions(start, end, 0)
 
     def _ends_with_colon(self, start: int, end: int) -> bool:
@@ -203,8 +208,8 @@ class _Scanner:
     def _check_expressions(self, start: int, end: int, total: int) -> None:
         """Refuse if an expression in ``text[start:end]`` (a logical line, or a replacement
         field of an f-string at nesting ``total``) nests more than MAX_EXPRESSION_DEPTH
-        levels: each open bracket, and each operator, call or attribute since the last
-        comma at each open bracket, counts one."""
+        units: each open bracket, and each operator or trailer since the last comma at
+        each open bracket."""
         text = self.text
         segments = [0]  # operators since the last comma, per open bracket
         pos = start
@@ -216,14 +221,12 @@ class _Scanner:
                 if string is None:
                     return
                 pos = string.end
-                segments[-1] += 1  # adjacent strings nest (implicit concatenation)
-                total += 1
                 for field_start, field_end in string.fields(text) if string.formatted else ():
                     self._check_expressions(field_start, field_end, total)
             elif kind == "open":
                 before = text[match.start() - 1] if match.start() else ""
-                trailer = before.isalnum() or before in ")]_'\""
-                segments[-1] += trailer  # a call or a subscript
+                trailer = TRAILER_COST if before.isalnum() or before in ")]_'\"" else 0  # a call or subscript
+                segments[-1] += trailer
                 segments.append(0)
                 total += 1 + trailer
             elif kind == "close":
@@ -239,7 +242,7 @@ class _Scanner:
             if total > MAX_EXPRESSION_DEPTH:
                 self._refuse(
                     f"expression nested too deeply to analyse (more than {MAX_EXPRESSION_DEPTH} levels of "
-                    "operators, calls or attributes)",
+                    "operators, calls, subscripts and brackets)",
                     match.start(),
                 )
 
