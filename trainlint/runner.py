@@ -113,6 +113,22 @@ def _by_directory(files: list[Path]) -> Iterator[list[Path]]:
 
 
 def _results(chunks: list[list[Path]], settings: Settings, options: RunOptions) -> Iterator[LintResult]:
+    if options.cache:
+        # Cached results are served here: a warm run starts no worker process.
+        cache, misses = Cache(settings.root, settings), []
+        for chunk in chunks:
+            left = []
+            for path in chunk:
+                cached = _cached(cache, path, options.fixes)
+                if cached is None:
+                    left.append(path)
+                else:
+                    yield cached
+            if left:
+                misses.append(left)
+        chunks = misses
+    if not chunks:
+        return
     jobs = min(options.jobs or os.cpu_count() or 1, len(chunks))
     if jobs <= 1 and not options.isolated:
         _set_options(settings, options)
@@ -270,17 +286,23 @@ def _lint_chunk(chunk: list[Path]) -> LintResult:
     return result
 
 
+def _cached(cache: Cache, path: Path, fixes: frozenset[FixSafety]) -> LintResult | None:
+    content = _read_bytes(path)
+    cached = cache.get(display_path(path), content) if content is not None else None
+    # A cached result is good unless it holds a finding that this run should fix.
+    if cached is None or any(d.fix in fixes for d in cached.diagnostics):
+        return None
+    return cached
+
+
 def _lint_one(linter: Linter, cache: Cache | None, path: Path) -> LintResult:
+    """Lint ``path`` (not in the cache: the caller looked) and cache the result."""
     content = _read_bytes(path)
     if content is None:
         return linter.lint_file_safely(path)  # reports the unreadable file
     if cache is None:
         return linter.lint_file_safely(path, content)
     display = display_path(path)
-    cached = cache.get(display, content)
-    # A cached result is good unless it holds a finding that this run should fix.
-    if cached is not None and not any(d.fix in linter.fixes for d in cached.diagnostics):
-        return cached
     accessed = linter.project.start_tracking()
     # The linter analyses the very bytes the entry is keyed by.
     result = linter.lint_file_safely(path, content)

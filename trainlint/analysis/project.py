@@ -8,6 +8,7 @@ command line.
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,6 +25,8 @@ TREE_CACHE_SIZE = 128
 # Sibling files scanned for call sites; bounded so huge flat folders stay cheap.
 MAX_SIBLINGS = 64
 _ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+_CALLED = re.compile(r"(\w+)\(")
+_WORD = re.compile(r"\w+")
 
 
 def find_project_root(start: Path) -> Path:
@@ -44,6 +47,10 @@ class Project:
         self._roots: dict[Path, Path] = {}
         self._defined: set[str] = set()  # names of functions and classes in loaded modules
         self._directory_texts: dict[Path, list[tuple[Path, str]]] = {}
+        # Per sibling file: every ending of every name written just before a "(", so that
+        # "does it mention f(" costs a set lookup, not a scan of the text per function.
+        self._called: dict[Path, set[str]] = {}
+        self._mentions: dict[tuple[Path, str], bool] = {}
         self._symbols: dict[tuple[Path, str], tuple[ModuleModel, str] | None] = {}
         self._accessed: set[Path] = set()
         self._imports: dict[Path, set[Path]] = {}  # importer -> local modules it resolved to
@@ -117,15 +124,31 @@ class Project:
         Call sites in sibling scripts matter (``engine.py`` defines ``train_one_epoch``,
         ``train.py`` calls it), whichever file the run happens to analyse first.
         """
-        needle = f"{function}("
         importer_hint = near.path.stem
         for sibling, text in self._siblings(near.path.parent):
             # Only files that call the function *and* can import its module qualify;
             # parsing every file that mentions ``forward(`` would cost a parse per file.
             self._accessed.add(sibling)  # what it holds decided whether it was loaded
-            if sibling not in self._models and needle in text and importer_hint in text:
+            if sibling not in self._models and self._calls(sibling, text, function) and self._mentions_name(sibling, text, importer_hint):
                 self.load(sibling)
         return self.loaded()
+
+    def _calls(self, path: Path, text: str, function: str) -> bool:
+        """``f"{function}(" in text``, without scanning the text for every function."""
+        if not _WORD.fullmatch(function):
+            return f"{function}(" in text
+        endings = self._called.get(path)
+        if endings is None:
+            endings = {name[i:] for name in set(_CALLED.findall(text)) for i in range(len(name))}
+            self._called[path] = endings
+        return function in endings
+
+    def _mentions_name(self, path: Path, text: str, name: str) -> bool:
+        key = (path, name)
+        found = self._mentions.get(key)
+        if found is None:
+            found = self._mentions[key] = name in text
+        return found
 
     def _siblings(self, directory: Path) -> list[tuple[Path, str]]:
         cached = self._directory_texts.get(directory)
