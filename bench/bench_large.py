@@ -67,10 +67,13 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="trainlint-large-") as scratch:
         for size in args.sizes:
-            path = Path(scratch) / f"train_{size}kb.py"
+            # A folder of its own: sibling files take part in the analysis.
+            folder = Path(scratch) / f"{size}kb"
+            folder.mkdir()
+            path = folder / "train.py"
             path.write_text(gen_large.generate(size), encoding="utf-8")
-            infra = _measure(args.timeout, [sys.executable, "-c", INFRASTRUCTURE, str(path)], Path(scratch))
-            check = _measure(args.timeout, [sys.executable, "-m", "trainlint", "check", "--no-cache", "--exit-zero", path.name], Path(scratch))
+            infra = _measure(args.timeout, [sys.executable, "-c", INFRASTRUCTURE, str(path)], folder)
+            check = _measure(args.timeout, [sys.executable, "-m", "trainlint", "check", "--no-cache", "--exit-zero", path.name], folder)
             seconds = f"{check['seconds']:.1f}" if check["exit"] is not None else f"> {args.timeout:.0f} (stopped)"
             print(
                 f"| {path.stat().st_size / 1e6:.2f} MB | {infra['seconds']:.1f} | {infra['peak_rss_mb']:.0f} "

@@ -44,8 +44,8 @@ def settings_digest(settings: Settings) -> str:
 
 
 class Cache:
-    """The cache of one batch of files: files that several entries depend on are hashed
-    once per batch."""
+    """The cache, for one run: files that several entries depend on are hashed once (a
+    file edited during the run keeps the hash it had when first read)."""
 
     def __init__(self, root: Path, settings: Settings) -> None:
         self.base = root / CACHE_DIR

@@ -222,6 +222,7 @@ def _chunk_bytes(chunk: list[Path]) -> int:
 
 _settings: Settings | None = None
 _options = RunOptions()
+_cache: Cache | None = None
 # In a worker: the journal file naming the file being linted, and the crash report file.
 _journal: BinaryIO | None = None
 _crash_report: TextIO | None = None
@@ -247,8 +248,10 @@ def _note(path: Path | None) -> None:
 
 
 def _set_options(settings: Settings, options: RunOptions) -> None:
-    global _settings, _options
+    global _settings, _options, _cache
     _settings, _options = settings, options
+    # One per run and process: files that entries depend on are hashed once.
+    _cache = Cache(settings.root, settings) if options.cache else None
 
 
 def _tune_collector() -> tuple[int, int, int]:
@@ -277,11 +280,10 @@ def _collector_tuned() -> Iterator[None]:
 def _lint_chunk(chunk: list[Path]) -> LintResult:
     assert _settings is not None, "_set_options runs first"
     linter = Linter(_settings, _options.fixes)
-    cache = Cache(_settings.root, _settings) if _options.cache else None
     result = LintResult()
     for path in chunk:
         _note(path)
-        result.extend(_lint_one(linter, cache, path))
+        result.extend(_lint_one(linter, _cache, path))
     _note(None)
     return result
 
