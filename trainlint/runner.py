@@ -114,19 +114,7 @@ def _by_directory(files: list[Path]) -> Iterator[list[Path]]:
 
 def _results(chunks: list[list[Path]], settings: Settings, options: RunOptions) -> Iterator[LintResult]:
     if options.cache:
-        # Cached results are served here: a warm run starts no worker process.
-        cache, misses = Cache(settings.root, settings), []
-        for chunk in chunks:
-            left = []
-            for path in chunk:
-                cached = _cached(cache, path, options.fixes)
-                if cached is None:
-                    left.append(path)
-                else:
-                    yield cached
-            if left:
-                misses.append(left)
-        chunks = misses
+        chunks = yield from _cached_results(chunks, settings, options)
     if not chunks:
         return
     jobs = min(options.jobs or os.cpu_count() or 1, len(chunks))
@@ -135,6 +123,30 @@ def _results(chunks: list[list[Path]], settings: Settings, options: RunOptions) 
         with _collector_tuned():
             yield from map(_lint_chunk, chunks)
         return
+    yield from _isolated(chunks, settings, options, jobs)
+
+
+def _cached_results(
+    chunks: list[list[Path]], settings: Settings, options: RunOptions
+) -> Generator[LintResult, None, list[list[Path]]]:
+    """Yield the cached results (served here: a warm run starts no worker process); return
+    the chunks of the files left to lint."""
+    cache, misses = Cache(settings.root, settings), []
+    for chunk in chunks:
+        left = []
+        for path in chunk:
+            cached = _cached(cache, path, options.fixes)
+            if cached is None:
+                left.append(path)
+            else:
+                yield cached
+        if left:
+            misses.append(left)
+    return misses
+
+
+def _isolated(chunks: list[list[Path]], settings: Settings, options: RunOptions, jobs: int) -> Iterator[LintResult]:
+    """Lint in worker processes; a worker's crash costs only the file that caused it."""
     # Largest first, so that no big chunk starts last while the other workers idle; the
     # caller sorts everything it reports, so the order results arrive in is free.
     pending = sorted(chunks, key=_chunk_bytes, reverse=True)
