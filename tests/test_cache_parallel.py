@@ -58,14 +58,16 @@ class Counting:
         self.paths: list[str] = []
         original = Linter.lint_file_safely
 
-        def counted(linter: Linter, path: Path) -> LintResult:
+        def counted(linter: Linter, path: Path, data: bytes | None = None) -> LintResult:
             self.paths.append(path.name)
-            return original(linter, path)
+            return original(linter, path, data)
 
         monkeypatch.setattr(Linter, "lint_file_safely", counted)
 
 
 def lint(root: Path, select: tuple[str, ...] = (), **options: object) -> list[tuple[str, str, int]]:
+    # In-process, so that Counting sees the files analysed.
+    options.setdefault("isolated", False)
     result = run([Path("train.py")], Settings(select=select, root=root), RunOptions(jobs=1, **options))  # type: ignore[arg-type]
     return [(d.path, d.code, d.line) for d in result.diagnostics]
 
@@ -118,7 +120,7 @@ def test_concurrent_writers_leave_whole_entries(project: Path) -> None:
     result = Linter(settings).lint_file(project / "train.py")
     cache = Cache(project, settings)
     content = (project / "train.py").read_bytes()
-    writers = [threading.Thread(target=cache.put, args=("train.py", content, result, set())) for _ in range(8)]
+    writers = [threading.Thread(target=cache.put, args=("train.py", content, result, {})) for _ in range(8)]
     for writer in writers:
         writer.start()
     for writer in writers:
@@ -171,6 +173,6 @@ def test_in_process_run_gives_the_collector_back(tmp_path: Path) -> None:
     caller's process (an editor integration, a test session) frozen or retuned."""
     (tmp_path / "train.py").write_text(TRAIN)
     thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
-    run([tmp_path], Settings(root=tmp_path), RunOptions(jobs=1, cache=False))
+    run([tmp_path], Settings(root=tmp_path), RunOptions(jobs=1, cache=False, isolated=False))
     assert gc.get_threshold() == thresholds
     assert gc.get_freeze_count() == frozen

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from trainlint.analysis.module import ModuleModel
-from trainlint.analysis.parsing import parse_module
+from trainlint.analysis.parsing import parse
 from trainlint.analysis.project import Project
 from trainlint.cli import main
 
@@ -57,7 +57,7 @@ def test_fifo_reached_by_the_sibling_scan_and_imports_is_not_read(tmp_path: Path
     (tmp_path / "engine.py").write_text("def train_one_epoch(model):\n    pass\n")
     (tmp_path / "run.py").write_text("from helpers import thing\nimport engine\nengine.train_one_epoch(m)\n")
     project = Project()
-    model = project.add(tmp_path / "engine.py", parse_module((tmp_path / "engine.py").read_text()))
+    model = project.add(tmp_path / "engine.py", parse((tmp_path / "engine.py").read_text()), "")
     callers = project.callers_of("train_one_epoch", model)  # reads every sibling's text
     assert {m.path.name for m in callers} == {"engine.py", "run.py"}
     importer = project.load(tmp_path / "run.py")

@@ -54,6 +54,11 @@ def test_malformed_notebook_is_a_parse_error() -> None:
         ('{"cells": {}}', "not a list"),
         ('{"cells": [{"source": "x"}]}', "cell 1"),
         ('{"cells": [{"cell_type": "code", "source": 3}]}', "neither a string nor a list"),
+        ('{"cells": 5}', "not a list"),
+        ('{"worksheets": [{"cells": 5}]}', "not a list"),
+        ('{"cells": [], "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+        ('{"cells": [], "metadata": {"n": ' + "9" * 5000 + "}}", "not valid JSON"),
+        ('{"cells": [{"cell_type": "code", "source": "x = \'\\ud800\'"}]}', "not valid Unicode"),
     ],
 )
 def test_wrong_structure_is_reported_not_raised(content: str, message: str) -> None:

@@ -33,9 +33,9 @@ def test_metadata_and_extras() -> None:
 def test_ci_runs_the_readme_commands_and_mypy() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    for command in ("pip install -q torch==2.13.0", 'pip install -q -e ".[probe,dev]"', "python -m pytest tests", "mypy trainlint/"):
+    for command in ("pip install -q torch==2.13.0", 'pip install -q -e ".[probe,dev,test]"', "python -m pytest tests", "mypy trainlint/"):
         assert command in ci
-    assert 'pip install torch==2.13.0 && pip install -e ".[probe,dev]" && python -m pytest tests' in readme
+    assert 'pip install torch==2.13.0 && pip install -e ".[probe,dev,test]" && python -m pytest tests' in readme
 
 
 def test_server_without_pygls_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:

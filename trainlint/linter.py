@@ -12,11 +12,12 @@ import libcst as cst
 
 from trainlint.analysis.engine import Engine
 from trainlint.analysis.module import ModuleModel
-from trainlint.analysis.parsing import parse_module
+from trainlint.analysis.parsing import NestingError, parse
 from trainlint.analysis.project import Project
 from trainlint.analysis.values import Evaluator
 from trainlint.catalogue import rule_index
 from trainlint.config import Settings, matches
+from trainlint.deep import run_deep
 from trainlint.diagnostics import Diagnostic, FileError, FixedFile, LintResult, Severity, Span
 from trainlint.files import discover
 from trainlint.fixes import Edit, FixSafety, all_fixers, apply_edits
@@ -27,10 +28,12 @@ from trainlint.sources import (
     NotARegularFile,
     Source,
     SourceError,
+    content_digest,
     display_path,
     read_regular,
     source_from_bytes,
     split_lines,
+    text_digest,
 )
 from trainlint.syntax import SyntaxProblem, check_text, check_tree, combine, cpython_error
 
@@ -80,20 +83,26 @@ class Linter:
         result.diagnostics.sort(key=Diagnostic.sort_key)
         return result
 
-    def lint_file_safely(self, path: Path) -> LintResult:
-        """:meth:`lint_file`, turning a crash of the analyser into a per-file error."""
-        try:
-            return self.lint_file(path)
-        except RecursionError:
-            message = "internal error: the file is nested too deeply to analyse"
-        except Exception as exc:  # noqa: BLE001 - one broken file must not stop the run
-            message = f"internal error ({type(exc).__name__}: {exc}); please report it"
-        return LintResult(errors=[FileError(display_path(path), message)], files=1)
-
-    def lint_file(self, path: Path) -> LintResult:
+    def lint_file_safely(self, path: Path, data: bytes | None = None) -> LintResult:
+        """:meth:`lint_file` on a deep stack (valid code can nest thousands of levels),
+        turning a crash of the analyser into a per-file result."""
         display = display_path(path)
         try:
-            data = read_regular(path)
+            return run_deep(lambda: self.lint_file(path, data))
+        except RecursionError:
+            diagnostics = self._parse_error(display, "the file is nested too deeply to analyse", 1, 1)
+        except MemoryError:
+            diagnostics = self._parse_error(display, "the file is too large to analyse (out of memory)", 1, 1)
+        except Exception as exc:  # noqa: BLE001 - one broken file must not stop the run
+            message = f"internal error ({type(exc).__name__}: {exc}); please report it"
+            return LintResult(errors=[FileError(display, message)], files=1)
+        return LintResult(diagnostics, files=1)
+
+    def lint_file(self, path: Path, data: bytes | None = None) -> LintResult:
+        """Lint ``path``, whose bytes are ``data`` when the caller has read them already."""
+        display = display_path(path)
+        try:
+            data = read_regular(path) if data is None else data
         except NotARegularFile:
             message = "not a regular file (a FIFO, socket or device); use `trainlint check -` to read standard input"
             return LintResult(self._parse_error(display, message, 1, 1), files=1)
@@ -104,16 +113,20 @@ class Linter:
     def lint_bytes(self, path: Path, data: bytes, display: str | None = None, reuse: bool = False) -> LintResult:
         """Lint ``data`` as the content of ``path`` (stdin, an editor's buffer): settings
         and per-file ignores apply by that path, and the file on disk is never read.
-        ``reuse``: the project may hold this file's tree already (parsed from disk)."""
+        ``reuse``: the project may hold the tree of these bytes already (parsed from disk)."""
         display = display or display_path(path)
         try:
             source = source_from_bytes(path, data)
         except SourceError as exc:
             return LintResult(self._parse_error(display, str(exc), exc.line, exc.column), files=1)
-        return self.lint_source(source, display, reuse)
+        return self._lint(source, display, content_digest(data) if reuse else None)
 
     def lint_source(self, source: Source, display: str, reuse: bool = False) -> LintResult:
-        checked = self._check(source.path, display, source, reuse)
+        """Lint text; ``reuse``: the project may hold its tree already (an adopted buffer)."""
+        return self._lint(source, display, text_digest(source.text) if reuse else None)
+
+    def _lint(self, source: Source, display: str, digest: str | None) -> LintResult:
+        checked = self._check(source.path, display, source, digest)
         if not checked.edits and not checked.line_edits:
             return checked.result
         return self._fix(source.path, display, source, checked)
@@ -121,7 +134,7 @@ class Linter:
     def fix_candidates(self, source: Source, display: str) -> list[tuple[Diagnostic, str]]:
         """Each fixable finding with the text after applying its fix alone (for an
         editor's quick fixes); needs a linter built with the fix safeties wanted."""
-        checked = self._check(source.path, display, source, reuse=False)
+        checked = self._check(source.path, display, source, None)
         fixed = []
         for diagnostic, edits in checked.by_diagnostic:
             if isinstance(edits, dict):
@@ -144,14 +157,15 @@ class Linter:
             if fixed == text:
                 break
             text, count = fixed, count + checked.fixable
-            checked = self._check(path, display, Source(path, text), reuse=False)
+            checked = self._check(path, display, Source(path, text), None)
         result = checked.result
         if text != source.text:
             result.fixed.append(FixedFile(path, display, source.text, text, count))
         return result
 
-    def _check(self, path: Path, display: str, source: Source, reuse: bool) -> _Checked:
-        """Lint ``source``; ``reuse``: the project may hold this file's tree already."""
+    def _check(self, path: Path, display: str, source: Source, digest: str | None) -> _Checked:
+        """Lint ``source``, whose bytes hash to ``digest`` (``None``: never reuse a tree the
+        project holds, which may be of other bytes)."""
         result = LintResult(files=1)
         exemption = file_exemption(source.text)
         if exemption.whole_file:
@@ -171,15 +185,18 @@ class Linter:
         else:
             # The project parses each file once, and shares trees of recently parsed files
             # between chunks (a file imported by an earlier chunk is not parsed again).
-            model = self.project.load(path) if reuse and not source.cells else None
-            if model is None:
+            model = self.project.load(path) if digest is not None and not source.cells else None
+            if model is None or model.digest != digest:
                 try:
-                    tree = parse_module(source.text)
+                    parsed = parse(source.text)
+                except NestingError as exc:
+                    result.diagnostics.extend(self._parse_error(display, str(exc), exc.line, exc.column, source))
+                    return checked
                 except cst.ParserSyntaxError as exc:
                     problem = combine(cpython_error(source.text, target), exc)
                     result.diagnostics.extend(self._syntax_error(display, source, problem))
                     return checked
-                model = self.project.add(path, tree)
+                model = self.project.add(path, parsed, digest or text_digest(source.text))
             problem = check_tree(model.tree, target)
             if problem is not None:
                 result.diagnostics.extend(self._syntax_error(display, source, problem))

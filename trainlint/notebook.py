@@ -68,7 +68,7 @@ def first_cell_syntax_error(source: Source) -> tuple[str, int, int] | None:
             ast.parse(chunk)
         except SyntaxError as exc:
             return f"syntax error: {exc.msg}", start + (exc.lineno or 1) - 1, exc.offset or 1
-        except ValueError:
+        except (ValueError, RecursionError, MemoryError):
             continue
     return None
 
@@ -80,6 +80,10 @@ def _load(data: bytes) -> dict[str, Any]:
         raise SourceError(f"notebook is not valid UTF-8: {exc}") from None
     except json.JSONDecodeError as exc:
         raise SourceError(f"notebook is not valid JSON: {exc.msg}", exc.lineno, exc.colno) from None
+    except RecursionError:
+        raise SourceError("notebook is not valid JSON: nested too deeply to read") from None
+    except ValueError as exc:  # an integer too long to convert
+        raise SourceError(f"notebook is not valid JSON: {exc}") from None
     if not isinstance(notebook, dict):
         raise SourceError("notebook is not a JSON object")
     return notebook
@@ -102,8 +106,10 @@ def _raw_cells(notebook: dict[str, Any]) -> tuple[list[Any], str]:
     if "cells" in notebook:
         cells, key = notebook["cells"], "source"
     elif isinstance(notebook.get("worksheets"), list):
-        cells = [c for sheet in notebook["worksheets"] if isinstance(sheet, dict) for c in sheet.get("cells", [])]
-        key = "input"
+        sheets = [sheet.get("cells", []) for sheet in notebook["worksheets"] if isinstance(sheet, dict)]
+        if not all(isinstance(sheet, list) for sheet in sheets):
+            raise SourceError("notebook worksheet 'cells' is not a list")
+        cells, key = [cell for sheet in sheets for cell in sheet], "input"
     else:
         raise SourceError("notebook has no 'cells' list")
     if not isinstance(cells, list):
@@ -122,11 +128,15 @@ def _code_cells(notebook: dict[str, Any]) -> Iterator[Cell]:
 
 def _cell_text(source: Any, number: int) -> str:
     """A cell's text: stored as one string or as a list of lines (each ending with ``\\n``)."""
-    if isinstance(source, str):
-        return source
     if isinstance(source, list) and all(isinstance(part, str) for part in source):
-        return "".join(source)
-    raise SourceError(f"cell {number} has a 'source' that is neither a string nor a list of strings")
+        source = "".join(source)
+    if not isinstance(source, str):
+        raise SourceError(f"cell {number} has a 'source' that is neither a string nor a list of strings")
+    try:
+        source.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON can spell lone surrogates (``"\\ud800"``)
+        raise SourceError(f"cell {number} is not valid Unicode text: {exc.reason}") from None
+    return source
 
 
 def _python_lines(code: str) -> list[str]:

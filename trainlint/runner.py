@@ -4,23 +4,32 @@ Files are split into chunks of neighbouring files (same or adjacent directories)
 chunk is linted by a fresh :class:`Linter`: sibling imports are parsed once per chunk, and
 memory stays bounded by the chunk rather than growing with the repository. Chunks do not
 depend on the number of jobs, so ``--jobs 1`` and ``--jobs 8`` report the same findings.
+
+Chunks are linted in worker processes, even with one job: the parser is native code, and a
+crash there (a segfault) must cost only the file that caused it, never the run. Each worker
+notes in a journal file which file it is linting; when a worker dies, the files that were
+in progress are set aside, the unfinished chunks run again in a fresh pool without them,
+and each of them then runs alone, so that only a file that crashes a worker by itself is
+reported as such, and every other file keeps its findings.
 """
 
 from __future__ import annotations
 
 import difflib
+import faulthandler
 import gc
 import os
+import tempfile
 import tokenize
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-from trainlint.cache import Cache
+from trainlint.cache import Cache, settings_digest
 from trainlint.config import Configuration, Settings
-from trainlint.diagnostics import Diagnostic, FixedFile, LintResult
+from trainlint.diagnostics import Diagnostic, FileError, FixedFile, LintResult
 from trainlint.files import discover
 from trainlint.sources import display_path, read_regular, write_atomically
 
@@ -51,6 +60,9 @@ class RunOptions:
     fixes: frozenset[FixSafety] = frozenset()
     progress: bool = False
     force_exclude: bool = False
+    # False: lint in this process when one job is enough (no process start-up, but a crash
+    # of the native parser then takes the caller down).
+    isolated: bool = True
 
 
 def run(paths: Iterable[Path], settings: Settings | Configuration, options: RunOptions) -> LintResult:
@@ -120,18 +132,113 @@ def _by_directory(files: list[Path]) -> Iterator[list[Path]]:
 
 
 def _results(chunks: list[Job], options: RunOptions) -> Iterator[LintResult]:
+    if options.cache:
+        chunks = yield from _cached_results(chunks, options)
+    if not chunks:
+        return
     jobs = min(options.jobs or os.cpu_count() or 1, len(chunks))
-    if jobs <= 1:
+    if jobs <= 1 and not options.isolated:
         _set_options(options)
         with _collector_tuned():
             yield from map(_lint_chunk, chunks)
         return
-    from concurrent.futures import ProcessPoolExecutor
+    yield from _isolated(chunks, options, jobs)
 
-    with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(options,)) as pool:
-        # Largest first, so that no big chunk starts last while the other workers idle; the
-        # caller sorts everything it reports, so the order results arrive in is free.
-        yield from pool.map(_lint_chunk, sorted(chunks, key=_chunk_bytes, reverse=True))
+
+def _cached_results(chunks: list[Job], options: RunOptions) -> Generator[LintResult, None, list[Job]]:
+    """Yield the cached results (served here: a warm run starts no worker process); return
+    the chunks of the files left to lint."""
+    misses = []
+    for chunk in chunks:
+        cache, left = _cache_for(chunk.settings), []
+        for path in chunk.files:
+            cached = _cached(cache, path, options.fixes)
+            if cached is None:
+                left.append(path)
+            else:
+                yield cached
+        if left:
+            misses.append(Job(chunk.settings, left))
+    return misses
+
+
+def _isolated(chunks: list[Job], options: RunOptions, jobs: int) -> Iterator[LintResult]:
+    """Lint in worker processes; a worker's crash costs only the file that caused it."""
+    # Largest first, so that no big chunk starts last while the other workers idle; the
+    # caller sorts everything it reports, so the order results arrive in is free.
+    pending = sorted(chunks, key=_chunk_bytes, reverse=True)
+    suspects: list[Job] = []
+    while pending:
+        interruption = yield from _pooled(pending, options, jobs)
+        if interruption is None:
+            break
+        # A worker that reported its crash names the file that caused it; without that
+        # report (killed, out of memory), every file in progress is suspect; without any
+        # file in progress, every file of an unfinished chunk is.
+        crashed = {path: why for path, why in interruption.in_progress.items() if why}
+        for path, why in crashed.items():
+            yield _crash_result(path, why)
+        set_aside = set(crashed or interruption.in_progress) or {p for c in interruption.unfinished for p in c.files}
+        suspects.extend(
+            Job(chunk.settings, [path]) for chunk in interruption.unfinished for path in chunk.files if path in set_aside and path not in crashed
+        )
+        pending = [Job(c.settings, left) for c in interruption.unfinished if (left := [p for p in c.files if p not in set_aside])]
+    for suspect in suspects:
+        # Alone in a fresh worker: only a file that crashes it by itself is blamed.
+        interruption = yield from _pooled([suspect], options, 1)
+        if interruption is not None:
+            path = suspect.files[0]
+            yield _crash_result(path, interruption.in_progress.get(path, ""))
+
+
+@dataclass(frozen=True)
+class _Interruption:
+    """What a pool left undone when a worker died."""
+
+    unfinished: list[Job]  # chunks whose results never came
+    in_progress: dict[Path, str]  # files that dead workers were linting -> how the worker died, if it said
+
+
+def _pooled(chunks: list[Job], options: RunOptions, jobs: int) -> Generator[LintResult, None, _Interruption | None]:
+    """Lint ``chunks`` in a pool of ``jobs`` workers, yielding each chunk's result; returns
+    what was left undone if a worker died."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    with tempfile.TemporaryDirectory(prefix="trainlint-journal-") as journal:
+        failed: set[int] = set()
+        with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(options, journal)) as pool:
+            futures = {pool.submit(_lint_chunk, chunk): index for index, chunk in enumerate(chunks)}
+            for future in as_completed(futures):
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    failed.add(futures[future])
+                    continue
+                yield result
+        if not failed:
+            return None
+        unfinished = [chunk for index, chunk in enumerate(chunks) if index in failed]
+        return _Interruption(unfinished, _in_progress(Path(journal)))
+
+
+def _in_progress(journal: Path) -> dict[Path, str]:
+    """The files the workers of a pool were linting when it broke, each with the first line
+    of its worker's crash report (empty if it wrote none)."""
+    found: dict[Path, str] = {}
+    for note in journal.glob("[0-9]*[0-9]"):
+        current = note.read_bytes()
+        if current:
+            crash = note.with_suffix(".crash")
+            report = crash.read_text(errors="replace").strip().splitlines() if crash.exists() else []
+            found[Path(os.fsdecode(current))] = report[0] if report else ""
+    return found
+
+
+def _crash_result(path: Path, why: str) -> LintResult:
+    how = why or "its worker process was killed, perhaps for lack of memory"
+    message = f"trainlint crashed while analysing this file ({how}); the file was skipped, please report it"
+    return LintResult(errors=[FileError(display_path(path), message)], files=1)
 
 
 def _chunk_bytes(chunk: Job) -> int:
@@ -147,17 +254,45 @@ def _chunk_bytes(chunk: Job) -> int:
 # -- worker side ------------------------------------------------------------------------------
 
 _options = RunOptions()
+# One cache per settings, run and process: files that entries depend on are hashed once.
+_caches: dict[tuple[Path, str], Cache] = {}
+# In a worker: the journal file naming the file being linted, and the crash report file.
+_journal: BinaryIO | None = None
+_crash_report: TextIO | None = None
 
 
-def _init_worker(options: RunOptions) -> None:
+def _init_worker(options: RunOptions, journal: str) -> None:
     """Pool initializer: the process lives for this run only, so the collector stays tuned."""
+    global _journal, _crash_report
     _set_options(options)
     _tune_collector()
+    _journal = open(os.path.join(journal, str(os.getpid())), "wb", buffering=0)  # noqa: SIM115 - lives with the process
+    _crash_report = open(os.path.join(journal, f"{os.getpid()}.crash"), "w")  # noqa: SIM115 - lives with the process
+    faulthandler.enable(_crash_report)
+
+
+def _note(path: Path | None) -> None:
+    """Journal the file being linted (``None``: none): it is what a crash is blamed on."""
+    if _journal is not None:
+        _journal.seek(0)
+        _journal.truncate()
+        if path is not None:
+            _journal.write(os.fsencode(path))
 
 
 def _set_options(options: RunOptions) -> None:
     global _options
     _options = options
+    _caches.clear()
+
+
+def _cache_for(settings: Settings) -> Cache:
+    # Jobs reach a worker as copies: the same settings arrive as different objects.
+    key = (settings.root, settings_digest(settings))
+    cache = _caches.get(key)
+    if cache is None:
+        cache = _caches[key] = Cache(settings.root, settings)
+    return cache
 
 
 def _tune_collector() -> tuple[int, int, int]:
@@ -183,47 +318,47 @@ def _collector_tuned() -> Iterator[None]:
             gc.unfreeze()
 
 
-class _Linters:
-    """The chunk's linter, built on first use (a fully cached chunk needs none)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._linter: Linter | None = None
-
-    def get(self) -> Linter:
-        if self._linter is None:
-            from trainlint.linter import Linter
-
-            self._linter = Linter(self.settings, _options.fixes)
-        return self._linter
-
-
 def _lint_chunk(job: Job) -> LintResult:
-    linters = _Linters(job.settings)
-    cache = Cache(job.settings.root, job.settings) if _options.cache else None
+    from trainlint.linter import Linter
+
+    linter = Linter(job.settings, _options.fixes)
+    cache = _cache_for(job.settings) if _options.cache else None
     result = LintResult()
     for path in job.files:
-        result.extend(_lint_one(linters, cache, path))
+        _note(path)
+        result.extend(_lint_one(linter, cache, path))
+    _note(None)
     return result
 
 
-def _lint_one(linters: _Linters, cache: Cache | None, path: Path) -> LintResult:
+def _cached(cache: Cache, path: Path, fixes: frozenset[FixSafety]) -> LintResult | None:
     content = _read_bytes(path)
-    if cache is None or content is None:
-        return linters.get().lint_file_safely(path)
-    display = display_path(path)
-    cached = cache.get(display, content)
+    cached = cache.get(display_path(path), content) if content is not None else None
     # A cached result is good unless it holds a finding that this run should fix.
-    wanted = {getattr(safety, "value", safety) for safety in _options.fixes}
-    if cached is not None and not any(getattr(d.fix, "value", d.fix) in wanted for d in cached.diagnostics):
-        return cached
-    linter = linters.get()
+    wanted = {getattr(safety, "value", safety) for safety in fixes}
+    if cached is None or any(getattr(d.fix, "value", d.fix) in wanted for d in cached.diagnostics):
+        return None
+    return cached
+
+
+def _lint_one(linter: Linter, cache: Cache | None, path: Path) -> LintResult:
+    """Lint ``path`` (not in the cache: the caller looked) and cache the result."""
+    content = _read_bytes(path)
+    if content is None:
+        return linter.lint_file_safely(path)  # reports the unreadable file
+    if cache is None:
+        return linter.lint_file_safely(path, content)
+    display = display_path(path)
     accessed = linter.project.start_tracking()
-    result = linter.lint_file_safely(path)
+    # The linter analyses the very bytes the entry is keyed by.
+    result = linter.lint_file_safely(path, content)
+    dependencies = linter.project.dependencies(accessed)
     # Analyser crashes are cached too: the same input crashes the same way, and re-running
-    # them on every warm run would cost as much as a cold one.
-    if not result.fixed:
-        cache.put(display, content, result, linter.project.dependencies(accessed) - {path.resolve()})
+    # them on every warm run would cost as much as a cold one. Nothing is cached when a
+    # file changed while the analysis read it.
+    if not result.fixed and dependencies is not None:
+        dependencies.pop(path.resolve(), None)
+        cache.put(display, content, result, dependencies)
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -67,6 +68,16 @@ def read_regular(path: Path) -> bytes:
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):
             raise NotARegularFile(f"{path}: not a regular file")
         return stream.read()
+
+
+def content_digest(data: bytes) -> str:
+    """The hash that identifies file contents (cache keys, dependency records)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def text_digest(text: str) -> str:
+    """:func:`content_digest` of a text held in memory (an editor's buffer)."""
+    return content_digest(text.encode("utf-8", "surrogatepass"))
 
 
 def read_source(path: Path) -> Source:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from trainlint.analysis.parsing import parse_module
+from trainlint.analysis.parsing import NestingError, parse
 from trainlint.config import DEFAULT_TARGET, TARGET_VERSIONS
 
 SyntaxProblem = tuple[str, int, int]  # (message, line, column), 1-based
@@ -36,7 +36,9 @@ def check_text(text: str, target: str = DEFAULT_TARGET) -> SyntaxProblem | None:
     if cpython is None:
         return None
     try:
-        tree = parse_module(text)
+        tree = parse(text).tree
+    except NestingError as exc:
+        return str(exc), exc.line, exc.column
     except cst.ParserSyntaxError as exc:
         return combine(cpython, exc)
     return check_tree(tree, target)
@@ -59,6 +61,10 @@ def cpython_error(text: str, target: str = DEFAULT_TARGET) -> SyntaxProblem | No
         return f"syntax error: {exc.msg}", exc.lineno or 1, exc.offset or 1
     except ValueError as exc:  # null bytes
         return f"cannot parse: {exc}", 1, 1
+    except (RecursionError, MemoryError):
+        # CPython's parser gives up on deep nesting (a 3,000-call method chain); libcst,
+        # behind the nesting pre-scan, decides.
+        return "the file is nested too deeply for Python's parser", 1, 1
     return None
 
 

@@ -7,15 +7,16 @@ never re-walk the tree.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Union
 
 import libcst as cst
-from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+from libcst.metadata import CodeRange
 
 from trainlint.analysis.names import dotted, module_dotted, relative_prefix, terminal_name
+from trainlint.analysis.parsing import ParsedModule
+from trainlint.analysis.positions import Positions
 from trainlint.analysis.walk import iter_children
 
 ScopeNode = Union[cst.Module, cst.FunctionDef, cst.ClassDef, cst.Lambda]
@@ -69,16 +70,19 @@ class AttrAssignment:
 
 
 class ModuleModel:
-    """The index of one parsed module."""
+    """The index of one parsed module; ``digest``: the content hash of the bytes it was
+    parsed from (cache entries record it)."""
 
-    def __init__(self, path: Path, tree: cst.Module, dotted_name: str) -> None:
+    def __init__(self, path: Path, parsed: ParsedModule, dotted_name: str, digest: str) -> None:
         self.path = path
-        self.tree = tree
+        self.tree = tree = parsed.tree
         self.dotted_name = dotted_name
-        # Keyed by ``id(node)``: CSTNode hashes in Python, and these two maps get an entry
-        # for every node of every parsed file. The tree keeps the nodes (and ids) alive.
+        self.digest = digest
+        # Keyed by ``id(node)``: CSTNode hashes in Python, and these maps get an entry for
+        # every node of every parsed file. The tree keeps the nodes (and ids) alive.
         self._parents: dict[int, cst.CSTNode] = {}
-        self._orders: dict[int, int] = {}
+        self._orders: dict[int, int] = {}  # pre-order index
+        self._ends: dict[int, int] = {}  # pre-order index of the last node of the subtree
         self.scopes: dict[cst.CSTNode, Scope] = {}
         self.calls: list[cst.Call] = []
         self.calls_by_name: dict[str, list[cst.Call]] = defaultdict(list)
@@ -93,11 +97,11 @@ class ModuleModel:
         )
         self.aug_assigns: list[cst.AugAssign] = []
         self.assigns: list[cst.Assign] = []
-        self._positions: Mapping[cst.CSTNode, CodeRange] | None = None
         self._receivers: dict[tuple[str, ...], frozenset[str]] = {}
         self.module_scope = Scope(tree, None)
         self.scopes[tree] = self.module_scope
         _Indexer(self).run()
+        self._positions = Positions(parsed, self._parents)
 
     @property
     def is_test(self) -> bool:
@@ -107,12 +111,8 @@ class ModuleModel:
         return name.startswith("test_") or name.endswith("_test.py") or any(p in ("tests", "test") for p in self.path.parts[:-1])
 
     def span_of(self, node: cst.CSTNode) -> CodeRange | None:
-        """Position of ``node``; computed for the whole file on first use, because it costs
-        about as much as parsing and most files never need it."""
-        if self._positions is None:
-            wrapper = MetadataWrapper(self.tree, unsafe_skip_copy=True)
-            self._positions = wrapper.resolve(PositionProvider)
-        return self._positions.get(node)
+        """Position of ``node``, as libcst's PositionProvider gives it."""
+        return self._positions.span_of(node)
 
     def receivers_of(self, methods: tuple[str, ...]) -> frozenset[str]:
         """Names something calls one of ``methods`` on (``netD`` in ``netD.zero_grad()``)."""
@@ -187,7 +187,13 @@ class ModuleModel:
         return self.is_within(node, header)
 
     def is_within(self, node: cst.CSTNode, container: cst.CSTNode) -> bool:
-        return node is container or container in self.ancestors(node)
+        """``node`` is ``container`` or inside it: a pre-order interval test, O(1)."""
+        if node is container:
+            return True
+        order, start = self._orders.get(id(node)), self._orders.get(id(container))
+        if order is None or start is None:
+            return False
+        return start < order <= self._ends.get(id(container), start)
 
     def conditional_ancestors(self, node: cst.CSTNode, stop: cst.CSTNode | None = None) -> list[
         cst.CSTNode
@@ -262,12 +268,13 @@ class _Indexer:
         for child in iter_children(node):
             if type(child) in _LEAVES:
                 # A third of all nodes: indexed here rather than through a call each.
-                key = id(child)
-                parents[key] = node
-                orders[key] = self.counter
+                child_key = id(child)
+                parents[child_key] = node
+                orders[child_key] = self.counter
                 self.counter += 1
             else:
                 self._visit(child, node, scope, cls, function)
+        m._ends[key] = self.counter - 1
 
     def _record(
         self, node: cst.CSTNode, scope: Scope, cls: cst.ClassDef | None
@@ -352,9 +359,9 @@ class _Indexer:
         base = "." * relative_prefix(node.relative) + module_dotted(node.module)
         for alias in node.names:
             name = dotted(alias.name) or ""
-            local = (terminal_name(alias.asname.name) or name) if alias.asname else name
+            bound = terminal_name(alias.asname.name) if alias.asname else name
             joiner = "" if base.endswith(".") or not base else "."
-            self._bind(local or name, "import", node, None, (), scope, f"{base}{joiner}{name}")
+            self._bind(bound or name, "import", node, None, (), scope, f"{base}{joiner}{name}")
 
     def _bind_target(
         self,

@@ -8,6 +8,7 @@ command line.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import libcst as cst
 from trainlint.analysis.brains import KNOWN_LIBRARIES
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import root_name, terminal_name
-from trainlint.analysis.parsing import parse_module
-from trainlint.sources import read_regular
+from trainlint.analysis.parsing import ParsedModule, parse
+from trainlint.sources import SourceError, content_digest, decode_python, read_regular
 
 # Parsed trees of imported files kept per process (bounded: memory stays flat).
 TREE_CACHE_SIZE = 128
@@ -27,6 +28,8 @@ MAX_SIBLINGS = 64
 MAX_PROJECT_FILES = 2000
 MAX_PROJECT_FILE_BYTES = 1_000_000
 _ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+_CALLED = re.compile(r"(\w+)\(")
+_WORD = re.compile(r"\w+")
 
 
 def find_project_root(start: Path) -> Path:
@@ -47,31 +50,43 @@ class Project:
         self._roots: dict[Path, Path] = {}
         self._defined: set[str] = set()  # names of functions and classes in loaded modules
         self._directory_texts: dict[Path, list[tuple[Path, str]]] = {}
+        # Per sibling file: every ending of every name written just before a "(", so that
+        # "does it mention f(" costs a set lookup, not a scan of the text per function.
+        self._called: dict[Path, set[str]] = {}
+        self._mentions: dict[tuple[Path, str], bool] = {}
         self._symbols: dict[tuple[Path, str], tuple[ModuleModel, str] | None] = {}
         self._accessed: set[Path] = set()
         self._imports: dict[Path, set[Path]] = {}  # importer -> local modules it resolved to
+        # Content hash of every file read, as read; a file read twice with different
+        # contents (edited during the run) is marked unstable.
+        self._digests: dict[Path, str] = {}
+        self._unstable: set[Path] = set()
 
     def start_tracking(self) -> set[Path]:
-        """A fresh set that collects every other module the analysis looks at from now on:
-        a cached result of a file stays valid only while those modules are unchanged."""
+        """A fresh set that collects every other file the analysis looks at from now on:
+        a cached result of a file stays valid only while those files are unchanged."""
         self._accessed = set()
         return self._accessed
 
-    def dependencies(self, accessed: set[Path]) -> set[Path]:
-        """``accessed`` and the local modules they import, transitively: an evaluation that
-        an earlier file left memoized reads those without resolving the import again."""
+    def dependencies(self, accessed: set[Path]) -> dict[Path, str] | None:
+        """``accessed`` and the local modules they import, transitively (an evaluation that
+        an earlier file left memoized reads those without resolving the import again), each
+        with the content hash of the bytes the analysis read; ``None`` when one of them
+        changed while the analysis read it."""
         found, pending = set(accessed), list(accessed)
         while pending:
             for imported in self._imports.get(pending.pop(), ()):
                 if imported not in found:
                     found.add(imported)
                     pending.append(imported)
-        return found
+        if found & self._unstable:
+            return None
+        return {path: self._digests[path] for path in found if path in self._digests}
 
-    def add(self, path: Path, tree: cst.Module) -> ModuleModel:
-        """Register a module the caller already parsed."""
+    def add(self, path: Path, parsed: ParsedModule, digest: str) -> ModuleModel:
+        """Register a module the caller already parsed, from bytes with hash ``digest``."""
         resolved = path.resolve()
-        model = ModuleModel(resolved, tree, resolved.stem)
+        model = ModuleModel(resolved, parsed, resolved.stem, digest)
         self._register(resolved, model)
         return model
 
@@ -83,8 +98,13 @@ class Project:
     def _register(self, path: Path, model: ModuleModel | None) -> None:
         self._models[path] = model
         if model is not None:
+            self._record(path, model.digest)
             self._defined.update(f.name.value for f in model.functions)
             self._defined.update(model.classes)
+
+    def _record(self, path: Path, digest: str) -> None:
+        if self._digests.setdefault(path, digest) != digest:
+            self._unstable.add(path)
 
     def may_be_user_callable(self, func: cst.BaseExpression, module: ModuleModel) -> bool:
         """Cheap syntactic test: could this call enter a function defined in the project?
@@ -114,16 +134,36 @@ class Project:
         ``tools/train.py`` calls it), and the answer must not depend on which files a run
         happened to load before: only the files' texts decide.
         """
-        needle = f"{function}("
         hints = (near.path.stem, near.path.parent.name)
         found = [near]
-        for path, text in (*self._siblings(near.path.parent), *_project_texts(self._root_for(near.path.parent))):
+        siblings = self._siblings(near.path.parent)
+        # A sibling's text decides whether it is loaded, so it is a dependency either way;
+        # the rest of the project counts only when it holds a caller.
+        self._accessed.update(path for path, _ in siblings)
+        for path, text in (*siblings, *_project_texts(self._root_for(near.path.parent))):
             # Parsing every file that mentions ``forward(`` would cost a parse per file.
-            if path != near.path and needle in text and any(hint in text for hint in hints):
+            if path != near.path and self._calls(path, text, function) and any(self._mentions_name(path, text, hint) for hint in hints):
                 model = self.load(path)
                 if model is not None and model not in found:
                     found.append(model)
         self._accessed.update(model.path for model in found)
+        return found
+
+    def _calls(self, path: Path, text: str, function: str) -> bool:
+        """``f"{function}(" in text``, without scanning the text for every function."""
+        if not _WORD.fullmatch(function):
+            return f"{function}(" in text
+        endings = self._called.get(path)
+        if endings is None:
+            endings = {name[i:] for name in set(_CALLED.findall(text)) for i in range(len(name))}
+            self._called[path] = endings
+        return function in endings
+
+    def _mentions_name(self, path: Path, text: str, name: str) -> bool:
+        key = (path, name)
+        found = self._mentions.get(key)
+        if found is None:
+            found = self._mentions[key] = name in text
         return found
 
     def _siblings(self, directory: Path) -> list[tuple[Path, str]]:
@@ -133,10 +173,12 @@ class Project:
             for file in sorted(directory.glob("*.py"))[:MAX_SIBLINGS]:
                 try:
                     # Regular files only: reading a FIFO named x.py would block forever.
-                    text = read_regular(file).decode("utf-8", errors="replace")
-                    cached.append((file.resolve(), text))
+                    data = read_regular(file)
                 except (OSError, RuntimeError):  # unreadable, not regular, a link loop
                     continue
+                resolved = file.resolve()
+                self._record(resolved, content_digest(data))
+                cached.append((resolved, data.decode("utf-8", errors="replace")))
             self._directory_texts[directory] = cached
         return cached
 
@@ -145,16 +187,20 @@ class Project:
         resolved = path.resolve()
         if resolved not in self._models:
             self._register(resolved, self._parse(resolved))
-        return self._models[resolved]
+        model = self._models[resolved]
+        if model is None and resolved in self._digests:
+            self._accessed.add(resolved)  # unparsable now: results change once it parses
+        return model
 
-    @staticmethod
-    def _parse(path: Path) -> ModuleModel | None:
+    def _parse(self, path: Path) -> ModuleModel | None:
         try:
             stat = path.stat()
         except OSError:
             return None
-        tree = _parse_file(path, stat.st_mtime_ns, stat.st_size)
-        return ModuleModel(path, tree, path.stem) if tree is not None else None
+        parsed, digest = _parse_file(path, stat.st_mtime_ns, stat.st_size)
+        if digest:
+            self._record(path, digest)
+        return ModuleModel(path, parsed, path.stem, digest) if parsed is not None else None
 
     def _root_for(self, directory: Path) -> Path:
         root = self._roots.get(directory)
@@ -240,11 +286,17 @@ def _project_texts(root: Path) -> tuple[tuple[Path, str], ...]:
 
 
 @lru_cache(maxsize=TREE_CACHE_SIZE)
-def _parse_file(path: Path, mtime_ns: int, size: int) -> cst.Module | None:
-    """Parsed tree of an imported file, shared by the projects of one process: each chunk
-    of a large run gets a fresh project, but the modules they import are largely the same.
-    Trees are immutable; the stat stamp in the key invalidates edited files."""
+def _parse_file(path: Path, mtime_ns: int, size: int) -> tuple[ParsedModule | None, str]:
+    """Parsed text of an imported file (``None`` if it does not parse) and the hash of the
+    bytes read (empty if unreadable), shared by the projects of one process: each chunk of a
+    large run gets a fresh project, but the modules they import are largely the same. Trees
+    are immutable; the stat stamp in the key invalidates edited files (and the hash says
+    what was really read)."""
     try:
-        return parse_module(read_regular(path))
-    except (OSError, cst.ParserSyntaxError, UnicodeDecodeError, ValueError):
-        return None
+        data = read_regular(path)
+    except (OSError, RuntimeError):
+        return None, ""
+    try:
+        return parse(decode_python(data)), content_digest(data)
+    except (cst.ParserSyntaxError, SourceError, ValueError):
+        return None, content_digest(data)

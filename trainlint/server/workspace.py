@@ -11,7 +11,6 @@ records which files its analysis read: an edit to ``model.py`` re-checks the ope
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,13 +19,13 @@ from pathlib import Path
 import libcst as cst
 
 from trainlint.analysis.module import ModuleModel
-from trainlint.analysis.parsing import parse_module
+from trainlint.analysis.parsing import parse
 from trainlint.config import CONFIG_FILES, Configuration
 from trainlint.diagnostics import Diagnostic
 from trainlint.fixes import FixSafety
 from trainlint.linter import Linter, LintResult, display_path
 from trainlint.noqa import directives, unsafe_lines, with_codes
-from trainlint.sources import Source, split_lines
+from trainlint.sources import Source, split_lines, text_digest
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,9 @@ class Workspace:
         linter = self._linter(path, frozenset())
         accessed = linter.project.start_tracking()
         result = self._lint(linter, document)
-        dependencies = linter.project.dependencies(accessed) - {path.resolve()}
+        # A file that changed while it was read still counts: its next change re-checks.
+        read = linter.project.dependencies(accessed)
+        dependencies = (set(read) if read is not None else accessed) - {path.resolve()}
         self.dependencies[path] = dependencies
         return Checked(document.version, result, dependencies)
 
@@ -168,13 +169,13 @@ class Workspace:
         document = self.documents[path]
         if document.is_notebook:
             return None
-        digest = hashlib.sha256(document.text.encode("utf-8", "surrogatepass")).hexdigest()
+        digest = text_digest(document.text)
         cached = self._models.get(path)
         if cached is not None and cached[0] == digest:
             return cached[1]
         try:
             resolved = path.resolve()
-            model: ModuleModel | None = ModuleModel(resolved, parse_module(document.text), resolved.stem)
+            model: ModuleModel | None = ModuleModel(resolved, parse(document.text), resolved.stem, digest)
         except (cst.ParserSyntaxError, RecursionError, ValueError):
             model = None
         self._models[path] = (digest, model)
