@@ -4,10 +4,10 @@ changed, and fixes keep bare-CR line endings (the reproducers of issue 14)."""
 
 from __future__ import annotations
 
-import ctypes
+import json
 import multiprocessing
-import os
-import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,32 +115,50 @@ def test_the_pre_scan_accepts_long_flat_code(text: str) -> None:
     parse(text)
 
 
-fork_only = pytest.mark.skipif(
-    multiprocessing.get_start_method() != "fork", reason="workers must inherit the test's patch"
-)
+# Run in a fresh interpreter: what earlier tests left in this process (signal handlers
+# installed by the libraries they imported) must not decide how a worker dies.
+CRASHING_RUN = """\
+import ctypes, json, os, signal, sys
+from pathlib import Path
+from trainlint.config import Settings
+from trainlint.linter import Linter
+from trainlint.runner import RunOptions, run
+
+original = Linter.lint_file
+
+def lint_file(linter, path, data=None):
+    if path.name == "segfault.py":
+        ctypes.string_at(0)
+    if path.name == "killed.py":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(linter, path, data)
+
+Linter.lint_file = lint_file
+folder = Path(sys.argv[1])
+result = run([folder], Settings(root=folder), RunOptions(jobs=int(sys.argv[2]), cache=False))
+print(json.dumps({
+    "files": result.files,
+    "findings": sorted({d.path for d in result.diagnostics}),
+    "errors": {e.path: e.message for e in result.errors},
+}))
+"""
 
 
-@fork_only
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="workers must inherit the patch")
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_a_worker_crash_costs_only_its_file(folder: Path, monkeypatch: pytest.MonkeyPatch, jobs: int) -> None:
+def test_a_worker_crash_costs_only_its_file(folder: Path, jobs: int) -> None:
     """A native crash (a segfault) and a killed worker: each other file keeps its findings,
     with --jobs 1 too (the main process never runs the parser)."""
     for name in ("a.py", "segfault.py", "killed.py", "z.py"):
         (folder / name).write_text(LOOP)
-    original = Linter.lint_file
-
-    def lint_file(linter: Linter, path: Path, data: bytes | None = None) -> LintResult:
-        if path.name == "segfault.py":
-            ctypes.string_at(0)
-        if path.name == "killed.py":
-            os.kill(os.getpid(), signal.SIGKILL)
-        return original(linter, path, data)
-
-    monkeypatch.setattr(Linter, "lint_file", lint_file)
-    result = run([folder], Settings(root=folder), RunOptions(jobs=jobs, cache=False))
-    assert result.files == 5
-    assert {d.path for d in result.diagnostics} == {"a.py", "train.py", "z.py"}
-    errors = {error.path: error.message for error in result.errors}
+    done = subprocess.run(
+        [sys.executable, "-c", CRASHING_RUN, str(folder), str(jobs)], capture_output=True, text=True, timeout=120, cwd=folder
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["files"] == 5
+    assert result["findings"] == ["a.py", "train.py", "z.py"]
+    errors = result["errors"]
     assert errors.keys() == {"segfault.py", "killed.py"}
     assert "Segmentation fault" in errors["segfault.py"] and "killed" in errors["killed.py"]
 
