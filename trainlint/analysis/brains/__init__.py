@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import enum
 
-from trainlint.analysis.brains import accelerate, deepspeed, ignite, lightning, timm, torch, torchdata, transformers
+from trainlint.analysis.brains import (
+    accelerate, deepspeed, flash_attn, ignite, lightning, timm, torch, torchdata, transformers, xformers,
+)
 
 # Top-level packages that are never local files: skips a file-system probe per lookup.
 KNOWN_LIBRARIES = (
     torch.ROOTS | transformers.ROOTS | accelerate.ROOTS | timm.ROOTS | lightning.ROOTS | ignite.ROOTS
-    | deepspeed.ROOTS | torchdata.ROOTS
+    | deepspeed.ROOTS | torchdata.ROOTS | flash_attn.ROOTS | xformers.ROOTS
     | frozenset(
         {
             "torchvision", "torchaudio", "torchtext", "numpy", "np", "os", "sys", "math", "random",
@@ -27,6 +29,8 @@ MODEL_PREFIXES = ("torchvision.models.", "torch.hub.", "timm.", "transformers.",
 DATA_LOADERS = torch.DATA_LOADERS | torchdata.DATA_LOADERS
 DISTRIBUTED_SAMPLERS = torch.DISTRIBUTED_SAMPLERS | torchdata.DISTRIBUTED_SAMPLERS
 GRAD_SCALERS = torch.GRAD_SCALERS
+# Attention kernels with a dropout rate argument: qualname -> (keyword, position).
+DROPOUT_RATE_ARGUMENTS = {**torch.DROPOUT_RATE_ARGUMENTS, **flash_attn.DROPOUT_RATE_ARGUMENTS, **xformers.DROPOUT_RATE_ARGUMENTS}
 ACCELERATORS = accelerate.ACCELERATORS
 # Frameworks whose ``backward(loss)`` scales the loss, and whose loaders get set_epoch.
 FRAMEWORK_PREFIXES = ("accelerate.", "deepspeed.", "lightning.", "pytorch_lightning.", "lightning_fabric.")

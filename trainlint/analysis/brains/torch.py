@@ -144,10 +144,16 @@ FUNCTIONAL_DROPOUTS = frozenset(
 )
 # ``torch.dropout(input, p, train)``: ``train`` is required.
 TORCH_DROPOUTS = frozenset(f"torch.{name}" for name in ("dropout", "alpha_dropout", "feature_dropout", "feature_alpha_dropout"))
-# Functions with a ``dropout_p`` argument that ignores the module's mode.
-DROPOUT_P_FUNCTIONS = frozenset(
-    {"torch.nn.functional.scaled_dot_product_attention", "torch.nn.functional.multi_head_attention_forward"}
-)
+# Attention kernels whose dropout rate argument ignores the module's mode:
+# qualname -> (keyword, position) of the rate.
+DROPOUT_RATE_ARGUMENTS: dict[str, tuple[str, int]] = {
+    "torch.nn.functional.scaled_dot_product_attention": ("dropout_p", 4),
+    "torch.nn.functional.multi_head_attention_forward": ("dropout_p", 10),
+}
+# Of those, the ones with a ``training`` switch (defaulting to True): its position.
+TRAINING_FLAG_POSITION = {"torch.nn.functional.multi_head_attention_forward": 13}
+# Calls that draw the random mask of a hand-written dropout (``x.new_empty(s).bernoulli_(q)``).
+RANDOM_MASK_NAMES = frozenset({"bernoulli", "bernoulli_", "rand", "rand_like", "uniform_"})
 ZERO_INITS = frozenset({"torch.nn.init.zeros_", "torch.nn.init.zeros"})
 CONSTANT_INITS = frozenset({"torch.nn.init.constant_", "torch.nn.init.constant"})
 RNN_CLASSES = frozenset(f"{p}.{n}" for p in ("torch.nn", "torch.nn.modules.rnn") for n in ("LSTM", "GRU", "RNN"))
