@@ -29,6 +29,11 @@ MODULE_CLASS_KINDS: dict[str, str] = _with_prefixes(
     ("torch.nn", "torch.nn.modules.activation"),
 )
 LOG_FUNCTIONS = frozenset({"torch.log", "torch.log2", "torch.log10"})
+# ``torch.argmax(input, dim=None)``: without ``dim`` it flattens the input.
+ARGMAX_FUNCTIONS = frozenset({"torch.argmax"})
+ARGMAX_METHOD = "argmax"
+# softmax(input, dim) and friends: the position of ``dim`` (methods and layers: 0).
+SOFTMAX_DIM_POSITION = 1
 # Functions that join tensors: the result keeps the kind its parts share.
 JOIN_FUNCTIONS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.stack", "torch.vstack", "torch.hstack"})
 
@@ -122,6 +127,8 @@ BATCH_SAMPLERS = frozenset({"torch.utils.data.BatchSampler", "torch.utils.data.s
 # Datasets that stream: a DataLoader cannot shuffle them (``shuffle=True`` raises).
 STREAMING_MARKERS = ("Iterable", "IterDataPipe", "WebDataset", "Stream")
 # DataLoader(dataset, batch_size, shuffle, sampler, batch_sampler, ...)
+LOADER_BATCH_SIZE_POSITION = 1
+LOADER_BATCH_SIZE_DEFAULT = 1
 LOADER_SHUFFLE_POSITION = 2
 LOADER_SAMPLER_POSITION = 3
 LOADER_BATCH_SAMPLER_POSITION = 4
