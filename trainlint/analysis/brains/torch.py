@@ -34,6 +34,11 @@ ARGMAX_FUNCTIONS = frozenset({"torch.argmax"})
 ARGMAX_METHOD = "argmax"
 # softmax(input, dim) and friends: the position of ``dim`` (methods and layers: 0).
 SOFTMAX_DIM_POSITION = 1
+# Constructors of new leaf tensors: whatever they are given, the result has no history.
+NEW_TENSOR_FUNCTIONS = frozenset(
+    {"torch.tensor", "torch.as_tensor", "torch.Tensor", "torch.FloatTensor", "torch.DoubleTensor", "torch.LongTensor",
+     "torch.from_numpy", "torch.scalar_tensor", "torch.cuda.FloatTensor"}
+)
 # Functions that join tensors: the result keeps the kind its parts share.
 JOIN_FUNCTIONS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.stack", "torch.vstack", "torch.hstack"})
 

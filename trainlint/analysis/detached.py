@@ -1,0 +1,203 @@
+"""Terms of a backpropagated loss that carry no gradient.
+
+A loss is a sum of terms (``ce + lam * reg``, also built up with ``loss += term``). A term
+contributes gradient only if it is still attached to the autograd graph. This module splits
+a loss into its additive terms, following local names, and tells which terms were cut from
+the graph on purpose-looking ways that are in fact bugs: ``.item()``, ``.detach()``,
+``.data``, ``float(t)``, a new tensor built by ``torch.tensor(...)``. A term is cut when one
+of its parts is cut and no other part may carry a graph: ``0.1 * reg.item()`` is cut,
+``ce * w.detach()`` (a weight) is not. Calls are not entered: ``mse(pred, target.detach())``
+detaches a stop-gradient target, which is right.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import libcst as cst
+
+from trainlint.analysis.brains import torch as T
+from trainlint.analysis.module import Binding, ModuleModel
+from trainlint.analysis.names import terminal_name
+from trainlint.analysis.state import Total
+from trainlint.analysis.tensors import DETACHING_FUNCTIONS, DETACHING_METHODS, graph_part
+from trainlint.analysis.values import Evaluator, call_arg, literal_value
+
+MAX_DEPTH = 4
+# Library functions that turn numbers into numbers: ``math.sqrt(x.item())`` stays cut.
+NUMERIC_ROOTS = ("math.", "numpy.", "np.")
+
+
+@dataclass(frozen=True)
+class Cut:
+    """``term`` of a loss carries no gradient because ``by`` cut it from the graph."""
+
+    term: cst.BaseExpression
+    by: cst.BaseExpression
+
+
+def loss_terms(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> Iterator[cst.BaseExpression]:
+    """The additive terms of ``expr``, following local names (``loss = a + b``,
+    ``loss += c``) and looking through scaling by a factor without a graph."""
+    yield from _terms(expr, module, ev, 0, set())
+
+
+def _terms(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, depth: int, seen: set[int]) -> Iterator[cst.BaseExpression]:
+    if depth > MAX_DEPTH or id(expr) in seen:
+        return
+    seen.add(id(expr))
+    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, (cst.Add, cst.Subtract)):
+        yield from _terms(expr.left, module, ev, depth, seen)
+        yield from _terms(expr.right, module, ev, depth, seen)
+        return
+    if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Minus):
+        yield from _terms(expr.expression, module, ev, depth, seen)
+        return
+    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, (cst.Multiply, cst.Divide)):
+        scaled = _scaled(expr, module, ev)
+        if scaled is not None:
+            yield from _terms(scaled, module, ev, depth, seen)
+            return
+    if isinstance(expr, cst.Name):
+        bindings = _assignments(expr, module, ev)
+        if bindings and any(b.kind == "aug" or _composite(b.value) for b in bindings):
+            for binding in bindings:
+                assert binding.value is not None
+                yield from _terms(binding.value, module, ev, depth + 1, seen)
+                if binding.kind == "aug":
+                    # ``loss += term``: the earlier value of ``loss`` is a term too.
+                    target = binding.node.target if isinstance(binding.node, cst.AugAssign) else None
+                    if isinstance(target, cst.Name):
+                        yield from _terms(target, module, ev, depth + 1, seen)
+            return
+    yield expr
+
+
+def _composite(value: cst.BaseExpression | None) -> bool:
+    """A sum or a scaled value: its terms are followed; anything else is one term, named
+    as the loss names it."""
+    return isinstance(value, cst.BinaryOperation) or (isinstance(value, cst.UnaryOperation) and isinstance(value.operator, cst.Minus))
+
+
+def _scaled(expr: cst.BinaryOperation, module: ModuleModel, ev: Evaluator) -> cst.BaseExpression | None:
+    """``loss`` of ``loss / accumulation_steps`` or ``0.5 * loss``: the side that may
+    carry a graph, when the other side certainly does not (a number, a cut value)."""
+    left_free = _graph_free(expr.left, module, ev)
+    right_free = _graph_free(expr.right, module, ev) or _divisor(expr, module, ev)
+    if right_free and not left_free:
+        return expr.left
+    if left_free and not right_free and isinstance(expr.operator, cst.Multiply):
+        return expr.right
+    return None
+
+
+def _divisor(expr: cst.BinaryOperation, module: ModuleModel, ev: Evaluator) -> bool:
+    """``loss / n``: a divisor is a count or a normaliser unless it is known to be a loss."""
+    return isinstance(expr.operator, cst.Divide) and graph_part(expr.right, module, ev, _unknown) is None
+
+
+def _graph_free(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bool:
+    return isinstance(literal_value(expr), (int, float)) or cut_by(expr, module, ev) is not None
+
+
+def _assignments(name: cst.Name, module: ModuleModel, ev: Evaluator) -> list[Binding]:
+    """The bindings of a local name when every one of them assigns a value (a parameter,
+    loop variable or unpacked value is unknown)."""
+    bindings = ev.reaching(name, module)
+    if not bindings or any(b.kind not in ("assign", "aug") or b.value is None or b.path for b in bindings):
+        return []
+    return bindings
+
+
+def cut_by(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, depth: int = 0) -> cst.BaseExpression | None:
+    """The operation that cut ``expr`` from the autograd graph (``.item()``, ``.detach()``,
+    ``.data``, ``float(t)``, ``torch.tensor(...)``), when every part of ``expr`` that is not
+    a plain number was cut; else ``None``."""
+    if depth > MAX_DEPTH:
+        return None
+    direct = _cutting(expr, module, ev)
+    if direct is not None:
+        return direct
+    if isinstance(expr, cst.UnaryOperation):
+        return cut_by(expr.expression, module, ev, depth + 1)
+    if isinstance(expr, cst.BinaryOperation):
+        parts = [expr.left] if _divisor(expr, module, ev) else [expr.left, expr.right]
+        return _all_cut(parts, module, ev, depth)
+    if isinstance(expr, cst.Call):
+        if terminal_name(expr.func) == "sum" and isinstance(expr.func, cst.Name) and expr.args:
+            return _element_cut(expr.args[0].value, module, ev, depth)
+        if any(q.startswith(NUMERIC_ROOTS) for q in ev.callee(expr, module)) and expr.args:
+            return _all_cut([a.value for a in expr.args], module, ev, depth)
+        return None
+    if isinstance(expr, cst.Name):
+        bindings = _assignments(expr, module, ev)
+        if not bindings or _changed_in_place(expr, module):
+            return None
+        values = [b.value for b in bindings if b.value is not None]
+        # ``reg += x.item()`` adds to what ``reg`` held before.
+        values += [b.node.target for b in bindings if b.kind == "aug" and isinstance(b.node, cst.AugAssign)]
+        return _all_cut(values, module, ev, depth)
+    return None
+
+
+def _all_cut(parts: list[cst.BaseExpression], module: ModuleModel, ev: Evaluator, depth: int) -> cst.BaseExpression | None:
+    """The first cut among ``parts`` when each part is cut or a plain number."""
+    found: cst.BaseExpression | None = None
+    for part in parts:
+        if isinstance(literal_value(part), (int, float)):
+            continue
+        cut = cut_by(part, module, ev, depth + 1)
+        if cut is None:
+            return None
+        found = found or cut
+    return found
+
+
+def _element_cut(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, depth: int) -> cst.BaseExpression | None:
+    """``sum(p.norm().item() for p in ...)`` / ``sum([a.item(), b.item()])``."""
+    if isinstance(expr, (cst.GeneratorExp, cst.ListComp)):
+        return cut_by(expr.elt, module, ev, depth + 1)
+    if isinstance(expr, (cst.List, cst.Tuple)) and expr.elements:
+        return _all_cut([e.value for e in expr.elements], module, ev, depth)
+    return None
+
+
+def _cutting(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> cst.BaseExpression | None:
+    """``expr`` itself is a cutting operation: returns it."""
+    if isinstance(expr, cst.Attribute) and expr.attr.value == "data":
+        return expr
+    if not isinstance(expr, cst.Call):
+        return None
+    func = expr.func
+    if isinstance(func, cst.Attribute) and func.attr.value in DETACHING_METHODS:
+        return expr
+    if isinstance(func, cst.Attribute) and _cutting(func.value, module, ev) is not None:
+        return _cutting(func.value, module, ev)  # ``x.detach().cpu()``
+    if isinstance(func, cst.Name) and func.value in DETACHING_FUNCTIONS and expr.args:
+        # ``float(x)`` cuts only a tensor with a history (``float(args.lam)`` is a setting).
+        inner = expr.args[0].value
+        return expr if graph_part(inner, module, ev, _unknown) is not None else None
+    if ev.callee(expr, module) & T.NEW_TENSOR_FUNCTIONS:
+        data = call_arg(expr, 0, "data")
+        return expr if data is not None and not isinstance(literal_value(data), (int, float, bool)) else None
+    return None
+
+
+def _unknown(name: str) -> frozenset[Total]:
+    return frozenset()
+
+
+def _changed_in_place(name: cst.Name, module: ModuleModel) -> bool:
+    """``reg.add_(p.norm())``: an in-place update may attach the tensor to a graph."""
+    function = module.enclosing_function(name)
+    for call in module.calls_by_function.get(function, []):
+        func = call.func
+        if (
+            isinstance(func, cst.Attribute)
+            and func.attr.value.endswith("_")
+            and isinstance(func.value, cst.Name)
+            and func.value.value == name.value
+        ):
+            return True
+    return False
