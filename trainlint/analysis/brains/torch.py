@@ -199,6 +199,8 @@ NORM_LAYERS = frozenset(
      "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm"}
 )
 CONTAINER_LAYERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})
+# ``nn.Parameter`` is a tensor, not a layer (``layer_name`` accepts it as one).
+PARAMETER_CLASSES = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 CONTAINERS = frozenset(f"torch.nn.{name}" for name in CONTAINER_LAYERS)
 MODULE_BASES = frozenset({"torch.nn.Module", "torch.nn.modules.module.Module"})
 # ``F.dropout(x, p, training=self.training)`` and friends inside a forward.
