@@ -103,3 +103,49 @@ if __name__ == "__main__":
 """,
         "TL405",
     )
+
+
+def test_submodules_in_plain_containers() -> None:
+    _check(
+        """
+import copy
+import torch
+import torch.nn as nn
+from transformers import AutoModel
+
+class Block(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+
+def make_block(width):
+    return Block(width)
+
+class Net(nn.Module):
+    def __init__(self, depth, encoders):
+        super().__init__()
+        layers = []
+        for i in range(depth):
+            layer = make_block(i)
+            layers.append(layer)
+        self.layers = layers  # expect: TL406
+        self.towers = (Block(4), Block(8))  # expect: TL406
+        self.experts = {name: Block(4) for name in ("a", "b")}  # expect: TL406
+        self.encoders = [e for e in encoders]
+        self.ema = [copy.deepcopy(self.layers)]
+        self.tokens = [nn.Parameter(torch.zeros(4)), nn.Parameter(torch.zeros(4))]
+        self.pretrained = [AutoModel.from_pretrained("a"), AutoModel.from_pretrained("b")]  # expect: TL406
+        self.stages = [Block(2), Block(2)]
+        self.stages = nn.ModuleList(self.stages)
+        self.convs = [nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)]
+        self.body = build_sequential(self.convs)
+
+class Registered(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.parts = [nn.Linear(2, 2), nn.Linear(2, 2)]
+        for i, part in enumerate(self.parts):
+            self.add_module(f"part{i}", part)
+""",
+        "TL406",
+    )

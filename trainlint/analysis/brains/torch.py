@@ -194,6 +194,16 @@ MODE_FREE_LAYERS = frozenset(
         "ConstantPad2d", "ReflectionPad2d", "Parameter",
     }
 )
+# Layers without parameters or buffers: registering them changes nothing.
+PARAMETER_FREE_LAYERS = frozenset(
+    {
+        "ReLU", "ReLU6", "GELU", "SiLU", "Mish", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "LeakyReLU", "ELU",
+        "SELU", "Softplus", "Hardswish", "Hardtanh", "Hardsigmoid", "Identity", "Flatten", "Unflatten", "MaxPool1d",
+        "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d",
+        "AdaptiveAvgPool3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "Upsample",
+        "PixelShuffle", "ZeroPad2d", "ConstantPad1d", "ConstantPad2d", "ReflectionPad2d",
+    }
+)
 NORM_LAYERS = frozenset(
     {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LayerNorm", "GroupNorm", "RMSNorm",
      "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm"}
