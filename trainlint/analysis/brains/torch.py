@@ -127,6 +127,18 @@ DEPRECATED_AMP_MODULE = "torch.cuda.amp"
 MODERN_AMP_MODULE = "torch.amp"
 
 DATA_LOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
+# DistributedSampler(dataset, num_replicas, rank, shuffle, seed, drop_last)
+SAMPLER_SEED_POSITION = 4
+# The process's rank: torch.distributed and the variables torchrun / SLURM / MPI set.
+RANK_FUNCTIONS = frozenset(
+    {"torch.distributed.get_rank", "torch.distributed.get_node_local_rank", "torch.distributed.distributed_c10d.get_rank"}
+)
+RANK_ENVIRONMENT = frozenset(
+    {"RANK", "LOCAL_RANK", "GROUP_RANK", "NODE_RANK", "SLURM_PROCID", "SLURM_LOCALID", "OMPI_COMM_WORLD_RANK",
+     "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_RANK", "PMIX_RANK"}
+)
+# ``torch.seed()`` draws a non-deterministic seed: different in every process.
+PER_PROCESS_SEEDS = frozenset({"torch.seed", "torch.random.seed"})
 DISTRIBUTED_SAMPLERS = frozenset({"torch.utils.data.DistributedSampler", "torch.utils.data.distributed.DistributedSampler"})
 BATCH_SAMPLERS = frozenset({"torch.utils.data.BatchSampler", "torch.utils.data.sampler.BatchSampler"})
 # Datasets that stream: a DataLoader cannot shuffle them (``shuffle=True`` raises).
