@@ -64,6 +64,11 @@ class Project:
                     pending.append(imported)
         return found
 
+    def track(self, path: Path) -> None:
+        """Record another file the analysis read (a config file): a cached result of the
+        file being checked stays valid only while it is unchanged (or still absent)."""
+        self._accessed.add(path)
+
     def add(self, path: Path, tree: cst.Module) -> ModuleModel:
         """Register a module the caller already parsed."""
         resolved = path.resolve()
