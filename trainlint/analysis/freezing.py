@@ -74,19 +74,18 @@ def flag_assignments(module: ModuleModel) -> Iterator[tuple[cst.Assign, cst.Attr
 def is_read(attr: str, module: ModuleModel) -> bool:
     """``attr`` is read somewhere in the file (``if self.require_grad:``): a project's own
     attribute, not a mistake."""
-    for node in _attributes(module.tree, attr):
-        parent = module.parent_of(node)
-        if not (isinstance(parent, cst.AssignTarget) and parent.target is node):
-            return True
-    return False
+    return next(reads(module.tree, attr, module), None) is not None
 
 
-def _attributes(root: cst.CSTNode, attr: str) -> Iterator[cst.Attribute]:
+def reads(root: cst.CSTNode, attr: str, module: ModuleModel) -> Iterator[cst.Attribute]:
+    """``x.<attr>`` inside ``root`` where it is read, not assigned."""
     pending: list[cst.CSTNode] = [root]
     while pending:
         node = pending.pop()
         if isinstance(node, cst.Attribute) and node.attr.value == attr:
-            yield node
+            parent = module.parent_of(node)
+            if not (isinstance(parent, cst.AssignTarget) and parent.target is node):
+                yield node
         pending.extend(iter_children(node))
 
 

@@ -232,7 +232,7 @@ class Evaluator:
     def returns(self, func: FuncRef) -> tuple[Value, ...]:
         """What a function returns in training mode (eval-only branches are skipped)."""
         values: list[Value] = []
-        for ret in _returns(func.node):
+        for ret in return_statements(func.node):
             if ret.value is None or _eval_only(ret, func.module):
                 continue
             values.extend(self.eval(ret.value, func.module))
@@ -585,7 +585,7 @@ def _class_body(node: cst.ClassDef) -> list[cst.CSTNode]:
     return list(body.body) if isinstance(body, cst.IndentedBlock) else []
 
 
-def _returns(function: cst.FunctionDef) -> Iterator[cst.Return]:
+def return_statements(function: cst.FunctionDef) -> Iterator[cst.Return]:
     """Return statements of ``function`` itself (not of nested functions)."""
     stack: list[cst.CSTNode] = [function.body]
     while stack:

@@ -9,8 +9,7 @@ from trainlint.analysis.detached import cut_by, loss_terms
 from trainlint.analysis.ir import OpKind
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.training import call_text
-from trainlint.analysis.values import literal_value
-from trainlint.analysis.walk import iter_children
+from trainlint.analysis.values import literal_value, return_statements
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -58,7 +57,7 @@ def _backpropagated(ctx: Context) -> Iterator[tuple[cst.BaseExpression, str]]:
 
 def _returned_losses(function: cst.FunctionDef, model: ModuleModel) -> Iterator[cst.BaseExpression]:
     """``return loss`` / ``return {"loss": loss, ...}`` of a training hook."""
-    for statement in _returns(function):
+    for statement in return_statements(function):
         value = statement.value
         if isinstance(value, cst.Dict):
             for element in value.elements:
@@ -66,18 +65,6 @@ def _returned_losses(function: cst.FunctionDef, model: ModuleModel) -> Iterator[
                     yield element.value
         elif value is not None:
             yield value
-
-
-def _returns(function: cst.FunctionDef) -> Iterator[cst.Return]:
-    pending: list[cst.CSTNode] = [function.body]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, cst.Return):
-            yield node
-        elif isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
-            continue
-        else:
-            pending.extend(iter_children(node))
 
 
 def _cancels(cut: cst.BaseExpression, terms: list[cst.BaseExpression]) -> bool:

@@ -4,12 +4,11 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from trainlint.analysis.freezing import FLAG, Switch, covers, flag_assignments, is_module, is_read, misspelt, switches
+from trainlint.analysis.freezing import FLAG, Switch, covers, flag_assignments, is_module, is_read, misspelt, reads, switches
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted, root_name
 from trainlint.analysis.optimizers import optimizer_calls
 from trainlint.analysis.training import call_text
-from trainlint.analysis.walk import iter_children
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -61,20 +60,7 @@ def _own_flag(attribute: cst.Attribute, model: ModuleModel) -> bool:
     receiver = dotted(attribute.value)
     # ``self`` of one class is not ``self`` of another.
     cls = model.method_class(model.enclosing_function(attribute)) if root_name(attribute.value) == "self" else None
-    for node in _reads(cls if cls is not None else model.tree):
-        parent = model.parent_of(node)
-        if dotted(node.value) == receiver and not (isinstance(parent, cst.AssignTarget) and parent.target is node):
-            return True
-    return False
-
-
-def _reads(root: cst.CSTNode) -> Iterator[cst.Attribute]:
-    pending: list[cst.CSTNode] = [root]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, cst.Attribute) and node.attr.value == FLAG:
-            yield node
-        pending.extend(iter_children(node))
+    return any(dotted(node.value) == receiver for node in reads(cls if cls is not None else model.tree, FLAG, model))
 
 
 def _undone_freezes(ctx: Context) -> Iterator[Report]:
