@@ -19,9 +19,9 @@ import libcst as cst
 
 from trainlint.analysis.brains import torch as T
 from trainlint.analysis.module import Binding, ModuleModel
-from trainlint.analysis.names import terminal_name
+from trainlint.analysis.names import dotted, root_name, terminal_name
 from trainlint.analysis.state import Total
-from trainlint.analysis.tensors import DETACHING_FUNCTIONS, DETACHING_METHODS, graph_part
+from trainlint.analysis.tensors import DETACHING_FUNCTIONS, DETACHING_METHODS, NOT_OUTPUTS, graph_part
 from trainlint.analysis.values import Evaluator, call_arg, literal_value
 
 MAX_DEPTH = 4
@@ -81,24 +81,26 @@ def _composite(value: cst.BaseExpression | None) -> bool:
 
 
 def _scaled(expr: cst.BinaryOperation, module: ModuleModel, ev: Evaluator) -> cst.BaseExpression | None:
-    """``loss`` of ``loss / accumulation_steps`` or ``0.5 * loss``: the side that may
-    carry a graph, when the other side certainly does not (a number, a cut value)."""
-    left_free = _graph_free(expr.left, module, ev)
-    right_free = _graph_free(expr.right, module, ev) or _divisor(expr, module, ev)
-    if right_free and not left_free:
+    """``loss`` of ``loss / accumulation_steps`` or ``0.5 * loss``: the side that carries a
+    graph, when the other side is not known to."""
+    left_live = _live(expr.left, module, ev)
+    right_live = _live(expr.right, module, ev)
+    if left_live and not right_live:
         return expr.left
-    if left_free and not right_free and isinstance(expr.operator, cst.Multiply):
+    if right_live and not left_live and isinstance(expr.operator, cst.Multiply):
         return expr.right
     return None
+
+
+def _live(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, depth: int = 0) -> bool:
+    """Known to carry an autograd graph (a loss, a model output's loss, a name that is
+    backpropagated or holds one)."""
+    return cut_by(expr, module, ev, depth + 1) is None and graph_part(expr, module, ev, _unknown) is not None
 
 
 def _divisor(expr: cst.BinaryOperation, module: ModuleModel, ev: Evaluator) -> bool:
     """``loss / n``: a divisor is a count or a normaliser unless it is known to be a loss."""
     return isinstance(expr.operator, cst.Divide) and graph_part(expr.right, module, ev, _unknown) is None
-
-
-def _graph_free(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bool:
-    return isinstance(literal_value(expr), (int, float)) or cut_by(expr, module, ev) is not None
 
 
 def _assignments(name: cst.Name, module: ModuleModel, ev: Evaluator) -> list[Binding]:
@@ -121,9 +123,16 @@ def cut_by(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, depth: 
         return direct
     if isinstance(expr, cst.UnaryOperation):
         return cut_by(expr.expression, module, ev, depth + 1)
+    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, (cst.Add, cst.Subtract)):
+        return _all_cut([expr.left, expr.right], module, ev, depth)
     if isinstance(expr, cst.BinaryOperation):
+        # A product or quotient is cut when a factor is cut and the others are settings:
+        # ``lam * reg.item()``, not ``ce * w.detach()`` nor ``criterion(out, y) * w.item()``.
         parts = [expr.left] if _divisor(expr, module, ev) else [expr.left, expr.right]
-        return _all_cut(parts, module, ev, depth)
+        cuts = [cut_by(part, module, ev, depth + 1) for part in parts]
+        if all(c is not None or _setting(p, module, ev, depth) for c, p in zip(cuts, parts)):
+            return next((c for c in cuts if c is not None), None)
+        return None
     if isinstance(expr, cst.Call):
         if terminal_name(expr.func) == "sum" and isinstance(expr.func, cst.Name) and expr.args:
             return _element_cut(expr.args[0].value, module, ev, depth)
@@ -145,13 +154,40 @@ def _all_cut(parts: list[cst.BaseExpression], module: ModuleModel, ev: Evaluator
     """The first cut among ``parts`` when each part is cut or a plain number."""
     found: cst.BaseExpression | None = None
     for part in parts:
-        if isinstance(literal_value(part), (int, float)):
+        if _constant(part, module, ev):
             continue
         cut = cut_by(part, module, ev, depth + 1)
         if cut is None:
             return None
         found = found or cut
     return found
+
+
+def _setting(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, depth: int) -> bool:
+    """A hyper-parameter rather than a tensor: a number, ``args.lam`` / ``self.alpha``, or a
+    name that is a parameter, a global or set only to such values."""
+    if depth > MAX_DEPTH:
+        return False
+    if _constant(expr, module, ev) or isinstance(expr, cst.Attribute) and root_name(expr) in NOT_OUTPUTS and dotted(expr) is not None:
+        return True
+    if isinstance(expr, cst.UnaryOperation):
+        return _setting(expr.expression, module, ev, depth + 1)
+    if not isinstance(expr, cst.Name):
+        return False
+    return all(
+        b.kind == "param" or b.kind == "assign" and b.value is not None and not b.path and _setting(b.value, module, ev, depth + 1)
+        for b in ev.reaching(expr, module)
+    )
+
+
+def _constant(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bool:
+    """A plain number, or a name only ever set to plain numbers (``l2 = 0``)."""
+    if isinstance(literal_value(expr), (int, float)):
+        return True
+    if not isinstance(expr, cst.Name):
+        return False
+    bindings = ev.reaching(expr, module)
+    return bool(bindings) and all(b.kind == "assign" and b.value is not None and isinstance(literal_value(b.value), (int, float)) for b in bindings)
 
 
 def _element_cut(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, depth: int) -> cst.BaseExpression | None:

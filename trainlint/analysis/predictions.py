@@ -148,10 +148,13 @@ def _output_call(expr: cst.BaseExpression, module: ModuleModel, engine: Engine, 
         return _output_call(inner, module, engine, depth + 1)
     if isinstance(expr, cst.Name):
         for binding in engine.ev.reaching(expr, module):
-            if binding.kind != "assign" or binding.value is None or len(binding.path) > 1:
+            if binding.kind != "assign" or binding.value is None:
+                continue
+            value, path = _unpacked(binding.value, binding.path)
+            if len(path) > 1:
                 continue
             # ``logits, _ = model(x)``: a model returning several outputs.
-            found = _output_call(binding.value, module, engine, depth + 1)
+            found = _output_call(value, module, engine, depth + 1)
             if found is not None:
                 return found
     return None
@@ -227,11 +230,22 @@ def _binding_level(binding: Binding, module: ModuleModel, engine: Engine, depth:
     if binding.kind == "param":
         return CONTAINER if binding.name in BATCH_PARAMETERS and _hook(binding, module, engine) else None
     if binding.kind == "assign" and binding.value is not None:
-        level = _batch_level(binding.value, module, engine, depth + 1)
-        if not binding.path:
+        value, path = _unpacked(binding.value, binding.path)
+        level = _batch_level(value, module, engine, depth + 1)
+        if not path:
             return level
-        return TENSOR if level == CONTAINER and len(binding.path) == 1 else None
+        return TENSOR if level == CONTAINER and len(path) == 1 else None
     return None
+
+
+def _unpacked(value: cst.BaseExpression, path: tuple[int, ...]) -> tuple[cst.BaseExpression, tuple[int, ...]]:
+    """``x`` for ``x, y = x.to(device), y.to(device)`` at path (0,)."""
+    while path and isinstance(value, (cst.Tuple, cst.List)) and len(value.elements) > path[0]:
+        element = value.elements[path[0]]
+        if isinstance(element, cst.StarredElement):
+            break
+        value, path = element.value, path[1:]
+    return value, path
 
 
 def _loop_path(loop: cst.For, path: tuple[int, ...]) -> tuple[int, ...] | None:

@@ -9,7 +9,7 @@ from trainlint.analysis.detached import cut_by, loss_terms
 from trainlint.analysis.ir import OpKind
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.training import call_text
-from trainlint.analysis.values import literal_value, return_statements
+from trainlint.analysis.values import ClassRef, literal_value, return_statements
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -50,9 +50,20 @@ def _backpropagated(ctx: Context) -> Iterator[tuple[cst.BaseExpression, str]]:
         if operand is not None:
             yield operand, f"`{call_text(op.node, model)}`"
     for function in model.functions:
-        if function.name.value in PL.TRAINING_HOOKS and engine._library_driven(function, model) == "train":
+        if function.name.value in PL.TRAINING_HOOKS and _lightning_optimizes(function, ctx):
             for value in _returned_losses(function, model):
                 yield value, f"{function.name.value}'s returned loss"
+
+
+def _lightning_optimizes(function: cst.FunctionDef, ctx: Context) -> bool:
+    """A LightningModule's ``training_step`` under automatic optimization: Lightning
+    backpropagates what it returns (ignite's and Hugging Face's step functions return
+    values for logging)."""
+    cls = ctx.model.method_class(function)
+    if cls is None or not any(b.startswith(PL.ROOT_PREFIXES) for b in ctx.evaluator.base_qualnames(ClassRef(ctx.model, cls))):
+        return False
+    manual = ctx.model.self_attrs.get(cls, {}).get(PL.AUTOMATIC_OPTIMIZATION, [])
+    return not any(literal_value(a.value) is False for a in manual)
 
 
 def _returned_losses(function: cst.FunctionDef, model: ModuleModel) -> Iterator[cst.BaseExpression]:

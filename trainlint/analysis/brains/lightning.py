@@ -24,3 +24,6 @@ SELF_MODEL_ATTRIBUTES = frozenset({"self.trainer.model", "self.trainer.lightning
 # ``self.save_hyperparameters()`` stores the ``__init__`` arguments as ``self.hparams.<name>``.
 SAVE_HYPERPARAMETERS = "save_hyperparameters"
 HPARAMS = "self.hparams"
+ROOT_PREFIXES = ("lightning.", "pytorch_lightning.")
+# ``self.automatic_optimization = False``: the module backpropagates and steps itself.
+AUTOMATIC_OPTIMIZATION = "automatic_optimization"
