@@ -7,7 +7,7 @@ from pathlib import Path
 from trainlint.config import Settings
 from trainlint.fixes import FixSafety
 from trainlint.linter import Linter
-from trainlint.testing import expected_lines, lint_snippet
+from trainlint.testing import expected_lines, lint_files, lint_snippet
 
 
 def _check(source: str, code: str) -> None:
@@ -139,3 +139,46 @@ for x, y in DataLoader(data, batch_size=8):
     assert _fixed(tmp_path, source, "TL105") == source.replace("argmax(keepdim=True)", "argmax(dim=1, keepdim=True)").replace(
         "torch.argmax(out)", "torch.argmax(out, dim=1)"
     )
+
+
+MODEL = """\
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3)
+        self.fc = nn.Linear(8 * 26 * 26, 10)
+        self.rnn = nn.GRU(10, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        x = torch.flatten(x, 1)
+        return F.softmax(self.fc(x), dim=0)
+
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(10, 10)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return F.log_softmax(out, dim=0)
+"""
+
+TRAIN = """\
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from model import Net, Tagger
+
+net, tagger = Net(), Tagger()
+for x, y in DataLoader(data, batch_size=16):
+    loss = F.cross_entropy(net(x), y) + F.nll_loss(tagger(x), y)
+"""
+
+
+def test_softmax_returned_by_forward_across_files() -> None:
+    found = lint_files({"model.py": MODEL, "train.py": TRAIN}, select=["TL106"], main="model.py")
+    assert [(d.line, "`net(x)` at train.py:7" in d.message) for d in found] == [(15, True)]

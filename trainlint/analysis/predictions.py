@@ -31,7 +31,7 @@ from trainlint.analysis.module import Binding, ModuleModel
 from trainlint.analysis.models import is_model
 from trainlint.analysis.names import root_name, terminal_name
 from trainlint.analysis.training import is_model_call, model_expression, unwrapped
-from trainlint.analysis.values import ClassRef, Evaluator, Instance, LibRef, Obj, call_arg, literal_value
+from trainlint.analysis.values import ClassRef, Evaluator, FuncRef, Instance, LibRef, Obj, call_arg, literal_value, return_statements
 from trainlint.analysis.walk import iter_children
 
 MAX_DEPTH = 6
@@ -400,3 +400,126 @@ def softmax_calls(module: ModuleModel, ev: Evaluator) -> Iterator[Softmax]:
         layers = [v for v in ev.eval(func, module) if isinstance(v, Obj) and v.qualname in SOFTMAX_LAYERS]
         if len(layers) == 1 and call.args[0].keyword is None and not call.args[0].star:
             yield Softmax(call, call.args[0].value, call_arg(layers[0].call, 0, "dim"), layers[0].call)
+
+
+# -- a softmax over the batch inside the model's own forward ------------------------------
+
+# Torch layers whose output is not batch-first by default.
+SEQUENCE_FIRST = frozenset({"LSTM", "GRU", "RNN", "Transformer", "TransformerEncoder", "TransformerDecoder", "MultiheadAttention"})
+# Tensor methods that keep every axis (``x.relu()``) and those that keep the first one
+# when their first argument says so (``x.view(-1, n)``, ``x.flatten(1)``).
+ELEMENTWISE_METHODS = frozenset({"relu", "sigmoid", "tanh", "float", "half", "contiguous", "exp", "clamp", "abs"})
+RESHAPES = frozenset({"view", "reshape"})
+# How many steps (layers, local names) a forward is followed back to its input.
+MAX_LAYERS = 40
+
+
+@dataclass(frozen=True)
+class BatchedCall:
+    """A call of a model on a batch (``call`` in ``module``) whose output's classes are
+    on ``axis``."""
+
+    call: cst.Call
+    module: ModuleModel
+    axis: int
+
+
+def returned_by_forward(softmax: Softmax, module: ModuleModel, ev: Evaluator) -> cst.ClassDef | None:
+    """The model class whose ``forward`` returns this softmax of (a function of) its input,
+    every step keeping the input's first axis first."""
+    function = module.enclosing_function(softmax.call)
+    cls = module.method_class(function)
+    if function is None or cls is None or function.name.value != "forward":
+        return None
+    params = [*function.params.posonly_params, *function.params.params]
+    if len(params) < 2 or not _returned(softmax.call, function, module, ev):
+        return None
+    return cls if _keeps_batch(softmax.operand, params[1].name.value, module, ev, 0) else None
+
+
+def _returned(call: cst.Call, function: cst.FunctionDef, module: ModuleModel, ev: Evaluator) -> bool:
+    for statement in return_statements(function):
+        value = statement.value
+        if value is call:
+            return True
+        if isinstance(value, cst.Name) and any(b.value is call for b in ev.reaching(value, module)):
+            return True
+    return False
+
+
+def _keeps_batch(expr: cst.BaseExpression, batch: str, module: ModuleModel, ev: Evaluator, depth: int) -> bool:
+    """``expr`` has the forward input ``batch``'s first axis as its own first axis."""
+    if depth > MAX_LAYERS:
+        return False
+    if isinstance(expr, cst.Name):
+        bindings = ev.reaching(expr, module)
+        if expr.value == batch and all(b.kind == "param" for b in bindings):
+            return True
+        assigned = [b for b in bindings if b.kind == "assign" and b.value is not None and not b.path]
+        return bool(assigned) and len(assigned) == len(bindings) and all(_keeps_batch(b.value, batch, module, ev, depth + 1) for b in assigned)  # type: ignore[arg-type]
+    if isinstance(expr, cst.BinaryOperation):
+        sides = [s for s in (expr.left, expr.right) if literal_value(s) is ...]
+        return bool(sides) and all(_keeps_batch(s, batch, module, ev, depth + 1) for s in sides)
+    if not isinstance(expr, cst.Call) or not expr.args or expr.args[0].star:
+        return False
+    first = expr.args[0].value
+    func = expr.func
+    if isinstance(func, cst.Attribute) and not any(isinstance(v, (LibRef, Obj, Instance, FuncRef)) for v in ev.eval(func, module)):
+        # a tensor method: ``x.relu()``, ``x.view(-1, 320)``, ``x.flatten(1)``
+        method = func.attr.value
+        if method in ELEMENTWISE_METHODS or method in RESHAPES and _first_axis_kept(first, func.value) or method == "flatten" and literal_value(first) == 1:
+            return _keeps_batch(func.value, batch, module, ev, depth + 1)
+        return False
+    if ev.callee(expr, module) & FLATTENS:
+        start = call_arg(expr, 1, "start_dim")
+        return start is not None and isinstance(literal_value(start), int) and literal_value(start) != 0 and _keeps_batch(first, batch, module, ev, depth + 1)
+    values = ev.eval(func, module)
+    if not values or any(not _batch_first_layer(v) for v in values):
+        return False
+    return _keeps_batch(first, batch, module, ev, depth + 1)
+
+
+def _first_axis_kept(size: cst.BaseExpression, tensor: cst.BaseExpression) -> bool:
+    """``-1`` (the rest of the axes go after it) or ``x.size(0)`` / ``x.shape[0]``."""
+    if literal_value(size) == -1:
+        return True
+    if isinstance(size, cst.Call) and isinstance(size.func, cst.Attribute) and size.func.attr.value == "size":
+        return bool(size.args) and literal_value(size.args[0].value) == 0
+    return isinstance(size, cst.Subscript) and _int_index(size) == 0 and isinstance(size.value, cst.Attribute) and size.value.attr.value == "shape"
+
+
+def _batch_first_layer(value: object) -> bool:
+    """A layer or function that keeps the first axis first: torch layers (not recurrent or
+    transformer layers, which are sequence-first unless told otherwise), ``torch.nn.functional``
+    functions and the project's own modules."""
+    if isinstance(value, Obj):
+        layer = T.layer_name(value.qualname)
+        if layer in SEQUENCE_FIRST:
+            return literal_value(call_arg(value.call, None, "batch_first") or cst.Name("False")) is True
+        return layer is not None or value.qualname in T.MODEL_WRAPPERS
+    if isinstance(value, LibRef):
+        return value.qualname.startswith("torch.nn.functional.") or value.qualname in ELEMENTWISE_FUNCTIONS
+    return isinstance(value, Instance)
+
+
+ELEMENTWISE_FUNCTIONS = frozenset(f"torch.{name}" for name in ("relu", "sigmoid", "tanh", "exp", "abs", "clamp"))
+FLATTENS = frozenset({"torch.flatten"})
+
+
+def batched_calls(cls: cst.ClassDef, module: ModuleModel, engine: Engine) -> Iterator[BatchedCall]:
+    """Calls of instances of ``cls`` on batches, in the modules that build one, whose output
+    feeds a classification loss or a class pick."""
+    ev = engine.ev
+    init = ev.method(ClassRef(module, cls), "__init__")
+    if init is None:
+        return
+    callers = {id(caller): caller for _, caller in ev.call_sites(init.node, init.module)}
+    for caller in callers.values():
+        for call in caller.calls:
+            if not is_model_call(call, caller, engine):
+                continue
+            if not any(i.cls.node is cls for i in ev.instances(call.func, caller)) or not _on_batch(call, caller, engine):
+                continue
+            axis = class_axis(BatchOutput(call, call), caller, engine)
+            if axis is not None:
+                yield BatchedCall(call, caller, axis)
