@@ -23,7 +23,7 @@ from trainlint.analysis.brains import torch as T
 from trainlint.analysis.models import is_model_class
 from trainlint.analysis.module import Binding, ModuleModel
 from trainlint.analysis.names import terminal_name
-from trainlint.analysis.values import ClassRef, Evaluator, call_arg, literal_value
+from trainlint.analysis.values import ClassRef, Evaluator, Instance, call_arg, literal_value
 from trainlint.analysis.walk import iter_children
 
 Form = Literal["functional", "torch", "rate"]
@@ -103,7 +103,7 @@ def _rate_switched_off(rate: cst.BaseExpression | None, module: ModuleModel, ev:
     through a variable), or is a parameter the caller chooses."""
     if rate is None:
         return False
-    if ev.number(rate, module) == 0 or mentions_training(rate):
+    if certainly_zero(rate, module, ev) or mentions_training(rate):
         return True
     return _name_switched_off(rate, module, ev, 0)
 
@@ -119,7 +119,7 @@ def _name_switched_off(expr: cst.BaseExpression, module: ModuleModel, ev: Evalua
             continue
         if mentions_training(value) or under_training_test(binding.node, module):
             return True
-        if ev.number(value, module) == 0 or _name_switched_off(value, module, ev, depth + 1):
+        if certainly_zero(value, module, ev) or _name_switched_off(value, module, ev, depth + 1):
             return True
     return False
 
@@ -142,10 +142,32 @@ def _caller_switches_off(binding: Binding, module: ModuleModel, ev: Evaluator, d
         argument = call_arg(call, position, binding.name)
         if argument is None:
             default = binding.value
-            if default is not None and ev.number(default, module) == 0:
+            if default is not None and literal_value(default) == 0:
                 return True
-        elif mentions_training(argument) or ev.number(argument, caller) == 0 or _name_switched_off(argument, caller, ev, depth + 1):
+        elif mentions_training(argument) or certainly_zero(argument, caller, ev) or _name_switched_off(argument, caller, ev, depth + 1):
             return True
+    return False
+
+
+def certainly_zero(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, depth: int = 0) -> bool:
+    """The rate is 0 on every path: a literal 0, or a local name or ``self`` attribute only
+    ever set to 0. A parameter's default is no certainty (callers pass their own rate)."""
+    if depth > MAX_DEPTH:
+        return False
+    value = literal_value(expr)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value == 0
+    if isinstance(expr, cst.Name):
+        bindings = ev.reaching(expr, module)
+        return bool(bindings) and all(
+            b.kind == "assign" and b.value is not None and not b.path and certainly_zero(b.value, module, ev, depth + 1) for b in bindings
+        )
+    if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
+        cls = module.method_class(module.enclosing_function(expr))
+        if cls is None:
+            return False
+        assigned = list(ev.attribute_values(Instance(ClassRef(module, cls)), expr.attr.value))
+        return bool(assigned) and all(not path and certainly_zero(value, owner, ev, depth + 1) for value, path, owner in assigned)
     return False
 
 

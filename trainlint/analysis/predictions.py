@@ -184,6 +184,8 @@ def _batch_level(expr: cst.BaseExpression, module: ModuleModel, engine: Engine, 
         return TENSOR if _batch_level(expr.value, module, engine, depth + 1) == CONTAINER else None
     if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in KEEPS_AXES:
         return _batch_level(expr.func.value, module, engine, depth + 1)
+    if isinstance(expr, cst.Call) and expr.args and engine.ev.callee(expr, module) & T.TENSOR_WRAPPERS:
+        return _batch_level(expr.args[0].value, module, engine, depth + 1)  # ``Variable(x)``
     if isinstance(expr, cst.DictComp) and isinstance(expr.for_in.iter, cst.Call):
         items = expr.for_in.iter.func
         if isinstance(items, cst.Attribute) and items.attr.value == "items":
@@ -467,7 +469,7 @@ def _keeps_batch(expr: cst.BaseExpression, batch: str, module: ModuleModel, ev: 
     if isinstance(func, cst.Attribute) and not any(isinstance(v, (LibRef, Obj, Instance, FuncRef)) for v in ev.eval(func, module)):
         # a tensor method: ``x.relu()``, ``x.view(-1, 320)``, ``x.flatten(1)``
         method = func.attr.value
-        if method in ELEMENTWISE_METHODS or method in RESHAPES and _first_axis_kept(first, func.value) or method == "flatten" and literal_value(first) == 1:
+        if method in ELEMENTWISE_METHODS or method in RESHAPES and _first_axis_kept(first, module, ev) or method == "flatten" and literal_value(first) == 1:
             return _keeps_batch(func.value, batch, module, ev, depth + 1)
         return False
     if ev.callee(expr, module) & FLATTENS:
@@ -479,10 +481,14 @@ def _keeps_batch(expr: cst.BaseExpression, batch: str, module: ModuleModel, ev: 
     return _keeps_batch(first, batch, module, ev, depth + 1)
 
 
-def _first_axis_kept(size: cst.BaseExpression, tensor: cst.BaseExpression) -> bool:
-    """``-1`` (the rest of the axes go after it) or ``x.size(0)`` / ``x.shape[0]``."""
+def _first_axis_kept(size: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bool:
+    """``-1`` (the rest of the axes go after it), ``x.size(0)`` / ``x.shape[0]``, or a name
+    bound to one (``in_size = x.size(0)``)."""
     if literal_value(size) == -1:
         return True
+    if isinstance(size, cst.Name):
+        bindings = ev.reaching(size, module)
+        return len(bindings) == 1 and bindings[0].value is not None and not bindings[0].path and bindings[0].kind == "assign" and _first_axis_kept(bindings[0].value, module, ev)
     if isinstance(size, cst.Call) and isinstance(size.func, cst.Attribute) and size.func.attr.value == "size":
         return bool(size.args) and literal_value(size.args[0].value) == 0
     return isinstance(size, cst.Subscript) and _int_index(size) == 0 and isinstance(size.value, cst.Attribute) and size.value.attr.value == "shape"

@@ -51,6 +51,8 @@ PASS_THROUGH_METHODS = frozenset(
         "to_empty",
     }
 )
+# Old wrappers that hand back the same tensor (``Variable(x)``, a no-op since PyTorch 0.4).
+TENSOR_WRAPPERS = frozenset({"torch.autograd.Variable", "torch.autograd.variable.Variable"})
 # Functions that return their first argument (typing.cast returns its second).
 IDENTITY_FUNCTIONS = frozenset({"torch.compile", "copy.deepcopy", "torch.jit.script", "torch.nn.utils.convert_sync_batchnorm"})
 # Of those, the ones that build a new object (its train/eval mode is its own).
