@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainlint.testing import expected_lines, lint_snippet
+from trainlint.testing import expected_lines, lint_files, lint_snippet
 
 
 def _check(source: str, code: str = "TL209") -> None:
@@ -71,3 +71,32 @@ class Model(L.LightningModule):
         return {"loss": self.criterion(self(x), y).item()}
 """,
     )
+
+
+def test_terms_of_a_helper_loss_backpropagated_by_its_caller() -> None:
+    loss = """
+import torch
+
+def compute_loss(outputs, targets):
+    lcls, lobj = torch.zeros(1), torch.zeros(1)
+    for out, t in zip(outputs, targets):
+        lcls += bce(out[..., 5:], t)
+        lobj += bce(out[..., 4], t).item()  # expect: TL209
+    lobj *= 0.5
+    loss = lcls + lobj
+    return loss, torch.cat((lcls, lobj)).detach()
+
+def metrics(outputs, targets):
+    return bce(outputs, targets).item()
+"""
+    train = """
+from loss import compute_loss, metrics
+
+for x, y in loader:
+    loss, parts = compute_loss(model(x), y)
+    loss.backward()
+    logged = metrics(model(x), y)
+"""
+    found = lint_files({"loss.py": loss, "train.py": train}, select=["TL209"], main="loss.py")
+    assert [d.line for d in found] == expected_lines(loss, "TL209")
+    assert "the caller `compute_loss(model(x), y)` at train.py:5" in found[0].message

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import libcst as cst
 
 from trainlint.analysis.brains import torch as T
-from trainlint.analysis.module import Binding, ModuleModel
+from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted, root_name, terminal_name
 from trainlint.analysis.state import Total
 from trainlint.analysis.tensors import DETACHING_FUNCTIONS, DETACHING_METHODS, NOT_OUTPUTS, graph_part
-from trainlint.analysis.values import Evaluator, call_arg, literal_value
+from trainlint.analysis.values import Evaluator, call_arg, literal_value, unpacked
 
 MAX_DEPTH = 4
 # Library functions that turn numbers into numbers: ``math.sqrt(x.item())`` stays cut.
@@ -60,16 +60,10 @@ def _terms(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, depth: 
             yield from _terms(scaled, module, ev, depth, seen)
             return
     if isinstance(expr, cst.Name):
-        bindings = _assignments(expr, module, ev)
-        if bindings and any(b.kind == "aug" or _composite(b.value) for b in bindings):
-            for binding in bindings:
-                assert binding.value is not None
-                yield from _terms(binding.value, module, ev, depth + 1, seen)
-                if binding.kind == "aug":
-                    # ``loss += term``: the earlier value of ``loss`` is a term too.
-                    target = binding.node.target if isinstance(binding.node, cst.AugAssign) else None
-                    if isinstance(target, cst.Name):
-                        yield from _terms(target, module, ev, depth + 1, seen)
+        sources = _sources(expr, module, ev)
+        if sources and (len(sources) > 1 or _composite(sources[0]) or isinstance(sources[0], cst.Name)):
+            for source in sources:
+                yield from _terms(source, module, ev, depth + 1, seen)
             return
     yield expr
 
@@ -103,13 +97,26 @@ def _divisor(expr: cst.BinaryOperation, module: ModuleModel, ev: Evaluator) -> b
     return isinstance(expr.operator, cst.Divide) and graph_part(expr.right, module, ev, _unknown) is None
 
 
-def _assignments(name: cst.Name, module: ModuleModel, ev: Evaluator) -> list[Binding]:
-    """The bindings of a local name when every one of them assigns a value (a parameter,
-    loop variable or unpacked value is unknown)."""
-    bindings = ev.reaching(name, module)
-    if not bindings or any(b.kind not in ("assign", "aug") or b.value is None or b.path for b in bindings):
-        return []
-    return bindings
+def _sources(name: cst.Name, module: ModuleModel, ev: Evaluator) -> list[cst.BaseExpression]:
+    """What a local name's value is made of where it is used: the values assigned to it
+    (``x, y = a, b`` unpacked), and for ``loss += term`` both ``term`` and the earlier
+    ``loss`` (``loss *= w`` scales the earlier value). Empty when any binding is unknown (a
+    parameter, a loop variable, an unpacked call)."""
+    found: list[cst.BaseExpression] = []
+    for binding in ev.reaching(name, module):
+        node = binding.node
+        if binding.kind == "assign" and binding.value is not None:
+            value = unpacked(binding.value, binding.path)
+            if value is None:
+                return []
+            found.append(value)
+        elif binding.kind == "aug" and isinstance(node, cst.AugAssign) and isinstance(node.target, cst.Name):
+            if isinstance(node.operator, (cst.AddAssign, cst.SubtractAssign)):
+                found.append(node.value)
+            found.append(node.target)
+        else:
+            return []
+    return found
 
 
 def cut_by(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, depth: int = 0) -> cst.BaseExpression | None:
@@ -140,13 +147,10 @@ def cut_by(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, depth: 
             return _all_cut([a.value for a in expr.args], module, ev, depth)
         return None
     if isinstance(expr, cst.Name):
-        bindings = _assignments(expr, module, ev)
-        if not bindings or _changed_in_place(expr, module):
+        sources = _sources(expr, module, ev)
+        if not sources or _changed_in_place(expr, module):
             return None
-        values = [b.value for b in bindings if b.value is not None]
-        # ``reg += x.item()`` adds to what ``reg`` held before.
-        values += [b.node.target for b in bindings if b.kind == "aug" and isinstance(b.node, cst.AugAssign)]
-        return _all_cut(values, module, ev, depth)
+        return _all_cut(sources, module, ev, depth)
     return None
 
 

@@ -112,6 +112,19 @@ def literal_value(expr: cst.BaseExpression) -> object:
     return ...
 
 
+def unpacked(value: cst.BaseExpression, path: tuple[int, ...]) -> cst.BaseExpression | None:
+    """The part of an assigned value that an unpacking target at ``path`` receives: ``b``
+    for ``y`` in ``x, y = a, b``; ``None`` when the value is not written as a tuple there."""
+    for index in path:
+        if not isinstance(value, (cst.Tuple, cst.List)) or index >= len(value.elements):
+            return None
+        element = value.elements[index]
+        if isinstance(element, cst.StarredElement) or any(isinstance(e, cst.StarredElement) for e in value.elements):
+            return None
+        value = element.value
+    return value
+
+
 def call_arg(call: cst.Call, position: int | None, keyword: str | None) -> cst.BaseExpression | None:
     """The argument passed as ``keyword=`` or at ``position`` (before any ``*args``)."""
     positional = 0

@@ -8,10 +8,15 @@ from trainlint.analysis.brains import lightning as PL
 from trainlint.analysis.detached import cut_by, loss_terms
 from trainlint.analysis.ir import OpKind
 from trainlint.analysis.module import ModuleModel
+from trainlint.analysis.names import terminal_name
 from trainlint.analysis.training import call_text
-from trainlint.analysis.values import ClassRef, literal_value, return_statements
+from trainlint.analysis.values import ClassRef, literal_value, return_statements, unpacked
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
+
+
+# Calls that may cut a value from the graph: a helper holding one is worth following.
+CUTTING_NAMES = frozenset({"item", "detach", "detach_", "tolist", "numpy", "float", "int", "tensor", "as_tensor", "Tensor", "FloatTensor"})
 
 
 class LossTermDetached(Rule):
@@ -53,6 +58,44 @@ def _backpropagated(ctx: Context) -> Iterator[tuple[cst.BaseExpression, str]]:
         if function.name.value in PL.TRAINING_HOOKS and _lightning_optimizes(function, ctx):
             for value in _returned_losses(function, model):
                 yield value, f"{function.name.value}'s returned loss"
+        elif _may_cut(function, model):
+            yield from _returned_to_backward(function, ctx)
+
+
+def _may_cut(function: cst.FunctionDef, model: ModuleModel) -> bool:
+    """The function calls something that may cut a value from the graph (a cheap filter
+    before its callers are looked for)."""
+    return any(terminal_name(c.func) in CUTTING_NAMES for c in model.calls_by_function.get(function, []))
+
+
+def _returned_to_backward(function: cst.FunctionDef, ctx: Context) -> Iterator[tuple[cst.BaseExpression, str]]:
+    """What a helper returns (``return loss, parts``) when a caller backpropagates it
+    (``loss, parts = compute_loss(out, y); loss.backward()``)."""
+    engine, ev = ctx.engine, ctx.evaluator
+    for call, caller in ev.call_sites(function, ctx.model):
+        path = _backpropagated_path(call, caller, ctx)
+        if path is None:
+            continue
+        for statement in return_statements(function):
+            value = unpacked(statement.value, path) if statement.value is not None else None
+            if value is not None:
+                yield value, f"the caller `{call_text(call, caller)}` at {caller.where(call)}"
+
+
+def _backpropagated_path(call: cst.Call, caller: ModuleModel, ctx: Context) -> tuple[int, ...] | None:
+    """Where in the call's result the backpropagated loss is: ``()`` for the whole value,
+    ``(0,)`` for ``loss, parts = call``; ``None`` when no backward of the caller uses it."""
+    for op in ctx.engine.ops_in(caller, OpKind.BACKWARD):
+        if op.operand is None:
+            continue
+        for term in loss_terms(op.operand, caller, ctx.evaluator):
+            if term is call:
+                return ()
+            if isinstance(term, cst.Name):
+                for binding in ctx.evaluator.reaching(term, caller):
+                    if binding.value is call and binding.kind == "assign":
+                        return binding.path
+    return None
 
 
 def _lightning_optimizes(function: cst.FunctionDef, ctx: Context) -> bool:
