@@ -43,6 +43,10 @@ from hydra.utils import instantiate
 def build(cfg, model):
     return instantiate(cfg.optimizer, params=model.parameters())
 
+def make(optimizer_cfg, model):
+    settings = optimizer_cfg
+    return instantiate(settings, params=model.parameters())
+
 @hydra.main(config_path="configs", config_name="config", version_base=None)
 def main(cfg):
     model = Net()
@@ -53,6 +57,7 @@ def main(cfg):
     d = instantiate(cfg.optimizer, params=model.parameters(), weight_decay=0.0)
     e = instantiate(cfg.optimizer, params=model.head.parameters())
     f = instantiate(cfg.trainer, model=model)
+    g = make(cfg["optimizer"], model)
 """
 
 
@@ -68,9 +73,9 @@ def test_instantiate_reads_the_composed_config() -> None:
         "train.py": TRAIN,
     }
     found = _findings(files, "train.py")
-    assert [line for line, _ in found] == [5, 11, 13]
+    assert [line for line, _ in found] == [5, 9, 15, 17]
     assert "AdamW applies weight_decay=0.01 (set in configs/optimizer/adamw.yaml)" in found[0][1]
-    assert "SGD applies weight_decay=0.05 (set in configs/model/small.yaml)" in found[1][1]
+    assert "SGD applies weight_decay=0.05 (set in configs/model/small.yaml)" in found[2][1]
 
 
 @pytest.mark.parametrize(
@@ -162,7 +167,7 @@ def test_editing_a_config_invalidates_the_cache(tmp_path: Path, monkeypatch: pyt
         result = run([Path("train.py")], Settings(select=("TL401",), root=tmp_path), RunOptions(jobs=1))
         return [d.line for d in result.diagnostics]
 
-    assert lint() == [5, 13]
+    assert lint() == [5, 9, 17]
     decay.write_text(ADAMW.replace("1e-2", "0.0"))
     assert lint() == []
     assert (tmp_path / CACHE_DIR).exists()

@@ -154,51 +154,50 @@ class Configs:
 
     # -- what an expression is ------------------------------------------------------------
 
-    def node_of(self, expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> ConfigNode | None:
-        """The config node ``cfg.a.b`` denotes, ``cfg`` being a Hydra main's config."""
-        parts: list[str] = []
-        while isinstance(expr, (cst.Attribute, cst.Subscript)):
-            if isinstance(expr, cst.Attribute):
-                parts.append(expr.attr.value)
-                expr = expr.value
-            else:
-                index = expr.slice[0].slice if len(expr.slice) == 1 else None
-                key = literal_value(index.value) if isinstance(index, cst.Index) else None
-                if not isinstance(key, str):
-                    return None
-                parts.append(key)
-                expr = expr.value
-        if not isinstance(expr, cst.Name) or not parts:
+    def node_of(self, expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, depth: int = 0) -> ConfigNode | None:
+        """The config node an expression denotes: ``cfg`` the config of a Hydra main (its
+        first parameter), ``cfg.a.b`` / ``cfg["a"]`` a node under it, also through local
+        names and parameters every visible caller passes the same node to."""
+        if depth > MAX_HANDOFFS * 3:
             return None
-        composed = self._config_parameter(expr, module, ev, 0)
-        if composed is None:
+        if isinstance(expr, cst.Attribute):
+            parent = self.node_of(expr.value, module, ev, depth + 1)
+            return parent.child(expr.attr.value) if parent is not None else None
+        if isinstance(expr, cst.Subscript):
+            index = expr.slice[0].slice if len(expr.slice) == 1 else None
+            key = literal_value(index.value) if isinstance(index, cst.Index) else None
+            parent = self.node_of(expr.value, module, ev, depth + 1) if isinstance(key, str) else None
+            return parent.child(key) if parent is not None and isinstance(key, str) else None
+        if not isinstance(expr, cst.Name):
             return None
-        path = tuple(reversed(parts))
-        values = composed.node(path)
-        return ConfigNode(values, path, composed) if values is not None else None
+        bindings = ev.reaching(expr, module)
+        if len(bindings) != 1:
+            return None
+        binding = bindings[0]
+        if binding.kind == "assign" and binding.value is not None and not binding.path:
+            return self.node_of(binding.value, module, ev, depth + 1)
+        if binding.kind != "param" or not isinstance(binding.scope_node, cst.FunctionDef):
+            return None
+        return self._passed(binding.scope_node, expr.value, module, ev, depth)
 
-    def _config_parameter(self, name: cst.Name, module: ModuleModel, ev: Evaluator, depth: int) -> H.Composed | None:
-        """The composed config a name holds: the first parameter of a Hydra main, or a
-        parameter every visible caller passes such a config to."""
-        bindings = ev.reaching(name, module)
-        if len(bindings) != 1 or bindings[0].kind != "param" or not isinstance(bindings[0].scope_node, cst.FunctionDef):
-            return None
-        function = bindings[0].scope_node
+    def _passed(self, function: cst.FunctionDef, name: str, module: ModuleModel, ev: Evaluator, depth: int) -> ConfigNode | None:
+        """The node a parameter holds: the whole config for a Hydra main's first parameter,
+        else what every visible caller passes (one node)."""
+        params = [p.name.value for p in (*function.params.posonly_params, *function.params.params)]
         own = self.main_config(function, module, ev)
         if own is not None:
-            return own
-        if depth >= MAX_HANDOFFS:
-            return None
-        params = [p.name.value for p in (*function.params.posonly_params, *function.params.params)]
-        position = params.index(name.value) if name.value in params else None
-        found: list[H.Composed] = []
+            return ConfigNode(own.values, (), own) if params[:1] == [name] else None
+        if module.method_class(function) is not None:
+            params = params[1:]
+        position = params.index(name) if name in params else None
+        found: list[ConfigNode] = []
         for call, caller in ev.call_sites(function, module):
-            argument = call_arg(call, position, name.value)
-            composed = self._config_parameter(argument, caller, ev, depth + 1) if isinstance(argument, cst.Name) else None
-            if composed is None:
+            argument = call_arg(call, position, name)
+            node = self.node_of(argument, caller, ev, depth + 1) if argument is not None else None
+            if node is None:
                 return None
-            found.append(composed)
-        return found[0] if found and all(c is found[0] for c in found) else None
+            found.append(node)
+        return found[0] if found and all(n.values is found[0].values for n in found) else None
 
     def built_from(self, cls: ClassRef, ev: Evaluator) -> list[ConfigNode]:
         """Config nodes whose ``_target_`` is ``cls``, in the configs of the project's mains."""
