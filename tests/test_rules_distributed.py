@@ -1,4 +1,4 @@
-"""TL701: a shuffling DistributedSampler whose epoch is never advanced."""
+"""TL701: a shuffling DistributedSampler whose epoch is never advanced; TL702: a per-rank sampler seed."""
 
 from __future__ import annotations
 
@@ -114,3 +114,35 @@ for epoch in range(epochs):  # expect: TL701
 """
     found = lint_files({"data.py": data, "train.py": train}, ["TL701"])
     assert [(Path(d.path).name, d.line) for d in found] == [("train.py", line) for line in expected_lines(train, "TL701")]
+
+
+def test_sampler_seed_differs_per_rank() -> None:
+    source = """
+import os
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+from torch.utils.data import DistributedSampler
+from torchdata.stateful_dataloader import StatefulDistributedSampler
+
+accelerator = Accelerator()
+
+class Trainer:
+    def __init__(self, args):
+        self.args = args
+        self.global_rank = dist.get_rank()
+
+    def loader(self, dataset):
+        return DistributedSampler(dataset, seed=self.args.seed + self.global_rank)  # expect: TL702
+
+def make(dataset, rank, lora_rank):
+    a = DistributedSampler(dataset, seed=1000 * rank)  # expect: TL702
+    b = DistributedSampler(dataset, seed=lora_rank)
+    c = StatefulDistributedSampler(dataset, seed=accelerator.process_index)  # expect: TL702
+    d = DistributedSampler(dataset, seed=os.getpid())  # expect: TL702
+    e = DistributedSampler(dataset, seed=int(os.environ.get("WORLD_SIZE", 1)))
+    f = DistributedSampler(dataset, rank=rank, seed=torch.initial_seed() if rank < 0 else 0)
+    return a, b, c, d, e, f
+"""
+    found = sorted(d.line for d in lint_snippet(source, select=["TL702"]))
+    assert found == expected_lines(source, "TL702")

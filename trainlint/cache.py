@@ -67,9 +67,9 @@ class Cache:
             files=1,
         )
 
-    def put(self, display: str, content: bytes, result: LintResult, dependencies: dict[Path, str]) -> None:
+    def put(self, display: str, content: bytes, result: LintResult, dependencies: dict[Path, str | None]) -> None:
         """Store ``result``; ``dependencies``: the other files the analysis read, with the
-        content hash of the bytes it read."""
+        content hash of the bytes it read (``None``: absent)."""
         entry = {
             "diagnostics": [{**d.to_dict(), "fix": d.fix} for d in result.diagnostics],
             "errors": [e.to_dict() for e in result.errors],

@@ -31,6 +31,12 @@ MODEL_NAME = re.compile(
     r"|^\w*(model|net)\d*$",
     re.IGNORECASE,
 )
+# Names of a model's submodules (``model.fc``, ``model.backbone``, ``model.layer4``); a
+# model's other attributes may be parameters (``cls_token``, ``pos_embed``).
+SUBMODULE_NAME = re.compile(
+    r"^(fc\d*|heads?|classifier|features|backbone|encoder|decoder|layer\d+|layers|conv\d*|bn\d*|blocks?|stem|neck"
+    r"|proj|linear\d*|lm_head|transformer|visual|text_model|vision_model|embeddings)$"
+)
 # Registering submodules by name hides them from the attribute index.
 DYNAMIC_REGISTRATION = frozenset({"add_module", "register_module", "setattr"})
 

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import libcst as cst
 
 from trainlint.analysis import brains
+from trainlint.analysis.brains import hydra as H
+from trainlint.analysis.brains import lightning as PL
 from trainlint.analysis.brains import torch as T
 from trainlint.analysis.argparse_defaults import resolve_number
+from trainlint.analysis.configs import ConfigNode, configs_of, library_target
 from trainlint.analysis.models import EXEMPT, has_layers
 from trainlint.analysis.module import ModuleModel
-from trainlint.analysis.values import DictV, Evaluator, Instance, Obj, SeqV, call_arg, literal_value
+from trainlint.analysis.names import dotted
+from trainlint.analysis.values import ClassRef, DictV, Evaluator, Instance, Obj, SeqV, call_arg, literal_value
 
 MAX_DEPTH = 6
 
@@ -50,6 +55,8 @@ class OptimizerCall:
     weight_decay: cst.BaseExpression | None
     # The parameter groups when ``params`` is a list of dicts; ``None`` otherwise.
     groups: tuple[Group, ...] | None
+    # The config file that sets ``weight_decay`` (an optimizer built by Hydra).
+    origin: Path | None = None
 
     @property
     def short_name(self) -> str:
@@ -69,6 +76,7 @@ def optimizer_calls(module: ModuleModel, ev: Evaluator) -> Iterator[OptimizerCal
         params = call_arg(call, 0, "params")
         groups = _groups(params, weight_decay, module, ev) if params is not None else None
         yield OptimizerCall(call, qualname, params, weight_decay, groups)
+    yield from _configured(module, ev)
 
 
 def decay_of(expr: cst.BaseExpression | None, module: ModuleModel, ev: Evaluator) -> Decay:
@@ -113,6 +121,98 @@ def whole_model_params(expr: cst.BaseExpression, module: ModuleModel, ev: Evalua
     if isinstance(func, cst.Name) and func.value == "filter" and len(expr.args) == 2 and _mentions_requires_grad(expr.args[0].value):
         return whole_model_params(expr.args[1].value, module, ev, depth + 1)
     return None
+
+
+# -- optimizers built by Hydra from a config ----------------------------------------------
+
+
+def _configured(module: ModuleModel, ev: Evaluator) -> Iterator[OptimizerCall]:
+    """Optimizers whose class and settings come from a Hydra config:
+    ``instantiate(cfg.optimizer, params=...)``, ``instantiate(cfg.optimizer)(params=...)``
+    (a ``_partial_`` node, also through a variable), and ``self.hparams.optimizer(params=...)``
+    in a module Hydra builds from a node holding ``optimizer``."""
+    configs = configs_of(ev.project)
+    for call in module.calls_by_name.get("instantiate", []):
+        first = call_arg(call, 0, "config")
+        if first is None or not ev.callee(call, module) & H.INSTANTIATE:
+            continue
+        node = configs.node_of(first, module, ev)
+        if node is None:
+            continue
+        partial = node.get(H.PARTIAL) is True or literal_value(call_arg(call, None, H.PARTIAL) or cst.Name("None")) is True
+        if not partial:
+            found = _configured_call(call, call_arg(call, 1, "params"), node, module, ev)
+            if found is not None:
+                yield found
+            continue
+        for built in _calls_of_result(call, module, ev):
+            found = _configured_call(built, call_arg(built, 0, "params"), node, module, ev)
+            if found is not None:
+                yield found
+    for call in module.calls:
+        func = call.func
+        if isinstance(func, cst.Attribute) and dotted(func.value) == PL.HPARAMS:
+            node = _hparam_node(call, func.attr.value, module, ev)
+            found = _configured_call(call, call_arg(call, 0, "params"), node, module, ev) if node is not None else None
+            if found is not None:
+                yield found
+
+
+def _configured_call(
+    call: cst.Call, params: cst.BaseExpression | None, node: ConfigNode, module: ModuleModel, ev: Evaluator
+) -> OptimizerCall | None:
+    qualname = library_target(node.get(H.TARGET))
+    if qualname is None or not brains.is_optimizer(qualname):
+        return None
+    explicit = call_arg(call, None, "weight_decay")
+    decay = explicit if explicit is not None else _literal(node.get("weight_decay"))
+    if explicit is None and "weight_decay" in node.values and decay is None:
+        return None  # set to something we cannot read (an interpolation we do not follow)
+    origin = node.origin("weight_decay") if explicit is None else None
+    groups = _groups(params, decay, module, ev) if params is not None else None
+    return OptimizerCall(call, qualname, params, decay, groups, origin)
+
+
+def _literal(value: Any) -> cst.BaseExpression | None:
+    """A config number as an expression the decay queries read like source."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return cst.Integer(str(value)) if isinstance(value, int) and value >= 0 else cst.parse_expression(repr(value))
+
+
+def _calls_of_result(call: cst.Call, module: ModuleModel, ev: Evaluator) -> Iterator[cst.Call]:
+    """Calls of what ``call`` returns: ``call(...)``, or ``name(...)`` after ``name = call``."""
+    parent = module.parent_of(call)
+    if isinstance(parent, cst.Call) and parent.func is call:
+        yield parent
+        return
+    if not (isinstance(parent, cst.Assign) and len(parent.targets) == 1 and isinstance(parent.targets[0].target, cst.Name)):
+        return
+    name = parent.targets[0].target.value
+    for use in module.calls_by_name.get(name, []):
+        if isinstance(use.func, cst.Name) and any(b.node is parent for b in ev.reaching(use.func, module)):
+            yield use
+
+
+def _hparam_node(call: cst.Call, name: str, module: ModuleModel, ev: Evaluator) -> ConfigNode | None:
+    """``self.hparams.<name>``: the ``<name>`` child of the config nodes Hydra builds this
+    class from, when every such node agrees (one node, or the same values)."""
+    cls = module.method_class(module.enclosing_function(call))
+    init = next((f for f in module.functions if f.name.value == "__init__" and module.method_class(f) is cls), None)
+    if cls is None or init is None or not _saves_hyperparameters(init, module):
+        return None
+    if name not in {p.name.value for p in (*init.params.params, *init.params.kwonly_params)}:
+        return None
+    children = [child for node in configs_of(ev.project).built_from(ClassRef(module, cls), ev) if (child := node.child(name)) is not None]
+    distinct = {repr(sorted(child.values.items(), key=str)) for child in children}
+    return children[0] if len(distinct) == 1 else None
+
+
+def _saves_hyperparameters(init: cst.FunctionDef, module: ModuleModel) -> bool:
+    return any(
+        isinstance(c.func, cst.Attribute) and c.func.attr.value == PL.SAVE_HYPERPARAMETERS
+        for c in module.calls_by_function.get(init, [])
+    )
 
 
 # -- parameter groups --------------------------------------------------------------------
@@ -263,6 +363,8 @@ def _is_whole_model(receiver: cst.BaseExpression, module: ModuleModel, ev: Evalu
         return False
     if receiver.attr.value == "module":  # ``ddp_model.module``
         return _is_whole_model(receiver.value, module, ev)
+    if dotted(receiver) in PL.SELF_MODEL_ATTRIBUTES:
+        return True
     # ``self.model`` of a trainer holds the network; ``self.fc`` of an nn.Module is a layer.
     owners = ev.instances(receiver.value, module)
     return bool(owners) and not any(_is_torch_module(owner, ev) for owner in owners)

@@ -59,7 +59,7 @@ class Project:
         self._imports: dict[Path, set[Path]] = {}  # importer -> local modules it resolved to
         # Content hash of every file read, as read; a file read twice with different
         # contents (edited during the run) is marked unstable.
-        self._digests: dict[Path, str] = {}
+        self._digests: dict[Path, str | None] = {}
         self._unstable: set[Path] = set()
 
     def start_tracking(self) -> set[Path]:
@@ -68,7 +68,7 @@ class Project:
         self._accessed = set()
         return self._accessed
 
-    def dependencies(self, accessed: set[Path]) -> dict[Path, str] | None:
+    def dependencies(self, accessed: set[Path]) -> dict[Path, str | None] | None:
         """``accessed`` and the local modules they import, transitively (an evaluation that
         an earlier file left memoized reads those without resolving the import again), each
         with the content hash of the bytes the analysis read; ``None`` when one of them
@@ -82,6 +82,16 @@ class Project:
         if found & self._unstable:
             return None
         return {path: self._digests[path] for path in found if path in self._digests}
+
+    def track(self, path: Path) -> None:
+        """Record another file the analysis read (a config file): a cached result of the
+        file being checked stays valid only while it is unchanged (or still absent)."""
+        if path not in self._digests:
+            try:
+                self._record(path, content_digest(read_regular(path)))
+            except OSError:
+                self._record(path, None)
+        self._accessed.add(path)
 
     def add(self, path: Path, parsed: ParsedModule, digest: str) -> ModuleModel:
         """Register a module the caller already parsed, from bytes with hash ``digest``."""
@@ -102,7 +112,7 @@ class Project:
             self._defined.update(f.name.value for f in model.functions)
             self._defined.update(model.classes)
 
-    def _record(self, path: Path, digest: str) -> None:
+    def _record(self, path: Path, digest: str | None) -> None:
         if self._digests.setdefault(path, digest) != digest:
             self._unstable.add(path)
 

@@ -224,7 +224,7 @@ def evaluation_sites(engine: Engine, module: ModuleModel) -> list[ModelCall]:
         if not _evaluation_function(engine, function, module):
             continue
         calls = [c for c in module.calls_by_function.get(function, []) if not module.enclosing_loops(c)]
-        first = next((c for c in calls if _is_model_call(c, module, engine)), None)
+        first = next((c for c in calls if is_model_call(c, module, engine)), None)
         if first is not None:
             sites.append(ModelCall(first, module, first))
     return sites
@@ -262,7 +262,7 @@ def model_calls(engine: Engine, loop: LoopFacts) -> list[ModelCall]:
     body = node.body if isinstance(node, (cst.For, cst.While, cst.FunctionDef)) else node
     function = module.enclosing_function(node) if not isinstance(node, cst.FunctionDef) else node
     calls = [call for call in module.calls_by_function.get(function, []) if module.is_within(call, body)]
-    found = [ModelCall(call, module, call) for call in calls if _is_model_call(call, module, engine)]
+    found = [ModelCall(call, module, call) for call in calls if is_model_call(call, module, engine)]
     if found:
         return found
     for call in calls:
@@ -273,12 +273,12 @@ def model_calls(engine: Engine, loop: LoopFacts) -> list[ModelCall]:
             found.extend(
                 ModelCall(c, helper.module, call)
                 for c in inner
-                if _is_model_call(c, helper.module, engine) and _given(c, helper.node, helper.module)
+                if is_model_call(c, helper.module, engine) and _given(c, helper.node, helper.module)
             )
     return found
 
 
-def _is_model_call(call: cst.Call, module: ModuleModel, engine: Engine) -> bool:
+def is_model_call(call: cst.Call, module: ModuleModel, engine: Engine) -> bool:
     target = model_expression(call)
     text = dotted(target) if target is not None else None
     if target is None or text is None:

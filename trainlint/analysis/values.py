@@ -112,6 +112,19 @@ def literal_value(expr: cst.BaseExpression) -> object:
     return ...
 
 
+def unpacked(value: cst.BaseExpression, path: tuple[int, ...]) -> cst.BaseExpression | None:
+    """The part of an assigned value that an unpacking target at ``path`` receives: ``b``
+    for ``y`` in ``x, y = a, b``; ``None`` when the value is not written as a tuple there."""
+    for index in path:
+        if not isinstance(value, (cst.Tuple, cst.List)) or index >= len(value.elements):
+            return None
+        element = value.elements[index]
+        if isinstance(element, cst.StarredElement) or any(isinstance(e, cst.StarredElement) for e in value.elements):
+            return None
+        value = element.value
+    return value
+
+
 def call_arg(call: cst.Call, position: int | None, keyword: str | None) -> cst.BaseExpression | None:
     """The argument passed as ``keyword=`` or at ``position`` (before any ``*args``)."""
     positional = 0
@@ -232,7 +245,7 @@ class Evaluator:
     def returns(self, func: FuncRef) -> tuple[Value, ...]:
         """What a function returns in training mode (eval-only branches are skipped)."""
         values: list[Value] = []
-        for ret in _returns(func.node):
+        for ret in return_statements(func.node):
             if ret.value is None or _eval_only(ret, func.module):
                 continue
             values.extend(self.eval(ret.value, func.module))
@@ -585,7 +598,7 @@ def _class_body(node: cst.ClassDef) -> list[cst.CSTNode]:
     return list(body.body) if isinstance(body, cst.IndentedBlock) else []
 
 
-def _returns(function: cst.FunctionDef) -> Iterator[cst.Return]:
+def return_statements(function: cst.FunctionDef) -> Iterator[cst.Return]:
     """Return statements of ``function`` itself (not of nested functions)."""
     stack: list[cst.CSTNode] = [function.body]
     while stack:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import importlib
 import pkgutil
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,6 +19,7 @@ from typing import ClassVar
 
 import libcst as cst
 
+from trainlint.analysis.engine import Engine
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.values import Evaluator
 
@@ -88,6 +90,17 @@ class _Replacer(cst.CSTTransformer):
 
 
 # -- helpers shared by fixers ---------------------------------------------------------------
+
+_ENGINES: weakref.WeakKeyDictionary[Evaluator, Engine] = weakref.WeakKeyDictionary()
+
+
+def engine_for(evaluator: Evaluator) -> Engine:
+    """A training-state engine over ``evaluator``'s project, for fixers whose rewrite
+    depends on it; one per evaluator, run only on the files a fixer is asked about."""
+    engine = _ENGINES.get(evaluator)
+    if engine is None:
+        engine = _ENGINES[evaluator] = Engine(evaluator)
+    return engine
 
 
 def parenthesized(expr: cst.BaseExpression) -> cst.BaseExpression:

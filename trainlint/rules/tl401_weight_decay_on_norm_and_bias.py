@@ -7,6 +7,7 @@ import libcst as cst
 from trainlint.analysis.argparse_defaults import resolve_number
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.optimizers import OptimizerCall, decay_of, optimizer_calls, same_decay, whole_model_params
+from trainlint.analysis.project import find_project_root
 from trainlint.analysis.values import literal_value
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
@@ -45,9 +46,18 @@ def _problem(optimizer: OptimizerCall, ctx: Context) -> str | None:
     if owner is None or "lora" in owner.lower():
         return None
     return (
-        f"{optimizer.short_name} applies weight_decay={_shown(optimizer.weight_decay, model, ctx)} to every parameter "
-        f"of `{owner}`, so biases and normalization weights are pulled towards zero too"
+        f"{optimizer.short_name} applies weight_decay={_shown(optimizer.weight_decay, model, ctx)}{_configured(optimizer, ctx)} "
+        f"to every parameter of `{owner}`, so biases and normalization weights are pulled towards zero too"
     )
+
+
+def _configured(optimizer: OptimizerCall, ctx: Context) -> str:
+    """`` (set in configs/optimizer/adamw.yaml)`` for an optimizer built from a config."""
+    if optimizer.origin is None:
+        return ""
+    root = find_project_root(ctx.path)
+    shown = optimizer.origin.relative_to(root) if optimizer.origin.is_relative_to(root) else optimizer.origin
+    return f" (set in {shown.as_posix()})"
 
 
 def _groups_problem(optimizer: OptimizerCall, ctx: Context) -> str | None:
@@ -57,8 +67,8 @@ def _groups_problem(optimizer: OptimizerCall, ctx: Context) -> str | None:
     first = groups[0]
     assert first.decay is not None  # same_decay rejects groups running with the default
     return (
-        f"every parameter group of {optimizer.short_name} gets weight_decay={_shown(first.decay, first.module, ctx)}; "
-        "no group exempts biases and normalization weights"
+        f"every parameter group of {optimizer.short_name} gets weight_decay={_shown(first.decay, first.module, ctx)}"
+        f"{_configured(optimizer, ctx)}; no group exempts biases and normalization weights"
     )
 
 

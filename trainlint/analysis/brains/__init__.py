@@ -5,13 +5,16 @@ brains). Rules and the engine ask these predicates; no other module spells a lib
 from __future__ import annotations
 
 import enum
+import re
 
-from trainlint.analysis.brains import accelerate, deepspeed, ignite, lightning, timm, torch, torchdata, transformers
+from trainlint.analysis.brains import (
+    accelerate, deepspeed, flash_attn, ignite, lightning, python, timm, torch, torchdata, transformers, xformers,
+)
 
 # Top-level packages that are never local files: skips a file-system probe per lookup.
 KNOWN_LIBRARIES = (
     torch.ROOTS | transformers.ROOTS | accelerate.ROOTS | timm.ROOTS | lightning.ROOTS | ignite.ROOTS
-    | deepspeed.ROOTS | torchdata.ROOTS
+    | deepspeed.ROOTS | torchdata.ROOTS | flash_attn.ROOTS | xformers.ROOTS
     | frozenset(
         {
             "torchvision", "torchaudio", "torchtext", "numpy", "np", "os", "sys", "math", "random",
@@ -27,6 +30,11 @@ MODEL_PREFIXES = ("torchvision.models.", "torch.hub.", "timm.", "transformers.",
 DATA_LOADERS = torch.DATA_LOADERS | torchdata.DATA_LOADERS
 DISTRIBUTED_SAMPLERS = torch.DISTRIBUTED_SAMPLERS | torchdata.DISTRIBUTED_SAMPLERS
 GRAD_SCALERS = torch.GRAD_SCALERS
+RANK_FUNCTIONS = torch.RANK_FUNCTIONS | deepspeed.RANK_FUNCTIONS
+# Values that differ between the processes of one job without naming the rank.
+PER_PROCESS_VALUES = python.PER_PROCESS_VALUES | torch.PER_PROCESS_SEEDS
+# Attention kernels with a dropout rate argument: qualname -> (keyword, position).
+DROPOUT_RATE_ARGUMENTS = {**torch.DROPOUT_RATE_ARGUMENTS, **flash_attn.DROPOUT_RATE_ARGUMENTS, **xformers.DROPOUT_RATE_ARGUMENTS}
 ACCELERATORS = accelerate.ACCELERATORS
 # Frameworks whose ``backward(loss)`` scales the loss, and whose loaders get set_epoch.
 FRAMEWORK_PREFIXES = ("accelerate.", "deepspeed.", "lightning.", "pytorch_lightning.", "lightning_fabric.")
@@ -144,3 +152,16 @@ def kind_from_name(name: str | None) -> Kind | None:
     if "accelerator" in lowered or "fabric" in lowered or lowered.endswith("engine"):
         return Kind.FRAMEWORK
     return None
+
+
+# Names given to a process's rank: ``rank``, ``local_rank``, ``ddp_rank``, ``args.gpu_rank``,
+# accelerate's ``process_index``, Lightning's ``global_rank``, ``hvd.rank()``, ``xm.get_ordinal()``
+# (not ``lora_rank``: a LoRA rank is a matrix size).
+RANK_NAME = re.compile(
+    r"^(local_|global_|world_|node_|ddp_|ddp_local_|dist_|gpu_|process_|my_)?rank$|^(local_)?process_index$"
+    r"|^proc_?id$|^get_(local_|global_|node_local_)?rank$|^get_ordinal$"
+)
+
+
+def is_rank_name(name: str | None) -> bool:
+    return name is not None and RANK_NAME.match(name.lower()) is not None

@@ -7,3 +7,5 @@ ROOTS = frozenset({"deepspeed"})
 
 INITIALIZE = frozenset({"deepspeed.initialize"})
 ENGINES = frozenset({"deepspeed.DeepSpeedEngine", "deepspeed.runtime.engine.DeepSpeedEngine"})
+# The process's rank in DeepSpeed's communication package.
+RANK_FUNCTIONS = frozenset({"deepspeed.comm.get_rank", "deepspeed.comm.get_local_rank"})

@@ -18,3 +18,12 @@ EVALUATION_HOOKS = frozenset({"validation_step", "test_step", "predict_step"})
 FABRIC = frozenset({"lightning.Fabric", "lightning.fabric.Fabric", "lightning_fabric.Fabric"})
 # ``self.manual_backward(loss)`` / ``fabric.backward(loss)`` scale the loss themselves.
 BACKWARD_METHODS = frozenset({"manual_backward", "backward"})
+# Inside a LightningModule, ``self.trainer.model`` is the module itself (possibly wrapped by
+# the strategy): its ``parameters()`` are the whole network.
+SELF_MODEL_ATTRIBUTES = frozenset({"self.trainer.model", "self.trainer.lightning_module"})
+# ``self.save_hyperparameters()`` stores the ``__init__`` arguments as ``self.hparams.<name>``.
+SAVE_HYPERPARAMETERS = "save_hyperparameters"
+HPARAMS = "self.hparams"
+ROOT_PREFIXES = ("lightning.", "pytorch_lightning.")
+# ``self.automatic_optimization = False``: the module backpropagates and steps itself.
+AUTOMATIC_OPTIMIZATION = "automatic_optimization"

@@ -29,6 +29,16 @@ MODULE_CLASS_KINDS: dict[str, str] = _with_prefixes(
     ("torch.nn", "torch.nn.modules.activation"),
 )
 LOG_FUNCTIONS = frozenset({"torch.log", "torch.log2", "torch.log10"})
+# ``torch.argmax(input, dim=None)``: without ``dim`` it flattens the input.
+ARGMAX_FUNCTIONS = frozenset({"torch.argmax"})
+ARGMAX_METHOD = "argmax"
+# softmax(input, dim) and friends: the position of ``dim`` (methods and layers: 0).
+SOFTMAX_DIM_POSITION = 1
+# Constructors of new leaf tensors: whatever they are given, the result has no history.
+NEW_TENSOR_FUNCTIONS = frozenset(
+    {"torch.tensor", "torch.as_tensor", "torch.Tensor", "torch.FloatTensor", "torch.DoubleTensor", "torch.LongTensor",
+     "torch.from_numpy", "torch.scalar_tensor", "torch.cuda.FloatTensor"}
+)
 # Functions that join tensors: the result keeps the kind its parts share.
 JOIN_FUNCTIONS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.stack", "torch.vstack", "torch.hstack"})
 
@@ -41,6 +51,8 @@ PASS_THROUGH_METHODS = frozenset(
         "to_empty",
     }
 )
+# Old wrappers that hand back the same tensor (``Variable(x)``, a no-op since PyTorch 0.4).
+TENSOR_WRAPPERS = frozenset({"torch.autograd.Variable", "torch.autograd.variable.Variable"})
 # Functions that return their first argument (typing.cast returns its second).
 IDENTITY_FUNCTIONS = frozenset({"torch.compile", "copy.deepcopy", "torch.jit.script", "torch.nn.utils.convert_sync_batchnorm"})
 # Of those, the ones that build a new object (its train/eval mode is its own).
@@ -117,11 +129,25 @@ DEPRECATED_AMP_MODULE = "torch.cuda.amp"
 MODERN_AMP_MODULE = "torch.amp"
 
 DATA_LOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
+# DistributedSampler(dataset, num_replicas, rank, shuffle, seed, drop_last)
+SAMPLER_SEED_POSITION = 4
+# The process's rank: torch.distributed and the variables torchrun / SLURM / MPI set.
+RANK_FUNCTIONS = frozenset(
+    {"torch.distributed.get_rank", "torch.distributed.get_node_local_rank", "torch.distributed.distributed_c10d.get_rank"}
+)
+RANK_ENVIRONMENT = frozenset(
+    {"RANK", "LOCAL_RANK", "GROUP_RANK", "NODE_RANK", "SLURM_PROCID", "SLURM_LOCALID", "OMPI_COMM_WORLD_RANK",
+     "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_RANK", "PMIX_RANK"}
+)
+# ``torch.seed()`` draws a non-deterministic seed: different in every process.
+PER_PROCESS_SEEDS = frozenset({"torch.seed", "torch.random.seed"})
 DISTRIBUTED_SAMPLERS = frozenset({"torch.utils.data.DistributedSampler", "torch.utils.data.distributed.DistributedSampler"})
 BATCH_SAMPLERS = frozenset({"torch.utils.data.BatchSampler", "torch.utils.data.sampler.BatchSampler"})
 # Datasets that stream: a DataLoader cannot shuffle them (``shuffle=True`` raises).
 STREAMING_MARKERS = ("Iterable", "IterDataPipe", "WebDataset", "Stream")
 # DataLoader(dataset, batch_size, shuffle, sampler, batch_sampler, ...)
+LOADER_BATCH_SIZE_POSITION = 1
+LOADER_BATCH_SIZE_DEFAULT = 1
 LOADER_SHUFFLE_POSITION = 2
 LOADER_SAMPLER_POSITION = 3
 LOADER_BATCH_SAMPLER_POSITION = 4
@@ -144,10 +170,16 @@ FUNCTIONAL_DROPOUTS = frozenset(
 )
 # ``torch.dropout(input, p, train)``: ``train`` is required.
 TORCH_DROPOUTS = frozenset(f"torch.{name}" for name in ("dropout", "alpha_dropout", "feature_dropout", "feature_alpha_dropout"))
-# Functions with a ``dropout_p`` argument that ignores the module's mode.
-DROPOUT_P_FUNCTIONS = frozenset(
-    {"torch.nn.functional.scaled_dot_product_attention", "torch.nn.functional.multi_head_attention_forward"}
-)
+# Attention kernels whose dropout rate argument ignores the module's mode:
+# qualname -> (keyword, position) of the rate.
+DROPOUT_RATE_ARGUMENTS: dict[str, tuple[str, int]] = {
+    "torch.nn.functional.scaled_dot_product_attention": ("dropout_p", 4),
+    "torch.nn.functional.multi_head_attention_forward": ("dropout_p", 10),
+}
+# Of those, the ones with a ``training`` switch (defaulting to True): its position.
+TRAINING_FLAG_POSITION = {"torch.nn.functional.multi_head_attention_forward": 13}
+# Calls that draw the random mask of a hand-written dropout (``x.new_empty(s).bernoulli_(q)``).
+RANDOM_MASK_NAMES = frozenset({"bernoulli", "bernoulli_", "rand", "rand_like", "uniform_"})
 ZERO_INITS = frozenset({"torch.nn.init.zeros_", "torch.nn.init.zeros"})
 CONSTANT_INITS = frozenset({"torch.nn.init.constant_", "torch.nn.init.constant"})
 RNN_CLASSES = frozenset(f"{p}.{n}" for p in ("torch.nn", "torch.nn.modules.rnn") for n in ("LSTM", "GRU", "RNN"))
@@ -176,6 +208,16 @@ MODE_FREE_LAYERS = frozenset(
         "ConstantPad2d", "ReflectionPad2d", "Parameter",
     }
 )
+# Layers without parameters or buffers: registering them changes nothing.
+PARAMETER_FREE_LAYERS = frozenset(
+    {
+        "ReLU", "ReLU6", "GELU", "SiLU", "Mish", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "LeakyReLU", "ELU",
+        "SELU", "Softplus", "Hardswish", "Hardtanh", "Hardsigmoid", "Identity", "Flatten", "Unflatten", "MaxPool1d",
+        "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d",
+        "AdaptiveAvgPool3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "Upsample",
+        "PixelShuffle", "ZeroPad2d", "ConstantPad1d", "ConstantPad2d", "ReflectionPad2d",
+    }
+)
 NORM_LAYERS = frozenset(
     {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LayerNorm", "GroupNorm", "RMSNorm",
      "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm"}
@@ -188,6 +230,8 @@ BIASED_LAYERS = frozenset(
 )
 # Functional normalizations (their weight, when given, is a norm weight).
 FUNCTIONAL_NORMS = frozenset({"layer_norm", "batch_norm", "group_norm", "instance_norm", "rms_norm"})
+# ``nn.Parameter`` is a tensor, not a layer (``layer_name`` accepts it as one).
+PARAMETER_CLASSES = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 CONTAINERS = frozenset(f"torch.nn.{name}" for name in CONTAINER_LAYERS)
 MODULE_BASES = frozenset({"torch.nn.Module", "torch.nn.modules.module.Module"})
 # ``F.dropout(x, p, training=self.training)`` and friends inside a forward.
