@@ -50,6 +50,13 @@ class OpKind(str, enum.Enum):
     LOAD_WEIGHTS = "load_weights"  # a module's weights overwritten: mode "reset" (load_state_dict) / "update" (EMA)
 
 
+# Ops about values and modules across iterations: they are recorded like the others, but a
+# branch doing only these is no training work worth keeping its condition for.
+VALUE_OPS = frozenset(
+    {OpKind.STORE, OpKind.CARRY, OpKind.ITERATOR, OpKind.CONSUME, OpKind.FREEZE, OpKind.LOAD_WEIGHTS}
+)
+
+
 class Flag(str, enum.Enum):
     SCALED = "scaled"  # backward of scaler.scale(loss)
     FRAMEWORK = "framework"  # accelerator/engine/fabric backward: scales by itself

@@ -46,6 +46,9 @@ _CONSUMING_METHODS = frozenset({"clip_grad_norm_", "clip_grad_value_", "clip_gra
 # In-place tensor methods: a loop over parameters calling one of these writes the weights.
 _IN_PLACE = frozenset({"mul_", "add_", "sub_", "div_", "copy_", "lerp_", "addcmul_", "set_", "zero_", "fill_"})
 _RESETTING = frozenset({"load_state_dict", "reset_parameters", "apply"})
+# The meter of pytorch/examples' ImageNet script, copied into most projects (``update`` adds
+# ``val * n`` into ``self.sum``): trusted by name when its class cannot be read.
+_METER_NAMES = frozenset({"AverageMeter"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ def tracked_names(body: cst.CSTNode) -> Tracked:
     containers: set[str] = set()
     recurrent: set[str] = set()
     iterators: set[str] = set()
+    rebound: set[str] = set()  # loop variables are rebound by their loop, not carried
     pending: list[cst.CSTNode] = [body]
     while pending:
         node = pending.pop()
@@ -78,8 +82,10 @@ def tracked_names(body: cst.CSTNode) -> Tracked:
                 recurrent.update(names & _argument_names(node.value))
             if len(targets) == 1 and isinstance(targets[0], cst.Name) and one_shot(node.value):
                 iterators.add(targets[0].value)
+        elif isinstance(node, (cst.For, cst.CompFor)):
+            rebound.update(n.value for n in _target_names(node.target))
         pending.extend(iter_children(node))
-    return Tracked(frozenset(containers), frozenset(recurrent), frozenset(iterators))
+    return Tracked(frozenset(containers), frozenset(recurrent - rebound), frozenset(iterators))
 
 
 def one_shot(expr: cst.BaseExpression) -> bool:
@@ -204,7 +210,9 @@ class ValueOps:
     def _meter(self, value: cst.BaseExpression) -> bool:
         found = self.ev.eval(value, self.module)
         return bool(found) and all(
-            (isinstance(v, Obj) and v.qualname in TIMM.METERS) or (isinstance(v, Instance) and self._keeps_values(v)) for v in found
+            (isinstance(v, Obj) and (v.qualname in TIMM.METERS or v.qualname.rsplit(".", 1)[-1] in _METER_NAMES))
+            or (isinstance(v, Instance) and self._keeps_values(v))
+            for v in found
         )
 
     def _keeps_values(self, instance: Instance) -> bool:

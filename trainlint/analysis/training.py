@@ -497,7 +497,10 @@ def loss_scaled_down(engine: Engine, expr: cst.BaseExpression, module: ModuleMod
         if isinstance(expr.operator, (cst.Divide, cst.Multiply, cst.FloorDivide)):
             return True
         if isinstance(expr.operator, (cst.Add, cst.Subtract)):
-            return _all_known(loss_scaled_down(engine, side, module, depth + 1) for side in (expr.left, expr.right))
+            # A sum is scaled when every term is (``ce / k + reg / k``), not when one is
+            # weighted (``ce + 0.1 * reg``).
+            sides = [loss_scaled_down(engine, side, module, depth + 1) for side in (expr.left, expr.right)]
+            return None if None in sides else all(sides)
         return None
     if isinstance(expr, cst.Call):
         return _call_scaled_down(engine, expr, module, depth)

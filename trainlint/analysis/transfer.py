@@ -186,8 +186,9 @@ class Transfer:
         return state.with_(totals=totals)
 
     def store(self, op: Op, state: State, frame: Frame) -> State:
-        """A value kept in a container is added to what the container holds, like a
-        running total; emptying it starts over."""
+        """A container lives like a running total (carried, stepped) from one iteration to
+        the next; emptying it starts over. Whether a kept value holds a graph is judged
+        where it is stored (``training.kept_loss``), not here."""
         if op.name is None:
             return state
         key = variable(frame, op.name)
@@ -195,7 +196,7 @@ class Transfer:
         if op.has(Flag.CLEARS):
             totals[key] = frozenset({Total(False, False, op)})
         else:
-            totals[key] = _added(state.totals.get(key, frozenset()), self.graph(op, frame, state), op)
+            totals[key] = _added(state.totals.get(key, frozenset()), False, op)
         return state.with_(totals=totals)
 
     def carry(self, op: Op, state: State, frame: Frame) -> State:

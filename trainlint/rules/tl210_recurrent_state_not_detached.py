@@ -35,8 +35,11 @@ class RecurrentStateNotDetached(Rule):
 
 def _carried_with_graph(engine: Engine, occurrence: Occurrence) -> bool:
     """On every path, the state fed in comes from an earlier iteration of a loop whose
-    iterations backpropagate, with the graph that iteration built."""
+    iterations backpropagate, with the graph that iteration built. The loop must be the
+    function's own: a function called in a loop starts with fresh locals on every call."""
     op = occurrence.op
+    if occurrence.frame is not occurrence.home:
+        return False
     held = occurrence.state.totals.get(variable(occurrence.frame, op.name or ""), frozenset())
     if not held or not all(t.graph and t.carried for t in held):
         return False

@@ -39,7 +39,8 @@ class AccumulatedLossNotAveraged(Rule):
 
 def _accumulates(engine: Engine, backward: Occurrence) -> bool:
     """The backward pass runs on every iteration of a batch loop, adding onto gradients
-    an earlier iteration left unapplied, and the optimizer steps only on some iterations."""
+    an earlier iteration left unapplied, and the one optimizer steps only on some
+    iterations."""
     loop = innermost_loop(engine, backward)
     if loop is None or backward.loops[-1].first or not engine.is_batch_loop(loop):
         return False
@@ -48,8 +49,11 @@ def _accumulates(engine: Engine, backward: Occurrence) -> bool:
     steps = stepped_optimizers(engine, loop)
     if not steps or any(runs_every_iteration(engine, step, loop) for step in steps):
         return False
-    keys = [key for key in (target(engine, step) for step in steps) if key is not None]
-    return bool(keys) and all(any(g.pending for g in backward.state.grad_of(key)) for key in keys)
+    # One optimizer: several stepped at their own rates (Adam every other step, Muon every
+    # step) sum on purpose.
+    keys = {target(engine, step) for step in steps}
+    key = keys.pop() if len(keys) == 1 else None
+    return key is not None and any(g.pending for g in backward.state.grad_of(key))
 
 
 def _unscaled(expr: cst.BaseExpression) -> cst.BaseExpression:
