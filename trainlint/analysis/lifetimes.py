@@ -196,8 +196,8 @@ class ValueOps:
         an object whose ``update`` keeps its value (an AverageMeter), else ``None``."""
         kinds: set[str | None] = set()
         for binding in self.ev.reaching(name, self.module):
-            value = binding.value
-            if binding.kind != "assign" or value is None or binding.path:
+            value = _unpacked(binding.value, binding.path)
+            if binding.kind != "assign" or value is None:
                 kinds.add(None)
             elif isinstance(value, (cst.List, cst.Dict, cst.ListComp, cst.DictComp)):
                 kinds.add("container")
@@ -308,6 +308,16 @@ def _container_root(expr: cst.BaseExpression) -> str | None:
     if isinstance(expr, cst.Subscript):
         expr = expr.value
     return expr.value if isinstance(expr, cst.Name) else None
+
+
+def _unpacked(value: cst.BaseExpression | None, path: tuple[int, ...]) -> cst.BaseExpression | None:
+    """The element a name gets from tuple unpacking: ``[]`` for ``b`` in ``a, b = [], []``."""
+    for index in path:
+        if not isinstance(value, (cst.Tuple, cst.List)) or not 0 <= index < len(value.elements):
+            return None
+        element = value.elements[index]
+        value = None if isinstance(element, cst.StarredElement) else element.value
+    return value
 
 
 def _target_names(target: cst.BaseExpression) -> Iterator[cst.Name]:
