@@ -238,3 +238,81 @@ def test_rule_pages_state_the_fix_safety() -> None:
         rule = rule_by_code(code)
         assert rule is not None
         assert stated.group(1) == (fix_safety_of(rule) or "none"), page.name
+
+
+def test_tl207_materialises_only_when_the_first_use_follows(tmp_path: Path) -> None:
+    source = """\
+import torch
+
+def adjacent(model):
+    params = model.parameters()
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+
+def apart(model):
+    params = model.parameters()
+    model.head.requires_grad_(False)
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+"""
+    fixed, left = fix(tmp_path, source, frozenset({FixSafety.SAFE}))
+    assert "    params = list(model.parameters())\n    optimizer" in fixed
+    assert "    params = model.parameters()\n    model.head" in fixed  # what SGD gets could change
+    assert [d.line for d in left if d.code == "TL207"] == [12]
+
+
+def test_tl210_detaches_tuple_states_and_is_unsafe(tmp_path: Path) -> None:
+    source = """\
+import torch.nn as nn
+
+lstm = nn.LSTM(8, 16)
+h, c = h0, c0
+for x, y in loader:
+    out, (h, c) = lstm(x, (h, c))
+    loss = criterion(out, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+"""
+    assert fix(tmp_path, source, frozenset({FixSafety.SAFE}))[0] == source
+    fixed, left = fix(tmp_path, source)
+    assert "out, (h, c) = lstm(x, (h.detach(), c.detach()))" in fixed
+    assert not [d for d in left if d.code == "TL210"]
+
+
+def test_tl211_detaches_a_stored_loss_but_not_a_dict_holding_it(tmp_path: Path) -> None:
+    source = """\
+import torch.nn.functional as F
+
+losses, records = [], []
+for x, y in loader:
+    loss = F.cross_entropy(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    losses.append(loss * x.size(0))
+    record = {"loss": loss}
+    records.append(record)
+"""
+    fixed, left = fix(tmp_path, source)
+    assert "losses.append(loss.detach() * x.size(0))" in fixed
+    assert "records.append(record)" in fixed
+    assert [d.line for d in left if d.code == "TL211"] == [11]
+
+
+def test_tl803_calls_the_wrapper_instead_of_its_module(tmp_path: Path) -> None:
+    source = """\
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+model = DDP(net, device_ids=[0])
+for x, y in loader:
+    loss = criterion(model.module.forward(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+"""
+    assert fix(tmp_path, source, frozenset({FixSafety.SAFE}))[0] == source
+    fixed, left = fix(tmp_path, source)
+    assert "loss = criterion(model(x), y)" in fixed
+    assert not [d for d in left if d.code == "TL803"]

@@ -37,6 +37,7 @@ from trainlint.analysis.ir import (
     RegionKind,
     Stmt,
     Try,
+    VALUE_OPS,
     iterated,
     value_kind,
     walk_items,
@@ -225,7 +226,9 @@ class Engine:
         known = self._relevant.get(key)
         if known is None:
             block = self.ir.function(function, module)
-            known = self._relevant[key] = any(isinstance(item, (Op, Loop, Invoke, Region)) for item in walk_items(block))
+            known = self._relevant[key] = any(
+                isinstance(item, (Loop, Invoke, Region)) or (isinstance(item, Op) and item.kind not in VALUE_OPS) for item in walk_items(block)
+            )
         return known
 
     # -- loops run by libraries ---------------------------------------------------------
@@ -550,7 +553,7 @@ class Engine:
         return known
 
     def _works(self, block: Block, depth: int) -> bool:
-        return self.reaches(block, frozenset(OpKind), depth)
+        return self.reaches(block, frozenset(OpKind) - VALUE_OPS, depth)
 
     def reaches(self, block: Block, kinds: frozenset[OpKind] | set[OpKind], depth: int = 0) -> bool:
         """The block, or project code it calls (three calls deep), runs an op of ``kinds``."""
@@ -665,7 +668,7 @@ class _Run:
                 # Conditions on the callee's own names mean nothing once it returns (its
                 # next call binds them anew).
                 local = _local_names(function.node, function.module)
-                returned = [_forget(s, local) for s in inner.normal + inner.exits.get("return", [])]
+                returned = [_drop_locals(_forget(s, local), callee, local) for s in inner.normal + inner.exits.get("return", [])]
                 done = _Outcome(returned, {"raise": inner.exits.get("raise", [])})
                 self.engine.remember(key, done)
             results.extend(done.normal)
@@ -878,6 +881,18 @@ def _forget(state: State, names: frozenset[str]) -> State:
         return state
     kept = frozenset(fact for fact in state.facts if not ({w.split(".")[0] for w in _words(fact[0])} & names))
     return state.with_(facts=kept) if kept != state.facts else state
+
+
+def _drop_locals(state: State, frame: Frame, names: frozenset[str]) -> State:
+    """The callee's local variables (totals, containers, iterators) die when it returns:
+    its next call starts them anew (a global it appends to lives on)."""
+    dead = {variable(frame, name) for name in names}
+    if not dead & {*state.totals, *state.iterators}:
+        return state
+    return state.with_(
+        totals={name: values for name, values in state.totals.items() if name not in dead},
+        iterators={name: values for name, values in state.iterators.items() if name not in dead},
+    )
 
 
 def _assume(state: State, test: tuple[str, bool], index: int) -> State:

@@ -41,6 +41,20 @@ class OpKind(str, enum.Enum):
     GRAD_ENABLED = "grad_enabled"  # torch.set_grad_enabled(flag) as a statement
     NEW_OPTIMIZER = "new_optimizer"  # an optimizer is constructed
     ASSIGN = "assign"  # name = value / name += value (running totals, carried state)
+    # Values and modules across iterations (built in lifetimes.py):
+    STORE = "store"  # losses.append(v), logs[k] = v, meter.update(v): a value kept in a container
+    CARRY = "carry"  # out, h = rnn(x, h): recurrent state fed back into the call that updates it
+    ITERATOR = "iterator"  # params = model.parameters(): a one-shot iterator bound (operand) or the name rebound
+    CONSUME = "consume"  # a bound one-shot iterator iterated to its end (optimizer, clip, for, list...)
+    FREEZE = "freeze"  # module.requires_grad_(False): mode "frozen" / "trainable"
+    LOAD_WEIGHTS = "load_weights"  # a module's weights overwritten: mode "reset" (load_state_dict) / "update" (EMA)
+
+
+# Ops about values and modules across iterations: they are recorded like the others, but a
+# branch doing only these is no training work worth keeping its condition for.
+VALUE_OPS = frozenset(
+    {OpKind.STORE, OpKind.CARRY, OpKind.ITERATOR, OpKind.CONSUME, OpKind.FREEZE, OpKind.LOAD_WEIGHTS}
+)
 
 
 class Flag(str, enum.Enum):
@@ -52,6 +66,8 @@ class Flag(str, enum.Enum):
     UNSCALES = "unscales"  # a clip that unscales first (accelerator.clip_grad_norm_)
     MEASURE_ONLY = "measure_only"  # clip_grad_norm_(params, inf): computes the norm only
     MODEL = "model"  # zero_grad on a module rather than on an optimizer
+    CLEARS = "clears"  # STORE: the container is emptied (losses.clear(), meter.reset())
+    RECURRENT = "recurrent"  # CARRY: the new state is computed from the old one by a model (not detached)
 
 
 @dataclass(eq=False)
@@ -194,7 +210,7 @@ class IRBuilder:
         block = self._functions.get(key)
         if block is None:
             self._functions[key] = Block()  # recursion through decorators: empty meanwhile
-            block = _Build(self, module, _accumulators(function.body)).suite(function.body)
+            block = _Build(self, module, function.body).suite(function.body)
             if self.decorated_grad_off(function, module):
                 block = Block([Region(RegionKind.GRAD_OFF, function, None, block)])
             self._functions[key] = block
@@ -204,7 +220,7 @@ class IRBuilder:
         key = id(module.tree)
         block = self._functions.get(key)
         if block is None:
-            block = self._functions[key] = _Build(self, module, _accumulators(module.tree)).statements(module.tree.body)
+            block = self._functions[key] = _Build(self, module, module.tree).statements(module.tree.body)
         return block
 
     def decorated_grad_off(self, function: cst.FunctionDef, module: ModuleModel) -> bool:
@@ -231,11 +247,16 @@ class _Build:
     the body adds to (``total += x``): a state holding every variable of a long script
     would cost more than it tells."""
 
-    def __init__(self, builder: IRBuilder, module: ModuleModel, accumulators: frozenset[str]) -> None:
+    def __init__(self, builder: IRBuilder, module: ModuleModel, body: cst.CSTNode) -> None:
+        from trainlint.analysis.lifetimes import ValueOps, tracked_names
+
         self.b = builder
         self.ev = builder.ev
         self.module = module
-        self.accumulators = accumulators
+        tracked = tracked_names(body)
+        # Containers get their assignments too: ``losses = []`` starts a new one.
+        self.accumulators = _accumulators(body) | tracked.containers
+        self.values = ValueOps(self, tracked)
 
     # -- statements -------------------------------------------------------------------
 
@@ -298,7 +319,7 @@ class _Build:
         orelse = self.suite(loop.orelse.body) if loop.orelse is not None else None
         counters = _counters(loop) if isinstance(loop, cst.For) else frozenset()
         node = Loop(loop, self.module, body, orelse, counters, _assigned_names(loop))
-        return [Stmt(loop, self.expression(header)), node]
+        return [Stmt(loop, [*self.expression(header), *self.values.loop_header(loop)]), node]
 
     def _with(self, statement: cst.With) -> list[Item]:
         header: list[Item] = []
@@ -335,7 +356,7 @@ class _Build:
         if isinstance(small, cst.Break):
             return [Exit("break", small)]
         if isinstance(small, cst.Assign):
-            return [*self.expression(small.value), *self._assignment(small)]
+            return [*self.expression(small.value), *self._assignment(small), *self.values.assignment(small)]
         if isinstance(small, cst.AugAssign):
             items = self.expression(small.value)
             if isinstance(small.target, cst.Name) and small.target.value in self.accumulators:
@@ -411,6 +432,8 @@ class _Build:
                 continue
             if node_type in (cst.Lambda, cst.FunctionDef, cst.ClassDef):
                 continue
+            if node_type is cst.CompFor:
+                items.extend(self.values.comprehension(node))  # type: ignore[arg-type]
             if node_type is cst.Call:
                 pending.append((node, True))
             children = list(iter_children(node))
@@ -418,6 +441,9 @@ class _Build:
         return items
 
     def call(self, call: cst.Call) -> list[Item]:
+        return [*self.values.call(call), *self._training_call(call)]
+
+    def _training_call(self, call: cst.Call) -> list[Item]:
         name = terminal_name(call.func)
         if name in _ACTION_NAMES:
             ops = self._classify(call, name)

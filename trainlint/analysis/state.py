@@ -11,7 +11,7 @@ kept apart instead of joined.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from trainlint.analysis.ir import Op
@@ -62,6 +62,7 @@ class Iteration:
 
 
 GRAD_ON = frozenset({"on"})
+NOT_FROZEN = frozenset({False})
 # A condition known on a path: (its text, its value, the loop depth where it was tested).
 Fact = tuple[str, bool, int]
 # Distinct sets of known conditions kept apart at one point; more are merged.
@@ -91,6 +92,11 @@ class State:
     stepped: frozenset[tuple[Key, int]] = frozenset()  # (optimizer, loop): stepped in the current iteration
     loops: tuple[Iteration, ...] = ()
     facts: frozenset[Fact] = frozenset()
+    # Modules whose parameters may be frozen (``requires_grad_(False)``) or not.
+    frozen: Mapping[Key, frozenset[bool]] = field(default_factory=dict)
+    # One-shot iterators bound to variables: per path, the op that first consumed it
+    # (``None``: not consumed yet).
+    iterators: Mapping[str, frozenset[Op | None]] = field(default_factory=dict)
 
     def identity(self) -> tuple[object, ...]:
         """Equality of states (for fixpoints and de-duplication)."""
@@ -99,6 +105,7 @@ class State:
             cached = (
                 _frozen(self.grads), self.grads_default, _frozen(self.modes), _frozen(self.totals), self.grad, self.autocast,
                 self.gated, self.group, self.group_open, self.schedules, self.stepped, self.loops, self.facts,
+                _frozen(self.frozen), _frozen(self.iterators),
             )
             object.__setattr__(self, "_identity", cached)
         return cached
@@ -177,6 +184,8 @@ def _join_group(group: list[State], mode_initial: ModeInitial) -> State:
         stepped=frozenset().union(*(s.stepped for s in states)),
         loops=tuple(_join_iterations([s.loops[level] for s in states]) for level in range(len(first.loops))),
         facts=first.facts,
+        frozen=_union([s.frozen for s in states], [NOT_FROZEN] * len(states)),
+        iterators=_union([s.iterators for s in states], [frozenset()] * len(states)),
     )
 
 

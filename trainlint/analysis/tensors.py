@@ -10,7 +10,8 @@ import libcst as cst
 from trainlint.analysis.brains import transformers as HF
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.state import Total
-from trainlint.analysis.values import Evaluator, TensorV
+from trainlint.analysis.values import Evaluator, FuncRef, TensorV
+from trainlint.analysis.walk import iter_children
 
 MAX_DEPTH = 4
 # Calls that turn a tensor into a Python number or cut it from the graph.
@@ -41,6 +42,9 @@ def graph_part(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator, var
         return graph_part(expr.left, module, ev, variable, depth + 1) or graph_part(expr.right, module, ev, variable, depth + 1)
     if isinstance(expr, cst.UnaryOperation):
         return graph_part(expr.expression, module, ev, variable, depth + 1)
+    if isinstance(expr, (cst.List, cst.Tuple, cst.Dict)):  # ``{"loss": loss, "acc": acc}``
+        parts = (graph_part(e.value, module, ev, variable, depth + 1) for e in expr.elements)
+        return next((part for part in parts if part is not None), None)
     if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in GRAPH_METHODS:
         return expr if graph_part(expr.func.value, module, ev, variable, depth + 1) is not None else None
     if output_loss(expr) or is_loss_value(expr, module, ev):
@@ -72,6 +76,58 @@ def detached(expr: cst.BaseExpression) -> bool:
     if isinstance(func, cst.Name):
         return func.value in DETACHING_FUNCTIONS
     return isinstance(func, cst.Attribute) and (func.attr.value in DETACHING_METHODS or detached(func.value))
+
+
+def detaching_call(call: cst.Call, module: ModuleModel, ev: Evaluator) -> bool:
+    """A call whose result is cut from the graph: ``h.detach()``, or a project function
+    that returns only detached values (``repackage_hidden(h)``, recursively over tuples)."""
+    if detached(call):
+        return True
+    functions = [v for v in ev.eval(call.func, module) if isinstance(v, FuncRef)]
+    return bool(functions) and all(_returns_detached(f.node) for f in functions)
+
+
+def own_returns(function: cst.FunctionDef) -> list[cst.Return]:
+    """The return statements of a function (not of functions nested in it)."""
+    return [node for node in _own_nodes(function) if isinstance(node, cst.Return)]
+
+
+def _returns_detached(function: cst.FunctionDef) -> bool:
+    returns = own_returns(function)
+    return bool(returns) and all(r.value is not None and _detached_value(r.value, function, 0) for r in returns)
+
+
+def _detached_value(expr: cst.BaseExpression, function: cst.FunctionDef, depth: int) -> bool:
+    """``h.detach()``, ``Variable(h.data)``, ``tuple(f(v) for v in h)`` with ``f`` the
+    function itself, tuples of those."""
+    if depth > MAX_DEPTH:
+        return False
+    if detached(expr):
+        return True
+    if isinstance(expr, (cst.Tuple, cst.List)):
+        return bool(expr.elements) and all(_detached_value(e.value, function, depth + 1) for e in expr.elements)
+    if isinstance(expr, (cst.GeneratorExp, cst.ListComp)):
+        return _detached_value(expr.elt, function, depth + 1)
+    if isinstance(expr, cst.Call) and expr.args:
+        name = expr.func.value if isinstance(expr.func, cst.Name) else None
+        if name == function.name.value:
+            return True  # recursion over the items of a tuple of states
+        if name in ("tuple", "list", "Variable"):
+            return _detached_value(expr.args[0].value, function, depth + 1)
+    return False
+
+
+def _own_nodes(function: cst.FunctionDef) -> list[cst.CSTNode]:
+    """Nodes of a function body, nested definitions excluded."""
+    found: list[cst.CSTNode] = []
+    pending: list[cst.CSTNode] = [function.body]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            continue
+        found.append(node)
+        pending.extend(iter_children(node))
+    return found
 
 
 def output_loss(expr: cst.BaseExpression) -> bool:

@@ -13,14 +13,16 @@ from dataclasses import dataclass
 import libcst as cst
 
 from trainlint.analysis.engine import Engine, LoopFacts, Occurrence, Snapshot
-from trainlint.analysis.ir import Flag, Invoke, Loop, Op, OpKind, Region, RegionKind, iterated, walk_items
-from trainlint.analysis.keys import Key, Relation, relation, variable
+from trainlint.analysis.ir import ITERATION_WRAPPERS, Flag, Invoke, Loop, Op, OpKind, Region, RegionKind, iterated, object_kind, walk_items
+from trainlint.analysis.keys import Frame, Key, Relation, relation, variable
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted, root_name, terminal_name
 from trainlint.analysis.values import ClassRef, Instance, Obj
 from trainlint.analysis.walk import iter_children
 from trainlint.analysis.models import is_model, is_model_class
-from trainlint.analysis.state import Fact, Grad, Iteration, ModeV
+from trainlint.analysis.state import NOT_FROZEN, Fact, Grad, Iteration, ModeV
+from trainlint.analysis.tensors import graph_part, is_loss_value, own_returns
+from trainlint.analysis.tensors import output_loss as output_loss_of
 
 # Word starts in a loader's name that mark held-out data: ``val_loader``, ``testloader``.
 EVAL_DATA_PREFIXES = ("val", "test", "eval", "holdout")
@@ -330,6 +332,51 @@ def modes_at(engine: Engine, call: ModelCall) -> list[tuple[Snapshot, frozenset[
     return [(snapshot, engine.modes(target, call.module, snapshot)) for snapshot in engine.snapshots(call.call, call.module)]
 
 
+def loop_at(engine: Engine, snapshot: Snapshot) -> LoopFacts | None:
+    """The innermost loop a snapshot was taken in."""
+    return engine._loops.get(snapshot.state.loops[-1].loop) if snapshot.state.loops else None
+
+
+def frozen_at(engine: Engine, expr: cst.BaseExpression, module: ModuleModel, snapshot: Snapshot) -> frozenset[bool]:
+    """Whether a module's parameters may be frozen there: its own ``requires_grad_``,
+    else that of the model it is part of (``model.requires_grad_(False)`` freezes
+    ``model.backbone``)."""
+    current: cst.BaseExpression = expr
+    while True:
+        found = snapshot.state.frozen.get(engine.key(current, module, snapshot.frame))
+        if found is not None:
+            return found
+        if not isinstance(current, cst.Attribute):
+            return NOT_FROZEN
+        current = current.value
+
+
+def trained_models(engine: Engine, loop: LoopFacts) -> list[Key] | None:
+    """The models whose parameters the optimizers stepped in the loop were built over;
+    ``None`` when that is unknown for one of them."""
+    owners: list[Key] = []
+    for step in stepped_optimizers(engine, loop):
+        optimizer = target(engine, step)
+        found = engine.owners(optimizer) if optimizer is not None else ()
+        if not found:
+            return None
+        owners.extend(found)
+    return owners
+
+
+def weights_written(engine: Engine, loop: LoopFacts, key: Key) -> bool:
+    """Some iteration of the loop overwrites the module's weights (an EMA update, a
+    ``load_state_dict``) or those of a model it is part of."""
+    for op in engine.iteration_ops(loop):
+        if op.kind is not OpKind.LOAD_WEIGHTS or op.target is None:
+            continue
+        for occurrence in engine.occurrences_of(op):
+            other = engine.key(op.target, op.module, occurrence.frame)
+            if relation(other, key) is not Relation.DIFFERENT or key.is_part_of(other):
+                return True
+    return False
+
+
 def stepped_optimizers(engine: Engine, loop: LoopFacts) -> list[Occurrence]:
     return [o for op in engine.iteration_ops(loop) if op.kind is OpKind.STEP for o in engine.occurrences_of(op)]
 
@@ -361,6 +408,184 @@ def backpropagated_names(engine: Engine, loop: LoopFacts) -> set[str]:
             if depth < 3:
                 pending.extend((b.value, module, depth + 1) for b in engine.ev.reaching(name, module) if b.kind in ("assign", "aug") and b.value is not None)
     return names
+
+
+def optimized_models(expr: cst.BaseExpression, module: ModuleModel, engine: Engine, depth: int = 0) -> list[cst.BaseExpression] | None:
+    """The modules whose parameters an optimizer's ``params`` are: ``model`` in
+    ``model.parameters()``, also through ``filter``/``list``/``chain``, comprehensions,
+    parameter groups and variables; ``None`` when any part is something else."""
+    if depth > MAX_SCALE_DEPTH:
+        return None
+    if isinstance(expr, cst.Call):
+        func = expr.func
+        if isinstance(func, cst.Attribute) and func.attr.value in ("parameters", "named_parameters"):
+            return [func.value]
+        if terminal_name(func) in ("list", "tuple", "filter", "chain") and expr.args:
+            found = [optimized_models(a.value, module, engine, depth + 1) for a in expr.args if terminal_name(func) != "filter" or a is expr.args[-1]]
+            return None if any(f is None for f in found) else [m for f in found for m in f or []]
+        return None
+    if isinstance(expr, (cst.ListComp, cst.GeneratorExp)) and len(_comprehension_sources(expr)) == 1:
+        return optimized_models(_comprehension_sources(expr)[0], module, engine, depth + 1)
+    if isinstance(expr, (cst.List, cst.Tuple)) and expr.elements:
+        parts = [_group_params(e.value) for e in expr.elements]
+        found = [optimized_models(p, module, engine, depth + 1) if p is not None else None for p in parts]
+        return None if any(f is None for f in found) else [m for f in found for m in f or []]
+    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
+        found = [optimized_models(side, module, engine, depth + 1) for side in (expr.left, expr.right)]
+        return None if any(f is None for f in found) else [m for f in found for m in f or []]
+    if isinstance(expr, cst.Name):
+        bindings = engine.ev.reaching(expr, module)
+        if len(bindings) == 1 and bindings[0].kind == "assign" and bindings[0].value is not None and not bindings[0].path:
+            return optimized_models(bindings[0].value, module, engine, depth + 1)
+    return None
+
+
+def _comprehension_sources(expr: cst.ListComp | cst.GeneratorExp) -> list[cst.BaseExpression]:
+    sources = []
+    current: cst.CompFor | None = expr.for_in
+    while current is not None:
+        sources.append(current.iter)
+        current = current.inner_for_in
+    return sources
+
+
+def _group_params(element: cst.BaseExpression) -> cst.BaseExpression | None:
+    """``model.head.parameters()`` in ``{"params": model.head.parameters(), "lr": 1e-3}``;
+    a starred ``*model.parameters()`` is its value."""
+    if isinstance(element, cst.Dict):
+        for entry in element.elements:
+            if isinstance(entry, cst.DictElement) and isinstance(entry.key, cst.SimpleString) and entry.key.evaluated_value == "params":
+                return entry.value
+        return None
+    return element
+
+
+def rebuilt_in_iteration(engine: Engine, occurrence: Occurrence, loop: LoopFacts, model: cst.BaseExpression) -> bool:
+    """The module ``model`` (as ``occurrence`` sees it) is new in each iteration of
+    ``loop``: built or assigned in the loop's body, a local of a function the iteration
+    calls, or reset by ``load_state_dict``/``reset_parameters``/``apply`` in the iteration.
+    Unknown counts as new."""
+    if _reset_in_iteration(engine, occurrence, model):
+        return True
+    text = dotted(model)
+    frame: Frame | None = occurrence.frame
+    while frame is not None and text is not None:
+        root = text.split(".")[0]
+        if frame in loop.frames:
+            return root in loop.loop.assigned or text in loop.loop.assigned
+        bound = frame.bindings.get(root)
+        if bound is None:
+            # A name of a function the iteration calls: a local is new on every call.
+            scope = frame.module.scopes.get(frame.function) if frame.function is not None else None
+            return scope is not None and any(b.kind in ("assign", "with", "for") for b in scope.bindings.get(root, []))
+        argument = dotted(bound[0])
+        text = argument + text[len(root):] if argument is not None else None
+        frame = bound[2]
+    return True
+
+
+def _reset_in_iteration(engine: Engine, occurrence: Occurrence, model: cst.BaseExpression) -> bool:
+    if not occurrence.loops:
+        return False
+    key = engine.key(model, occurrence.op.module, occurrence.frame)
+    for op in occurrence.loops[-1].may:
+        if op.kind is not OpKind.LOAD_WEIGHTS or op.mode != "reset" or op.target is None:
+            continue
+        for reset in engine.occurrences_of(op):
+            other = engine.key(op.target, op.module, reset.frame)
+            if relation(other, key) is not Relation.DIFFERENT or key.is_part_of(other) or other.is_part_of(key):
+                return True
+    return False
+
+
+def extends_container(op: Op) -> bool:
+    """``losses.append(v)``, ``logs[k] = v``, ``meter.update(v)``, ``losses += [v]``: the
+    value is kept in a container (TL211), not added into a number (TL205)."""
+    return op.kind is OpKind.STORE or (op.has(Flag.AUGMENTED) and isinstance(op.operand, (cst.List, cst.Tuple)))
+
+
+def kept_loss(engine: Engine, occurrence: Occurrence) -> cst.BaseExpression | None:
+    """The part of a value added to a running total or kept in a container that is a loss
+    with its graph, when the total (container) lives across iterations of a training loop
+    and is never backpropagated itself."""
+    op = occurrence.op
+    if not (op.kind is OpKind.STORE or op.has(Flag.AUGMENTED)) or op.has(Flag.CLEARS):
+        return None
+    if op.name is None or op.operand is None or "on" not in occurrence.state.grad:
+        return None
+    total = occurrence.state.totals.get(variable(occurrence.frame, op.name), frozenset())
+    # Reset in this iteration (one loss built in parts), or at every optimizer step (a
+    # running loss logged per accumulation window): the graphs it holds stay bounded.
+    if not any(t.carried and t.stepped for t in total):
+        return None
+    loop = innermost_loop(engine, occurrence)
+    if loop is None or not any(o.kind is OpKind.BACKWARD for o in engine.iteration_ops(loop)):
+        return None
+    if op.name in backpropagated_names(engine, loop):
+        return None  # the total is the loss (gradient accumulation written by hand)
+    return graph_part(op.operand, op.module, engine.ev, lambda name: occurrence.state.totals.get(variable(occurrence.frame, name), frozenset()))
+
+
+# Tensor methods that scale their receiver, and those that pass its scale through.
+_SCALING_METHODS = frozenset({"div", "div_", "mul", "mul_", "true_divide", "divide", "multiply"})
+_SCALE_KEEPING_METHODS = frozenset({"mean", "sum", "float", "double", "half", "to", "cuda", "squeeze", "view", "reshape", "clone"})
+MAX_SCALE_DEPTH = 4
+
+
+def loss_scaled_down(engine: Engine, expr: cst.BaseExpression, module: ModuleModel, depth: int = 0) -> bool | None:
+    """Whether a loss is divided (or multiplied) by something before it is backpropagated:
+    ``loss / k``, ``loss /= k``, ``loss.div(k)``, through the names and project functions
+    it comes from. ``False`` only when every source is known: a library loss, a model
+    output's ``.loss``, sums of those."""
+    if depth > MAX_SCALE_DEPTH:
+        return None
+    if isinstance(expr, cst.BinaryOperation):
+        if isinstance(expr.operator, (cst.Divide, cst.Multiply, cst.FloorDivide)):
+            return True
+        if isinstance(expr.operator, (cst.Add, cst.Subtract)):
+            # A sum is scaled when every term is (``ce / k + reg / k``), not when one is
+            # weighted (``ce + 0.1 * reg``).
+            sides = [loss_scaled_down(engine, side, module, depth + 1) for side in (expr.left, expr.right)]
+            return None if None in sides else all(sides)
+        return None
+    if isinstance(expr, cst.Call):
+        return _call_scaled_down(engine, expr, module, depth)
+    if isinstance(expr, cst.Name):
+        bindings = engine.ev.reaching(expr, module)
+        if not bindings or any(b.kind not in ("assign", "aug") or b.value is None or b.path for b in bindings):
+            return None
+        if any(isinstance(b.node, cst.AugAssign) and isinstance(b.node.operator, (cst.DivideAssign, cst.MultiplyAssign)) for b in bindings):
+            return True
+        return _all_known(loss_scaled_down(engine, b.value, module, depth + 1) for b in bindings if b.value is not None)
+    if output_loss_of(expr):
+        return False
+    return None
+
+
+def _call_scaled_down(engine: Engine, call: cst.Call, module: ModuleModel, depth: int) -> bool | None:
+    func = call.func
+    if isinstance(func, cst.Attribute) and func.attr.value in _SCALING_METHODS:
+        return True
+    if isinstance(func, cst.Attribute) and func.attr.value in _SCALE_KEEPING_METHODS:
+        return loss_scaled_down(engine, func.value, module, depth + 1)
+    if is_loss_value(call, module, engine.ev):
+        return False  # ``criterion(out, y)``, ``F.cross_entropy(out, y)``
+    functions = [f for f in engine.ev.functions_called(call, module) if not isinstance(f.bound, Instance) or f.node.name.value != "forward"]
+    if not functions:
+        return None
+    verdicts = []
+    for function in functions:
+        returns = [r.value for r in own_returns(function.node) if r.value is not None]
+        verdicts.append(_all_known(loss_scaled_down(engine, value, function.module, depth + 1) for value in returns) if returns else None)
+    return _all_known(verdicts)
+
+
+def _all_known(verdicts: Iterable[bool | None]) -> bool | None:
+    """``True`` if any part is scaled, ``False`` if every part is known unscaled."""
+    found = list(verdicts)
+    if any(v is True for v in found):
+        return True
+    return False if found and all(v is False for v in found) else None
 
 
 def _names(expr: cst.BaseExpression) -> list[cst.Name]:

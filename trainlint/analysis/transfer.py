@@ -181,11 +181,64 @@ class Transfer:
         key = variable(frame, op.name)
         totals = dict(state.totals)
         if op.has(Flag.AUGMENTED):
-            old = state.totals.get(key, frozenset())
-            totals[key] = frozenset(t._replace(graph=t.graph or graph, origin=op if graph else t.origin) for t in old) or frozenset({Total(graph, False, op)})
+            totals[key] = _added(state.totals.get(key, frozenset()), graph, op)
         else:
             totals[key] = frozenset({Total(graph, False, op)})
         return state.with_(totals=totals)
+
+    def store(self, op: Op, state: State, frame: Frame) -> State:
+        """A container lives like a running total (carried, stepped) from one iteration to
+        the next; emptying it starts over. Whether a kept value holds a graph is judged
+        where it is stored (``training.kept_loss``), not here."""
+        if op.name is None:
+            return state
+        key = variable(frame, op.name)
+        totals = dict(state.totals)
+        if op.has(Flag.CLEARS):
+            totals[key] = frozenset({Total(False, False, op)})
+        else:
+            totals[key] = _added(state.totals.get(key, frozenset()), False, op)
+        return state.with_(totals=totals)
+
+    def carry(self, op: Op, state: State, frame: Frame) -> State:
+        """Recurrent state holds a graph when a model computed it from the old state with
+        gradients on; detached or re-initialised state holds none."""
+        if op.name is None:
+            return state
+        graph = op.has(Flag.RECURRENT) and "on" in state.grad
+        return state.with_(totals={**state.totals, variable(frame, op.name): frozenset({Total(graph, False, op)})})
+
+    # -- iterators and modules -------------------------------------------------------------
+
+    def iterator(self, op: Op, state: State, frame: Frame) -> State:
+        if op.name is None:
+            return state
+        key = variable(frame, op.name)
+        iterators = {name: values for name, values in state.iterators.items() if name != key}
+        if op.operand is not None:
+            iterators[key] = frozenset({None})
+        return state.with_(iterators=iterators)
+
+    def consume(self, op: Op, state: State, frame: Frame) -> State:
+        key = variable(frame, op.name or "")
+        values = state.iterators.get(key)
+        if values is None:
+            return state
+        return state.with_(iterators={**state.iterators, key: frozenset(v if v is not None else op for v in values)})
+
+    def freeze(self, op: Op, state: State, frame: Frame) -> State:
+        target = self.target(op, frame)
+        if target is None:
+            return state
+        value = frozenset({op.mode == "frozen"})
+        frozen = {key: value if key.is_part_of(target) else values for key, values in state.frozen.items()}
+        frozen[target] = value
+        return state.with_(frozen=frozen)
+
+
+def _added(old: frozenset[Total], graph: bool, op: Op) -> frozenset[Total]:
+    """A total (or container) after ``op`` adds a value that may hold a graph."""
+    return frozenset(t._replace(graph=t.graph or graph, origin=op if graph else t.origin) for t in old) or frozenset({Total(graph, False, op)})
 
 
 def _model_clear(op: Op, target: Key | None) -> bool:
@@ -208,4 +261,9 @@ _HANDLERS: dict[OpKind, Callable[[Transfer, Op, State, Frame], State]] = {
     OpKind.MODE: Transfer.mode,
     OpKind.GRAD_ENABLED: Transfer.grad_enabled,
     OpKind.ASSIGN: Transfer.assign,
+    OpKind.STORE: Transfer.store,
+    OpKind.CARRY: Transfer.carry,
+    OpKind.ITERATOR: Transfer.iterator,
+    OpKind.CONSUME: Transfer.consume,
+    OpKind.FREEZE: Transfer.freeze,
 }

@@ -2,13 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import libcst as cst
-
-from trainlint.analysis.engine import Occurrence
-from trainlint.analysis.ir import Flag, OpKind
-from trainlint.analysis.tensors import graph_part
-from trainlint.analysis.keys import variable
-from trainlint.analysis.training import backpropagated_names, call_text, innermost_loop
+from trainlint.analysis.ir import OpKind
+from trainlint.analysis.training import call_text, extends_container, kept_loss
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -25,8 +20,8 @@ class LossAccumulatedAsTensor(Rule):
 
     def check(self, ctx: Context) -> Iterator[Report]:
         for occurrence in ctx.engine.occurrences(ctx.model, OpKind.ASSIGN):
-            loss = _leaked_loss(occurrence, ctx)
             op = occurrence.op
+            loss = None if extends_container(op) else kept_loss(ctx.engine, occurrence)
             if loss is not None and op.module is ctx.model and op.name is not None:
                 yield Report(
                     op.node,
@@ -36,22 +31,3 @@ class LossAccumulatedAsTensor(Rule):
                     ),
                     hint=f"Add a number instead: `{op.name} += {call_text(loss, ctx.model)}.item()` (or `.detach()` to stay on the device).",
                 )
-
-
-def _leaked_loss(occurrence: Occurrence, ctx: Context) -> cst.BaseExpression | None:
-    """The part of an accumulated value that is a loss with a graph, when the total lives
-    across iterations of a training loop and is never backpropagated itself."""
-    op = occurrence.op
-    if not op.has(Flag.AUGMENTED) or op.name is None or op.operand is None or "on" not in occurrence.state.grad:
-        return None
-    total = occurrence.state.totals.get(variable(occurrence.frame, op.name), frozenset())
-    # Reset in this iteration (one loss built in parts), or at every optimizer step (a
-    # running loss logged per accumulation window): the graphs it holds stay bounded.
-    if not any(t.carried and t.stepped for t in total):
-        return None
-    loop = innermost_loop(ctx.engine, occurrence)
-    if loop is None or not any(o.kind is OpKind.BACKWARD for o in ctx.engine.iteration_ops(loop)):
-        return None
-    if op.name in backpropagated_names(ctx.engine, loop):
-        return None  # the total is the loss (gradient accumulation written by hand)
-    return graph_part(op.operand, op.module, ctx.evaluator, lambda name: occurrence.state.totals.get(variable(occurrence.frame, name), frozenset()))

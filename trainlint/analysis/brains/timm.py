@@ -19,3 +19,11 @@ OPTIMIZER_FACTORIES = frozenset({"timm.optim.create_optimizer_v2", "timm.optim.c
 
 def is_model(qualname: str) -> bool:
     return qualname.startswith(MODEL_FACTORIES) or (qualname.startswith("timm.models.") and qualname.rsplit(".", 1)[-1][:1].isupper())
+
+# ``AverageMeter.update(val, n)`` adds ``val`` into its running sum (a tensor keeps its graph).
+METERS = frozenset({"timm.utils.AverageMeter", "timm.utils.metrics.AverageMeter"})
+# ``model_ema.update(model)`` moves the EMA copy's weights towards the model's.
+EMA_MODELS = frozenset(
+    {"timm.utils.ModelEma", "timm.utils.ModelEmaV2", "timm.utils.ModelEmaV3", "timm.utils.model_ema.ModelEma",
+     "timm.utils.model_ema.ModelEmaV2", "timm.utils.model_ema.ModelEmaV3"}
+)

@@ -107,6 +107,9 @@ DECAY_POSITION = {
     "RAdam": 4, "Adafactor": 4, "Adagrad": 3, "ASGD": 5,
 }
 ADAM = frozenset({"torch.optim.Adam", "torch.optim.adam.Adam"})
+# Optimizers that keep no state from one step to the next unless an argument turns it on:
+# name -> (that argument, its position). Plain SGD rebuilt every epoch loses nothing.
+STATE_ARGUMENTS = {"SGD": ("momentum", 2)}
 SCHEDULERS = "torch.optim.lr_scheduler."
 
 GRAD_SCALERS = frozenset(
@@ -183,6 +186,8 @@ RANDOM_MASK_NAMES = frozenset({"bernoulli", "bernoulli_", "rand", "rand_like", "
 ZERO_INITS = frozenset({"torch.nn.init.zeros_", "torch.nn.init.zeros"})
 CONSTANT_INITS = frozenset({"torch.nn.init.constant_", "torch.nn.init.constant"})
 RNN_CLASSES = frozenset(f"{p}.{n}" for p in ("torch.nn", "torch.nn.modules.rnn") for n in ("LSTM", "GRU", "RNN"))
+# Recurrent layers whose state is one tensor (an LSTM's is an ``(h, c)`` pair).
+SINGLE_STATE_RNNS = frozenset(f"{p}.{n}" for p in ("torch.nn", "torch.nn.modules.rnn") for n in ("GRU", "RNN", "GRUCell", "RNNCell"))
 
 # Layers whose behaviour differs between train() and eval().
 MODE_DEPENDENT_LAYERS = frozenset(

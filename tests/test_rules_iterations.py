@@ -1,0 +1,412 @@
+"""TL206-TL212, TL605 and TL803: what outlives an iteration (optimizers, iterators, hidden
+states, kept losses, accumulated gradients, frozen models, DDP wrappers).
+
+Each case is a small realistic script whose flagged lines carry ``# expect: TLxxx``; the
+look-alikes next to them must stay silent. Several cases share one script to keep the
+suite fast.
+"""
+
+from __future__ import annotations
+
+from trainlint.testing import expected_lines, lint_files, lint_snippet
+
+CODES = ("TL206", "TL207", "TL208", "TL210", "TL211", "TL212", "TL605", "TL803")
+
+
+def _check(source: str) -> None:
+    found = lint_snippet(source, CODES)
+    for code in CODES:
+        assert sorted(d.line for d in found if d.code == code) == expected_lines(source, code), code
+
+
+# -- TL206 optimizer-created-in-loop ------------------------------------------------------
+
+
+def test_optimizer_rebuilt_per_epoch_or_batch_but_not_per_run() -> None:
+    _check(
+        """
+import torch
+import torch.nn as nn
+import torch.optim as optim
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x)
+
+model = Net()
+
+def make_optimizer(net, lr):
+    return optim.RMSprop(net.parameters(), lr=lr)
+
+def per_epoch_through_a_helper(epochs):
+    for epoch in range(epochs):
+        optimizer = make_optimizer(model, 0.1 * 0.9 ** epoch)  # expect: TL206
+        for x, y in loader:
+            optimizer.zero_grad()
+            criterion(model(x), y).backward()
+            optimizer.step()
+
+def unfrozen_once(epochs):
+    optimizer = optim.Adam(model.fc.parameters())
+    for epoch in range(epochs):
+        if epoch == 5:
+            optimizer = optim.Adam(model.parameters())
+        for x, y in loader:
+            optimizer.zero_grad()
+            criterion(model(x), y).backward()
+            optimizer.step()
+
+def repeated_runs(runs):
+    for run in range(runs):
+        net = Net()
+        optimizer = optim.Adam(net.parameters())
+        for x, y in loader:
+            optimizer.zero_grad()
+            criterion(net(x), y).backward()
+            optimizer.step()
+
+def adversarial_perturbation():
+    for x, y in loader:
+        delta = torch.zeros_like(x, requires_grad=True)
+        attack = optim.Adam([delta], lr=0.01)
+        for _ in range(10):
+            attack.zero_grad()
+            (-criterion(model(x + delta), y)).backward()
+            attack.step()
+
+def stages(stage_epochs):
+    for lr, epochs in stage_epochs:
+        optimizer = optim.Adam(model.parameters(), lr=lr)
+        for epoch in range(epochs):
+            for x, y in loader:
+                optimizer.zero_grad()
+                criterion(model(x), y).backward()
+                optimizer.step()
+"""
+    )
+
+
+# -- TL207 parameter-iterator-reused ------------------------------------------------------
+
+
+def test_iterators_consumed_twice_on_one_way_only() -> None:
+    _check(
+        """
+import torch
+
+def decay_groups(model):
+    named = model.named_parameters()
+    decay = [p for n, p in named if p.ndim > 1]
+    no_decay = [p for n, p in named if p.ndim <= 1]  # expect: TL207
+    return torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+
+def two_ways(model, use_sgd):
+    params = model.parameters()
+    if use_sgd:
+        optimizer = torch.optim.SGD(params, lr=0.1)
+    else:
+        optimizer = torch.optim.Adam(params)
+    return optimizer
+
+def rebound(model):
+    params = model.parameters()
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    params = list(model.parameters())
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    return optimizer
+
+def counted_then_used(model):
+    params = filter(lambda p: p.requires_grad, model.parameters())
+    print(sum(p.numel() for p in params))
+    return torch.optim.SGD(params, lr=0.1)  # expect: TL207
+"""
+    )
+
+
+# -- TL208 optimizer-stepped-twice --------------------------------------------------------
+
+
+def test_double_steps_but_not_closures_or_second_backward() -> None:
+    _check(
+        """
+import torch
+
+optimizer = torch.optim.LBFGS(model.parameters())
+adam = torch.optim.Adam(model.parameters())
+
+def lbfgs():
+    for x, y in loader:
+        def closure():
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            return loss
+        optimizer.step(closure)
+        optimizer.step(closure)
+
+def helper_steps_again():
+    for x, y in loader:
+        adam.zero_grad()
+        criterion(model(x), y).backward()
+        adam.step()
+        finish(adam)  # expect: TL208
+
+def finish(opt):
+    opt.step()
+
+def two_losses_two_steps():
+    for x, y in loader:
+        adam.zero_grad()
+        criterion(model(x), y).backward()
+        adam.step()
+        adam.zero_grad()
+        criterion(model(y), x).backward()
+        adam.step()
+"""
+    )
+
+
+# -- TL210 recurrent-state-not-detached ---------------------------------------------------
+
+
+def test_hidden_state_carried_with_its_graph() -> None:
+    _check(
+        """
+import torch
+import torch.nn as nn
+
+lstm = nn.LSTM(8, 16)
+
+def carried():
+    h, c = torch.zeros(1, 4, 16), torch.zeros(1, 4, 16)
+    for x, y in loader:
+        out, (h, c) = lstm(x, (h, c))  # expect: TL210
+        loss = criterion(out, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+def detached_each_batch():
+    h, c = torch.zeros(1, 4, 16), torch.zeros(1, 4, 16)
+    for x, y in loader:
+        h, c = h.detach(), c.detach()
+        out, (h, c) = lstm(x, (h, c))
+        loss = criterion(out, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+def carried_in_evaluation():
+    h = None
+    with torch.no_grad():
+        for x, y in val_loader:
+            out, h = lstm(x, h)
+
+def within_one_sequence():
+    for x, y in loader:
+        h = None
+        for t in range(x.size(0)):
+            out, h = lstm(x[t:t + 1], h)
+        loss = criterion(out, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+def encoder_applied_to_the_batch():
+    for x, y in loader:
+        x = model.encoder(x)
+        loss = criterion(model.head(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+"""
+    )
+
+
+# -- TL211 loss-tensor-kept-across-iterations ---------------------------------------------
+
+
+METER = """
+class AverageMeter:
+    def __init__(self):
+        self.sum = 0
+        self.count = 0
+
+    def update(self, val, n=1):
+        self.sum += val * n
+        self.count += n
+"""
+
+KEEPING = """
+import torch.nn.functional as F
+from meter import AverageMeter
+
+def train(model, loader, optimizer):
+    losses = AverageMeter()
+    seen = AverageMeter()
+    logs = {}
+    for step, (x, y) in enumerate(loader):
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.update(loss, x.size(0))  # expect: TL211
+        seen.update(x.size(0))
+        logs[step] = {"loss": loss.item()}
+        window = []
+        window.append(loss)
+"""
+
+
+def test_losses_kept_in_meters_and_dicts() -> None:
+    found = lint_files({"meter.py": METER, "train.py": KEEPING}, select=["TL211"], main="train.py")
+    assert sorted(d.line for d in found if d.code == "TL211") == expected_lines(KEEPING, "TL211")
+
+
+# -- TL212 accumulated-loss-not-averaged --------------------------------------------------
+
+
+def test_accumulation_without_division() -> None:
+    _check(
+        """
+import torch.nn.functional as F
+
+def compute_loss(model, x, y):
+    return F.cross_entropy(model(x), y) / accum
+
+def unscaled_sum_of_terms(loader):
+    for i, (x, y) in enumerate(loader):
+        logits, aux = model(x)
+        loss = F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(aux, y)
+        loss.backward()  # expect: TL212
+        if (i + 1) % accum == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+def divided_in_a_helper(loader):
+    for i, (x, y) in enumerate(loader):
+        loss = compute_loss(model, x, y)
+        loss.backward()
+        if (i + 1) % accum == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+def divided_in_place(loader):
+    for i, (x, y) in enumerate(loader):
+        loss = F.cross_entropy(model(x), y)
+        loss /= accum
+        loss.backward()
+        if (i + 1) % accum == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+def skipped_on_nan(loader):
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        if loss.isfinite():
+            optimizer.step()
+"""
+    )
+
+
+# -- TL605 frozen-model-in-train-mode -----------------------------------------------------
+
+
+def test_frozen_teacher_but_not_an_ema_teacher() -> None:
+    _check(
+        """
+import copy
+import torch
+import torch.nn.functional as F
+import torchvision
+
+student = torchvision.models.resnet18()
+teacher = torchvision.models.resnet50()
+for p in teacher.parameters():
+    p.requires_grad = False
+ema = copy.deepcopy(student)
+ema.requires_grad_(False)
+optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+
+for x, y in loader:
+    with torch.no_grad():
+        t = teacher(x)  # expect: TL605
+        e = ema(x)
+    loss = F.cross_entropy(student(x), y) + F.mse_loss(student(x), t) + F.mse_loss(student(x), e)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        for ema_p, p in zip(ema.parameters(), student.parameters()):
+            ema_p.mul_(0.999).add_(p, alpha=0.001)
+"""
+    )
+
+
+def test_generator_under_no_grad_while_training_both_gan_models() -> None:
+    _check(
+        """
+import torch
+import torchvision
+
+netG = torchvision.models.resnet18()
+netD = torchvision.models.resnet18()
+opt_g = torch.optim.Adam(netG.parameters())
+opt_d = torch.optim.Adam(netD.parameters())
+for real in loader:
+    with torch.no_grad():
+        fake = netG(noise)
+    d_loss = netD(fake).mean() - netD(real).mean()
+    opt_d.zero_grad()
+    d_loss.backward()
+    opt_d.step()
+    g_loss = -netD(netG(noise)).mean()
+    opt_g.zero_grad()
+    g_loss.backward()
+    opt_g.step()
+"""
+    )
+
+
+# -- TL803 ddp-wrapper-bypassed -----------------------------------------------------------
+
+
+def test_module_calls_that_feed_backward() -> None:
+    _check(
+        """
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+class LM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.body(x)
+
+    def loss(self, x, y):
+        return torch.nn.functional.mse_loss(self(x), y)
+
+    def init_state(self, n):
+        return torch.zeros(n, 4)
+
+model = DDP(LM(), device_ids=[0])
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    state = model.module.init_state(x.size(0))
+    loss = model.module.loss(x + state, y)  # expect: TL803
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        sample = model.module(x)
+torch.save(model.module.state_dict(), "lm.pt")
+"""
+    )

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from trainlint.analysis.ir import OpKind
+from trainlint.analysis.training import call_text, extends_container, kept_loss
+from trainlint.diagnostics import Severity
+from trainlint.rule import Context, Report, Rule
+
+
+class LossTensorKeptAcrossIterations(Rule):
+    code = "TL211"
+    name = "loss-tensor-kept-across-iterations"
+    severity = Severity.WARNING
+    summary = "Loss tensors are appended to a list, a dict or a meter that outlives the iteration, keeping every graph alive."
+    message = "a loss tensor is kept in a container that outlives the iteration, which keeps each iteration's graph in memory"
+    hint = "Keep a number (`loss.item()`) or a detached tensor (`loss.detach()`) instead."
+    triggers = ("loss",)
+
+    def check(self, ctx: Context) -> Iterator[Report]:
+        reported: set[int] = set()
+        for occurrence in ctx.engine.occurrences(ctx.model, OpKind.STORE, OpKind.ASSIGN):
+            op = occurrence.op
+            if op.module is not ctx.model or op.name is None or not extends_container(op):
+                continue
+            loss = kept_loss(ctx.engine, occurrence)
+            if loss is None or id(loss) in reported:
+                continue
+            reported.add(id(loss))
+            text = call_text(loss, ctx.model)
+            yield Report(
+                loss,
+                message=(
+                    f"`{op.name}` keeps the loss tensor `{text}` from one iteration to the next: each kept tensor holds "
+                    "its iteration's whole autograd graph (activations included), so memory grows with every step"
+                ),
+                hint=f"Keep `{text}.item()` (a number) or `{text}.detach()` (a tensor without its graph) instead.",
+            )
