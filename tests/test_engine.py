@@ -125,6 +125,38 @@ def test_settings_keep_branch_sides_apart_across_iterations(tmp_path: Path) -> N
     assert any(g.applied is not None and g.pending for o in plain for g in grads(engine, o))
 
 
+def test_helpers_testing_the_same_argument_share_one_fact(tmp_path: Path) -> None:
+    # open_clip's shape: backward() and finish() each branch on ``scaler is not None``.
+    engine, m = engine_for(
+        tmp_path,
+        train="""
+        def backward(loss, scaler):
+            if scaler is not None:
+                scaler.scale(loss).backward()
+            else:
+                loss.backward()
+
+        def finish(optimizer, scaler):
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+
+        def train(model, loader, optimizer, scaler):
+            for x in loader:
+                optimizer.zero_grad()
+                backward(model(x), scaler)
+                finish(optimizer, scaler)
+        """,
+    )
+    module = m["train"]
+    plain = [o for o in steps(engine, module) if o.op.via is None]
+    facts = [{value for text, value, _ in o.state.facts if text.endswith(":scaler")} for o in plain]
+    # The plain step runs only where the caller's ``scaler`` is None (set by backward()).
+    assert plain and facts and all(found == {False} for found in facts)
+
+
 def test_modes_are_kept_per_model(tmp_path: Path) -> None:
     engine, m = engine_for(
         tmp_path,

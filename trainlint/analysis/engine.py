@@ -53,6 +53,8 @@ from trainlint.analysis.values import ClassRef, Evaluator, FuncRef, Instance, Ob
 
 MAX_CALL_DEPTH = 6
 _WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9.]*")
+# The first name of a condition's text, when a dotted name, a call or an operator follows.
+_ROOT = re.compile(r"([A-Za-z_][A-Za-z_0-9]*)(?![A-Za-z_0-9(])")
 MAX_FIXPOINT = 6
 MAX_CALLER_DEPTH = 3
 
@@ -579,6 +581,26 @@ class Engine:
             found = self._test_names[id(test)] = frozenset(_names_in(test))
         return found
 
+    def fact_text(self, text: str, frame: Frame) -> str:
+        """A condition's text in the terms of the outermost caller: its root, while a
+        parameter bound to a named argument, becomes the argument (``scaler`` -> the caller's
+        ``self.scaler``); a root that is then a local variable of a function is qualified by
+        that function's activation, so that its facts end with it."""
+        current: Frame | None = frame
+        while current is not None:
+            match = _ROOT.match(text)
+            if match is None:
+                return text
+            bound = current.bindings.get(match.group(1))
+            named = dotted(bound[0]) if bound is not None else None
+            if bound is None or named is None:
+                if current.function is not None and match.group(1) in _local_names(current.function, current.module):
+                    return variable(current, text)
+                return text
+            text = named + text[match.end(1) :]
+            current = bound[2]
+        return text
+
     def condition(self, test: cst.BaseExpression, module: ModuleModel) -> tuple[str, bool]:
         found = self._conditions.get(id(test))
         if found is None:
@@ -668,7 +690,7 @@ class _Run:
                 # Conditions on the callee's own names mean nothing once it returns (its
                 # next call binds them anew).
                 local = _local_names(function.node, function.module)
-                returned = [_drop_locals(_forget(s, local), callee, local) for s in inner.normal + inner.exits.get("return", [])]
+                returned = [_drop_locals(_forget(s, callee), callee, local) for s in inner.normal + inner.exits.get("return", [])]
                 done = _Outcome(returned, {"raise": inner.exits.get("raise", [])})
                 self.engine.remember(key, done)
             results.extend(done.normal)
@@ -679,10 +701,14 @@ class _Run:
     # -- branches -------------------------------------------------------------------------
 
     def branch(self, branch: Branch, states: list[State], frame: Frame) -> _Outcome:
-        test = self.engine.condition(branch.test, frame.module) if branch.test is not None else None
+        raw = self.engine.condition(branch.test, frame.module) if branch.test is not None else None
+        # Facts are kept in the terms of the outermost caller: a helper's ``if scaler is not
+        # None:`` tests its caller's ``scaler``, so the AMP sides of two helpers called with
+        # the same argument never mix.
+        test = (self.engine.fact_text(raw[0], frame), raw[1]) if raw is not None else None
         routed: list[list[State]] = [[] for _ in branch.alternatives]
         for state in states:
-            tracked = test is not None and self._tracked(branch, test[0], state, frame)
+            tracked = raw is not None and self._tracked(branch, raw[0], state, frame)
             for index in self._feasible(branch, test, state, frame):
                 routed[index].append(_assume(state, test, index) if tracked else state)  # type: ignore[arg-type]
         outcome = _Outcome([])
@@ -876,10 +902,12 @@ def _local_names(function: cst.FunctionDef, module: ModuleModel) -> frozenset[st
     return frozenset(scope.bindings) if scope is not None else frozenset()
 
 
-def _forget(state: State, names: frozenset[str]) -> State:
+def _forget(state: State, frame: Frame) -> State:
+    """Conditions on a callee's own variables end with its activation."""
     if not state.facts:
         return state
-    kept = frozenset(fact for fact in state.facts if not ({w.split(".")[0] for w in _words(fact[0])} & names))
+    prefix = variable(frame, "")
+    kept = frozenset(fact for fact in state.facts if not fact[0].startswith(prefix))
     return state.with_(facts=kept) if kept != state.facts else state
 
 
@@ -919,6 +947,8 @@ def condition(test: cst.BaseExpression, module: ModuleModel) -> tuple[str, bool]
         positive = isinstance(test.comparisons[0].operator, (cst.IsNot, cst.NotEqual))
         return _text(test.left, module), positive
     return _text(test, module), True
+
+
 
 
 def _text(node: cst.CSTNode, module: ModuleModel) -> str:
