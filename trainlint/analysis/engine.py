@@ -45,7 +45,7 @@ from trainlint.analysis.ir import (
 from trainlint.analysis.keys import Frame, Key, Relation, Resolver, variable
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted, terminal_name
-from trainlint.analysis.state import MAX_FACTS, Iteration, ModeV, State, Total, initial_state, join
+from trainlint.analysis.state import MAX_FACTS, Iteration, ModeV, State, Total, forget_oldest, initial_state, join
 from trainlint.analysis.tensors import holds_graph
 from trainlint.analysis.transfer import Transfer
 from trainlint.analysis.walk import iter_children
@@ -507,9 +507,28 @@ class Engine:
         key = (id(invoke), id(frame), id(function.node))
         found = self._frames.get(key)
         if found is None:
-            bindings = _bindings(invoke, function, frame, self.ev)
+            bindings = {**self._closure_bindings(invoke, function, frame), **_bindings(invoke, function, frame, self.ev)}
             found = self._frames[key] = Frame(function.node, function.module, frame, invoke.site, bindings, frame.depth + 1)
         return found
+
+    def _closure_bindings(self, invoke: Invoke, function: FuncRef, frame: Frame) -> dict[str, tuple[cst.BaseExpression, ModuleModel, Frame | None]]:
+        """A closure called after its factory returned (``step = make_step(model, optimizer)``
+        then ``step(batch)``): the factory's parameters, which the closure reads, are bound to
+        the arguments of the factory call that made it."""
+        enclosing = function.module.enclosing_function(function.node)
+        callee = invoke.callee
+        if enclosing is None or frame.active(enclosing) or not isinstance(callee, cst.Name):
+            return {}
+        factories: list[tuple[cst.Call, FuncRef]] = []
+        for binding in self.ev.reaching(callee, invoke.module):
+            value = binding.value
+            if binding.kind == "assign" and not binding.path and isinstance(value, cst.Call) and binding.scope_node is frame.function:
+                made = [v for v in self.ev.eval(value.func, invoke.module) if isinstance(v, FuncRef) and v.node is enclosing]
+                factories.extend((value, ref) for ref in made)
+        if len(factories) != 1:
+            return {}
+        call, factory = factories[0]
+        return _bindings(Invoke(call, invoke.module), factory, frame, self.ev)
 
     def targets(self, invoke: Invoke) -> list[FuncRef]:
         key = id(invoke)
@@ -760,6 +779,8 @@ class _Run:
         block = self.engine.ir.function(function, frame.module) if function is not None else self.engine.ir.module_code(frame.module)
         if text in self.engine.repeated_tests(block, frame.module):
             return True
+        # A setting also outside loops: a step function called once per batch (the loop is
+        # its caller's, or a library's) tests the same flags in the helpers it calls.
         return bool(state.loops) and branch.test is not None and _setting(branch.test)
 
     # -- loops ------------------------------------------------------------------------------
@@ -925,9 +946,12 @@ def _drop_locals(state: State, frame: Frame, names: frozenset[str]) -> State:
 
 def _assume(state: State, test: tuple[str, bool], index: int) -> State:
     text, polarity = test
+    if any(known == text for known, _, _ in state.facts):
+        return state  # the path already took this side
     if len(state.facts) >= MAX_FACTS:
-        return state
-    return state.with_(facts=state.facts | {(text, polarity if index == 0 else not polarity, len(state.loops))})
+        state = forget_oldest(state)
+    learnt = max((when for _, _, when in state.facts), default=0) + 1
+    return state.with_(facts=state.facts | {(text, polarity if index == 0 else not polarity, learnt)})
 
 
 # -- conditions -----------------------------------------------------------------------------
@@ -963,7 +987,7 @@ def _setting(test: cst.BaseExpression) -> bool:
     if isinstance(test, cst.Comparison) and len(test.comparisons) == 1:
         other = test.comparisons[0].comparator
         return dotted(test.left) is not None and (literal_value(other) is not ... or dotted(other) is not None)
-    return dotted(test) is not None
+    return dotted(test) is not None and literal_value(test) is ...
 
 
 def _words(text: str) -> set[str]:

@@ -377,7 +377,11 @@ class Evaluator:
         defining module."""
         targets = self.eval(call.func, caller)
         if not targets:
-            return caller is module
+            # ``loss.backward()`` never calls a module-level ``def backward``: a plain
+            # function is reached through an attribute only as ``module.backward()``, which
+            # evaluates.
+            is_method = module.method_class(function) is not None
+            return caller is module and (is_method or not isinstance(call.func, cst.Attribute))
         for target in targets:
             if isinstance(target, FuncRef) and target.node is function:
                 return True
