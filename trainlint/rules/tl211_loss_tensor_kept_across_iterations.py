@@ -2,9 +2,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import libcst as cst
+
 from trainlint.analysis.ir import OpKind
 from trainlint.analysis.training import call_text, extends_container, kept_loss
+from trainlint.analysis.values import DictV, SeqV
 from trainlint.diagnostics import Severity
+from trainlint.fixing import Edit, Fix, FixSafety, method_call
 from trainlint.rule import Context, Report, Rule
 
 
@@ -16,6 +20,11 @@ class LossTensorKeptAcrossIterations(Rule):
     message = "a loss tensor is kept in a container that outlives the iteration, which keeps each iteration's graph in memory"
     hint = "Keep a number (`loss.item()`) or a detached tensor (`loss.detach()`) instead."
     triggers = ("loss",)
+    # ``losses.append(loss)`` -> ``losses.append(loss.detach())``. Safe: the container keeps
+    # a tensor with the same value, dtype and device (``torch.stack(losses)`` and
+    # ``.item()`` later work as before); only the graph it kept alive is released. The rule
+    # fires only where the container is never backpropagated in the loop.
+    fix_safety = FixSafety.SAFE
 
     def check(self, ctx: Context) -> Iterator[Report]:
         reported: set[int] = set()
@@ -36,3 +45,10 @@ class LossTensorKeptAcrossIterations(Rule):
                 ),
                 hint=f"Keep `{text}.item()` (a number) or `{text}.detach()` (a tensor without its graph) instead.",
             )
+
+    def fix(self, node: cst.CSTNode, ctx: Context) -> Fix | None:
+        if not isinstance(node, cst.BaseExpression):
+            return None
+        if any(isinstance(v, (SeqV, DictV)) for v in ctx.evaluator.eval(node, ctx.model)):
+            return None  # a dict or list holding the loss: detaching it is not evident
+        return Fix([Edit(node, method_call(node, "detach"))])
