@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from trainlint.catalogue import fix_safety_of, page_for, pages
+from trainlint.catalogue import fix_safety_of, page_for, pages, rule_index
 from trainlint.cli import main
 from trainlint.config import Settings
 from trainlint.diagnostics import Diagnostic
@@ -311,3 +313,60 @@ for x, y in loader:
     fixed, left = fix(tmp_path, source)
     assert "loss = criterion(model(x), y)" in fixed
     assert not [d for d in left if d.code == "TL803"]
+
+
+PLUGIN = '''\
+from trainlint.fixing import Edit, Fix, FixSafety
+from trainlint.rule import Report, Rule
+
+
+class PrintCall(Rule):
+    code = "PLG101"
+    name = "print-call"
+    summary = message = "print() in training code"
+    triggers = ("print",)
+    fix_safety = FixSafety.{safety}
+
+    def check(self, ctx):
+        for call in ctx.model.calls_by_name.get("print", []):
+            yield Report(call)
+
+    def fix(self, node, ctx):
+        return Fix([Edit(node.func, node.func.with_changes(value="log"))])
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An installed third-party package whose ``trainlint.rules`` entry point names a rule
+    module with a fix; the rule index is kept in a fresh cache folder."""
+    site = tmp_path / "site"
+    (site / "plg-0.1.dist-info").mkdir(parents=True)
+    (site / "plg-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: plg\nVersion: 0.1\n")
+    (site / "plg-0.1.dist-info" / "entry_points.txt").write_text("[trainlint.rules]\nplg = plg_rules\n")
+    module = site / "plg_rules.py"
+    module.write_text(PLUGIN.format(safety="SAFE"))
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _forget_rules()
+    yield module
+    _forget_rules()
+
+
+def _forget_rules() -> None:
+    sys.modules.pop("plg_rules", None)
+    all_rules.cache_clear()
+    rule_index.cache_clear()
+
+
+def test_a_plugin_rule_ships_its_fix(tmp_path: Path, plugin: Path) -> None:
+    fixed, left = fix(tmp_path, "print('step')\n", frozenset({FixSafety.SAFE}))
+    assert fixed == "log('step')\n" and not [d for d in left if d.code == "PLG101"]
+    assert rule_index()["PLG101"].fix == "safe"
+
+
+def test_rule_index_follows_a_changed_rule_module(plugin: Path) -> None:
+    assert rule_index()["PLG101"].fix == "safe"
+    plugin.write_text(PLUGIN.format(safety="UNSAFE"))  # a fix's safety edited in its rule module
+    _forget_rules()  # a new process: the index is read back from its snapshot, if still valid
+    assert rule_index()["PLG101"].fix == "unsafe"

@@ -188,3 +188,11 @@ def test_unused_noqa_is_removed_in_its_cell(tmp_path: Path) -> None:
     result = Linter(Settings(extend_select=("TL901",), root=tmp_path), frozenset({FixSafety.SAFE})).lint_paths([path])
     [fixed] = result.fixed
     assert json.loads(fixed.fixed)["cells"][1]["source"] == ["%time x = 1\n", "y = 2\n"]
+
+
+def test_stdin_fix_prints_the_fixed_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    original = json.dumps(_training_notebook(), indent=1)
+    result = CliRunner().invoke(main, ["check", "-", "--stdin-filename", "nb.ipynb", "--fix", "--select", "TL505"], input=original)
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["cells"][1]["source"][1] == "from torch.amp import GradScaler, autocast\n"

@@ -344,10 +344,8 @@ def _encoding(data: bytes) -> str:
 
 def _stdin_source(path: Path, display: str, data: bytes, fixed: str | None) -> dict[str, Source]:
     """Reports quote source lines from stdin's (fixed) text, never from a file on disk."""
-    if fixed is not None:
-        return {display: Source(path, fixed)}
     try:
-        return {display: source_from_bytes(path, data)}
+        return {display: source_from_bytes(path, fixed.encode(_encoding(data)) if fixed is not None else data)}
     except SourceError:
         return {}
 
