@@ -135,6 +135,62 @@ def test_tl205_parenthesizes_compound_values(tmp_path: Path) -> None:
     assert not [d for d in left if d.code == "TL205"]
 
 
+DISTRIBUTED_TOTAL = """\
+import torch.distributed as dist
+
+def train_epoch(model, loader, optimizer, loss_fn):
+    running_loss = 0
+    for batch in loader:
+        loss = loss_fn(model(batch["tokens"]), batch["labels"])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        running_loss += loss
+    dist.all_reduce(running_loss)
+    return running_loss.detach().item() / len(loader)
+
+print(train_epoch(model, loader, optimizer, loss_fn))
+"""
+
+
+def test_tl205_detaches_a_total_used_as_a_tensor(tmp_path: Path) -> None:
+    # torchtune's shape: ``.item()`` would make the total a float, and ``all_reduce`` and
+    # ``.detach()`` would then raise.
+    fixed, _ = fix(tmp_path, DISTRIBUTED_TOTAL, frozenset({FixSafety.SAFE}))
+    assert fixed == DISTRIBUTED_TOTAL.replace("running_loss += loss\n", "running_loss += loss.detach()\n")
+
+
+def test_tl205_makes_a_number_of_a_total_only_logged(tmp_path: Path) -> None:
+    source = DISTRIBUTED_TOTAL.replace("    dist.all_reduce(running_loss)\n", "").replace(
+        "return running_loss.detach().item() / len(loader)", 'print(f"{running_loss / len(loader):.4f}")'
+    )
+    fixed, _ = fix(tmp_path, source, frozenset({FixSafety.SAFE}))
+    assert fixed == source.replace("running_loss += loss\n", "running_loss += loss.item()\n")
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        "(running_loss / len(loader)).backward()",
+        "return running_loss\n\nepoch_loss = train_epoch(model, loader, optimizer, loss_fn)\nepoch_loss.backward()",
+        "losses.append(running_loss)\n    torch.stack(losses).sum().backward()",
+    ],
+    ids=["derived", "caller", "container"],
+)
+def test_tl205_offers_no_fix_for_a_backpropagated_total(tmp_path: Path, use: str) -> None:
+    source = "import torch\n\nlosses = []\n" + DISTRIBUTED_TOTAL.split("    dist.all_reduce")[0] + f"    {use}\n"
+    fixed, left = fix(tmp_path, source)
+    assert fixed == source
+    assert [d.fix for d in left if d.code == "TL205"] == [None]
+
+
+def test_tl205_total_returned_to_unseen_callers_is_an_unsafe_detach(tmp_path: Path) -> None:
+    source = DISTRIBUTED_TOTAL.split("    dist.all_reduce")[0] + "    return running_loss\n"
+    safe_only, left = fix(tmp_path, source, frozenset({FixSafety.SAFE}))
+    assert safe_only == source and [d.fix for d in left if d.code == "TL205"] == [FixSafety.UNSAFE]
+    assert fix(tmp_path, source)[0] == source.replace("running_loss += loss\n", "running_loss += loss.detach()\n")
+
+
 SOFTMAX = """\
 import torch.nn.functional as F
 
