@@ -82,10 +82,24 @@ with torch.amp.autocast("cuda", dtype=torch.bfloat16):
 """
 
 
+# Without the GradScaler: torch.amp.autocast is in every torch 2, so the fix is safe.
+AUTOCAST = "".join(line for line in AMP.splitlines(keepends=True) if "scaler" not in line).replace(", GradScaler", "")
+AUTOCAST_FIXED = "".join(line for line in AMP_FIXED.splitlines(keepends=True) if "scaler" not in line).replace(", GradScaler", "")
+
+
 def test_tl505_moves_to_torch_amp_and_keeps_comments(tmp_path: Path) -> None:
-    fixed, left = fix(tmp_path, AMP, frozenset({FixSafety.SAFE}))
+    fixed, left = fix(tmp_path, AMP)
     assert fixed == AMP_FIXED
     assert not [d for d in left if d.code == "TL505"]
+    assert fix(tmp_path, AUTOCAST, frozenset({FixSafety.SAFE}))[0] == AUTOCAST_FIXED
+
+
+def test_tl505_rewriting_a_grad_scaler_is_unsafe(tmp_path: Path) -> None:
+    # torch.amp.GradScaler came with torch 2.3: older torch would raise AttributeError.
+    fixed, left = fix(tmp_path, AMP, frozenset({FixSafety.SAFE}))
+    assert fixed.startswith("import torch\nfrom torch.cuda.amp import autocast, GradScaler")
+    assert "with torch.amp.autocast(" in fixed  # the call on its own is safe
+    assert {d.fix for d in left if d.code == "TL505"} == {FixSafety.UNSAFE}
 
 
 def test_tl505_leaves_an_import_whose_calls_cannot_be_rewritten(tmp_path: Path) -> None:
@@ -252,16 +266,16 @@ def test_noqa_findings_are_not_fixed(tmp_path: Path) -> None:
 
 def test_cli_fix_writes_safe_fixes_and_diff_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    Path("train.py").write_text(AMP + ADAM)
+    Path("train.py").write_text(AUTOCAST + ADAM)
     runner = CliRunner()
     diff = runner.invoke(main, ["check", "train.py", "--diff", "--no-cache"])
     assert diff.exit_code == 1
-    assert "+from torch.amp import autocast, GradScaler  # old API" in diff.output
+    assert "+from torch.amp import autocast  # old API" in diff.output
     assert "AdamW" not in diff.output  # unsafe: needs --unsafe-fixes
-    assert Path("train.py").read_text() == AMP + ADAM
+    assert Path("train.py").read_text() == AUTOCAST + ADAM
     fixed = runner.invoke(main, ["check", "train.py", "--fix", "--no-cache", "--format", "concise"])
     assert fixed.exit_code == 1  # TL402 (and TL401) remain
-    assert Path("train.py").read_text() == AMP_FIXED + ADAM
+    assert Path("train.py").read_text() == AUTOCAST_FIXED + ADAM
     # TL402's fix is unsafe: shown as available with --unsafe-fixes, not marked [*].
     assert "TL505" not in fixed.output and "TL402 Adam" in fixed.output and "TL402 [*]" not in fixed.output
     assert "1 hidden fix can be enabled with the `--unsafe-fixes` option" in fixed.output
@@ -274,7 +288,7 @@ def test_cli_fix_writes_safe_fixes_and_diff_writes_nothing(tmp_path: Path, monke
 def test_fix_keeps_line_endings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str) -> None:
     monkeypatch.chdir(tmp_path)
     Path("train.py").write_bytes(AMP.replace("\n", ending).encode())
-    CliRunner().invoke(main, ["check", "train.py", "--fix", "--no-cache"])
+    CliRunner().invoke(main, ["check", "train.py", "--fix", "--unsafe-fixes", "--no-cache"])
     assert Path("train.py").read_bytes() == AMP_FIXED.replace("\n", ending).encode()
 
 

@@ -147,10 +147,11 @@ def test_fix_rewrites_only_the_changed_cells_sources(tmp_path: Path, monkeypatch
     original = original.replace("1.0e-05", "1.0e-5")
     monkeypatch.chdir(tmp_path)
     Path("train.ipynb").write_text(original, encoding="utf-8")
-    diff = CliRunner().invoke(main, ["check", "train.ipynb", "--diff", "--no-cache", "--select", "TL505"])
+    options = ["--no-cache", "--unsafe-fixes", "--select", "TL505"]
+    diff = CliRunner().invoke(main, ["check", "train.ipynb", "--diff", *options])
     assert diff.exit_code == 1 and '+    "from torch.amp import GradScaler, autocast\\n"' in diff.output
     assert Path("train.ipynb").read_text(encoding="utf-8") == original
-    fixed = CliRunner().invoke(main, ["check", "train.ipynb", "--fix", "--no-cache", "--select", "TL505"])
+    fixed = CliRunner().invoke(main, ["check", "train.ipynb", "--fix", *options])
     assert fixed.exit_code == 0, fixed.output
     expected = (
         original.replace('"from torch.cuda.amp import GradScaler, autocast\\n"', '"from torch.amp import GradScaler, autocast\\n"')
@@ -165,7 +166,7 @@ def test_fix_keeps_a_string_source_and_the_files_layout(tmp_path: Path) -> None:
     path = tmp_path / "nb.ipynb"
     original = json.dumps(notebook, indent=2)
     path.write_text(original)
-    result = Linter(Settings(select=("TL505",), root=tmp_path), frozenset({FixSafety.SAFE})).lint_paths([path])
+    result = Linter(Settings(select=("TL505",), root=tmp_path), frozenset(FixSafety)).lint_paths([path])
     [fixed] = result.fixed
     assert fixed.original == original
     assert fixed.fixed == original.replace("torch.cuda.amp import", "torch.amp import").replace(
@@ -193,6 +194,6 @@ def test_unused_noqa_is_removed_in_its_cell(tmp_path: Path) -> None:
 def test_stdin_fix_prints_the_fixed_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     original = json.dumps(_training_notebook(), indent=1)
-    result = CliRunner().invoke(main, ["check", "-", "--stdin-filename", "nb.ipynb", "--fix", "--select", "TL505"], input=original)
+    result = CliRunner().invoke(main, ["check", "-", "--stdin-filename", "nb.ipynb", "--fix", "--unsafe-fixes", "--select", "TL505"], input=original)
     assert result.exit_code == 0
     assert json.loads(result.stdout)["cells"][1]["source"][1] == "from torch.amp import GradScaler, autocast\n"

@@ -7,6 +7,7 @@ import libcst as cst
 from trainlint.analysis.amp import (
     DEPRECATED_AMP, DEPRECATED_MODULE, MODERN_MODULE, deprecated_import, modern_call, modern_import, version_fallback,
 )
+from trainlint.analysis.brains.torch import LATE_MODERN_AMP
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted
 from trainlint.analysis.training import call_text
@@ -24,9 +25,12 @@ class DeprecatedCudaAmp(Rule):
     message = "torch.cuda.amp is deprecated: use torch.amp with the device \"cuda\""
     hint = "Import from torch.amp and pass the device first: torch.amp.autocast(\"cuda\", ...), torch.amp.GradScaler(\"cuda\", ...)."
     triggers = ("cuda.amp", "cuda import amp")
-    # ``torch.cuda.amp.X(...)`` -> ``torch.amp.X("cuda", ...)``. Safe: the new API with
-    # ``"cuda"`` first is the same function; positional arguments become keywords because
-    # the signatures differ. Old-torch fallback branches are neither flagged nor fixed.
+    # ``torch.cuda.amp.X(...)`` -> ``torch.amp.X("cuda", ...)``: the new API with ``"cuda"``
+    # first is the same function; positional arguments become keywords because the
+    # signatures differ. Safe for autocast, which every torch 2 has under ``torch.amp``;
+    # unsafe where a GradScaler is rewritten: ``torch.amp.GradScaler`` needs torch 2.3, and
+    # the analysis cannot see which torch the code runs on. Old-torch fallback branches are
+    # neither flagged nor fixed.
     fix_safety = FixSafety.SAFE
 
     def check(self, ctx: Context) -> Iterator[Report]:
@@ -39,16 +43,26 @@ class DeprecatedCudaAmp(Rule):
 
     def fix(self, node: cst.CSTNode, ctx: Context) -> Fix | None:
         model, ev = ctx.model, ctx.evaluator
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Name):
+            # A bare ``autocast()`` is rewritten together with the import that binds it.
+            node = _importing(node.func.value, model) or node
         if isinstance(node, cst.ImportFrom):
             edits = _import_edits(node, model, ev)
-        elif isinstance(node, cst.Call) and isinstance(node.func, cst.Name):
-            # A bare ``autocast()`` is rewritten together with the import that binds it.
-            statement = _importing(node.func.value, model)
-            edits = _import_edits(statement, model, ev) if statement is not None else []
         else:
             edit = _call_edit(node, model, ev) if isinstance(node, cst.Call) else None
             edits = [edit] if edit is not None else []
-        return Fix(edits) if edits else None
+        if not edits:
+            return None
+        return Fix(edits, FixSafety.UNSAFE if _apis(node, model, ev) & LATE_MODERN_AMP else None)
+
+
+def _apis(node: cst.CSTNode, model: ModuleModel, ev: Evaluator) -> set[str]:
+    """The ``torch.amp`` names that the fix of ``node`` writes (``GradScaler``, ``autocast``)."""
+    if isinstance(node, cst.ImportFrom) and isinstance(node.names, Sequence):
+        return {alias.name.value for alias in node.names if isinstance(alias.name, cst.Name)}
+    if isinstance(node, cst.Call):
+        return {DEPRECATED_AMP[qualname][0] for qualname in ev.callee(node, model) & DEPRECATED_AMP.keys()}
+    return set()
 
 
 def _imports(ctx: Context) -> Iterator[tuple[cst.CSTNode, str]]:
