@@ -440,3 +440,41 @@ def test_rule_index_follows_a_changed_rule_module(plugin: Path) -> None:
     plugin.write_text(PLUGIN.format(safety="UNSAFE"))  # a fix's safety edited in its rule module
     _forget_rules()  # a new process: the index is read back from its snapshot, if still valid
     assert rule_index()["PLG101"].fix == "unsafe"
+
+
+KEPT = """\
+import torch
+import torch.nn.functional as F
+
+def train(model, loader, optimizer):
+    losses = []
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward(retain_graph=True)
+        optimizer.step()
+        losses.append(loss)
+"""
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        ("    print(torch.stack(losses).mean().item())\n", FixSafety.SAFE),
+        ("    return losses\n", FixSafety.UNSAFE),  # to callers the analysis does not see
+        ("    torch.stack(losses).sum().backward()\n", None),  # detached, this would raise
+    ],
+    ids=["logged", "returned", "backpropagated"],
+)
+def test_tl211_fix_safety_follows_the_containers_uses(tmp_path: Path, tail: str, expected: FixSafety | None) -> None:
+    _, left = fix(tmp_path, KEPT + tail, frozenset())
+    assert [d.fix for d in left if d.code == "TL211"] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("False", FixSafety.SAFE), ("not args.finetune", FixSafety.SAFE), ("args.freeze", FixSafety.UNSAFE)]
+)
+def test_tl405_fix_is_safe_only_for_a_bool(tmp_path: Path, value: str, expected: FixSafety) -> None:
+    source = f"for p in model.backbone.parameters():\n    p.require_grad = {value}\n"
+    _, left = fix(tmp_path, source, frozenset())
+    assert [d.fix for d in left if d.code == "TL405"] == [expected]

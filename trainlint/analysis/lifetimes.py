@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from trainlint.analysis.ir import _Build
 
 # Methods that keep their argument in the receiver.
-_STORING = frozenset({"append", "extend", "insert", "update", "add", "appendleft", "put"})
+STORING = frozenset({"append", "extend", "insert", "update", "add", "appendleft", "put"})
 _EMPTYING = frozenset({"clear", "reset"})
 # Calls that build a container (by terminal name): what ``append``/``[k] =`` may go into.
 _CONTAINER_BUILDERS = frozenset({"list", "dict", "defaultdict", "OrderedDict", "deque", "Counter"})
@@ -70,7 +70,7 @@ def tracked_names(body: cst.CSTNode) -> Tracked:
         node = pending.pop()
         if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)) and node is not body:
             continue
-        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in _STORING:
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in STORING:
             name = _container_root(node.func.value)
             if name is not None:
                 containers.add(name)
@@ -136,7 +136,7 @@ class ValueOps:
         if not isinstance(func, cst.Attribute):
             return items
         method, receiver = func.attr.value, func.value
-        if method in _STORING:
+        if method in STORING:
             items.extend(self._stores(call, receiver, self._stored_values(call, method, receiver)))
         elif method in _EMPTYING and isinstance(receiver, cst.Name) and self._holder(receiver) is not None:
             items.append(self._op(OpKind.STORE, call, target=receiver, flags=frozenset({Flag.CLEARS}), name=receiver.value))

@@ -17,6 +17,7 @@ import libcst as cst
 
 from trainlint.analysis.brains import lightning as PL
 from trainlint.analysis.brains import torch as T
+from trainlint.analysis.lifetimes import STORING
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import terminal_name
 from trainlint.analysis.values import ClassRef, Evaluator, FuncRef, Instance
@@ -32,8 +33,6 @@ PASSING = frozenset({"abs", "round", "min", "max", "sum", "sorted"})
 GRAPH_ATTRIBUTES = frozenset({"backward", "requires_grad", "requires_grad_", "grad", "grad_fn", "is_leaf", "register_hook", "retain_grad"})
 # Tensor methods whose result has no graph left (the value's kind stops mattering).
 DETACHING = frozenset({"item", "tolist", "detach", "detach_", "numpy"})
-# Methods that keep their argument in their receiver.
-STORING = frozenset({"append", "extend", "insert", "add", "appendleft", "update", "put"})
 BACKWARD_CALLS = T.BACKWARD_FUNCTIONS | T.GRAD_FUNCTIONS
 
 

@@ -5,7 +5,8 @@ from collections.abc import Iterator
 import libcst as cst
 
 from trainlint.analysis.freezing import (
-    FLAG, SETTER, Switch, covers, flag_assignments, is_module, is_parameter, is_read, misspelt, reads, switches,
+    FLAG, SETTER, Switch, certainly_module, covers, flag_assignments, is_module, is_parameter, is_read, misspelt, reads,
+    switches,
 )
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted, root_name
@@ -37,8 +38,10 @@ class FreezeHasNoEffect(Rule):
     # Safe: offered only when the receiver is certainly a parameter (a loop variable over
     # ``parameters()``, a ``.weight``/``.bias``, an ``nn.Parameter``: a leaf, whose flag can
     # be set) or a module, and when the file never reads the attribute that was being set
-    # (so nothing depended on it). An undone freeze is not rewritten: which layers should
-    # train is the author's choice.
+    # (so nothing depended on it). Unsafe when the value set may not be a bool (the flag and
+    # ``requires_grad_`` then raise), or when the receiver is taken for a module by its name
+    # only. An undone freeze is not rewritten: which layers should train is the author's
+    # choice.
     fix_safety = FixSafety.SAFE
 
     def check(self, ctx: Context) -> Iterator[Report]:
@@ -73,12 +76,21 @@ class FreezeHasNoEffect(Rule):
         attr = node.attr.value
         if attr != FLAG and (not misspelt(attr) or is_read(attr, model)):
             return None
+        proven = _boolean(assign.value)
         if is_module(node.value, model, ctx.evaluator):
             setter = cst.Call(cst.Attribute(node.value, cst.Name(SETTER)), [cst.Arg(assign.value)])
-            return Fix([Edit(assign, cst.Expr(setter, semicolon=assign.semicolon))])
+            proven = proven and certainly_module(node.value, model, ctx.evaluator)
+            return Fix([Edit(assign, cst.Expr(setter, semicolon=assign.semicolon))], None if proven else FixSafety.UNSAFE)
         if attr != FLAG and is_parameter(node.value, model, ctx.evaluator):
-            return Fix([Edit(node.attr, cst.Name(FLAG))])
+            return Fix([Edit(node.attr, cst.Name(FLAG))], None if proven else FixSafety.UNSAFE)
         return None
+
+
+def _boolean(value: cst.BaseExpression) -> bool:
+    """``True``, ``False``, ``not x``, ``a == b``: certainly a bool, as the flag requires."""
+    if isinstance(value, cst.Name):
+        return value.value in ("True", "False")
+    return isinstance(value, cst.Comparison) or isinstance(value, cst.UnaryOperation) and isinstance(value.operator, cst.Not)
 
 
 def _own_flag(attribute: cst.Attribute, model: ModuleModel) -> bool:

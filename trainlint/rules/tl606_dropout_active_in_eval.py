@@ -9,6 +9,7 @@ from trainlint.analysis.models import is_model_class
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted
 from trainlint.analysis.values import ClassRef, Evaluator
+from trainlint.analysis.walk import iter_children
 from trainlint.diagnostics import Severity
 from trainlint.fixing import Edit, Fix, FixSafety
 from trainlint.rule import Context, Report, Rule
@@ -25,8 +26,9 @@ class DropoutActiveInEval(Rule):
     # ``dropout_p=self.p`` -> ``dropout_p=self.p if self.training else 0.0``. Safe: offered
     # only inside a method of an ``nn.Module`` class, where ``self.training`` is the module's
     # mode. In training mode the rate is the same expression as before; in eval mode it is
-    # 0, which is the fix. Hand-written dropout modules are not rewritten (where to return
-    # the input unchanged is a choice about their code).
+    # 0, which is the fix. Unsafe where computing the rate calls code, which then no longer
+    # runs in eval mode. Hand-written dropout modules are not rewritten (where to return the
+    # input unchanged is a choice about their code).
     fix_safety = FixSafety.SAFE
 
     def check(self, ctx: Context) -> Iterator[Report]:
@@ -50,7 +52,14 @@ class DropoutActiveInEval(Rule):
         receiver = _module_self(node, ctx.model, ctx.evaluator)
         if dropout is None or dropout.rate is None or receiver is None:
             return None
-        return Fix([Edit(dropout.rate, _gated(dropout.rate, receiver))])
+        return Fix([Edit(dropout.rate, _gated(dropout.rate, receiver))], None if _no_calls(dropout.rate) else FixSafety.UNSAFE)
+
+
+def _no_calls(expr: cst.CSTNode) -> bool:
+    """``expr`` runs no code of its own when evaluated (no call, walrus or await)."""
+    if isinstance(expr, (cst.Call, cst.NamedExpr, cst.Await, cst.Yield)):
+        return False
+    return all(_no_calls(child) for child in iter_children(expr))
 
 
 def _module_self(node: cst.CSTNode, model: ModuleModel, evaluator: Evaluator) -> str | None:
