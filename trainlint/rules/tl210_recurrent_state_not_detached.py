@@ -8,6 +8,7 @@ from trainlint.analysis.brains import torch as T
 from trainlint.analysis.engine import Engine, Occurrence
 from trainlint.analysis.ir import Flag, OpKind
 from trainlint.analysis.keys import variable
+from trainlint.analysis.names import target_names
 from trainlint.analysis.training import call_text, innermost_loop
 from trainlint.analysis.values import Obj
 from trainlint.diagnostics import Severity
@@ -46,7 +47,7 @@ class RecurrentStateNotDetached(Rule):
         assign = ctx.model.parent_of(node)
         if not isinstance(node, cst.Call) or not isinstance(assign, cst.Assign):
             return None
-        assigned = {name.value for target in assign.targets for name in _names(target.target)}
+        assigned = {name.value for target in assign.targets for name in target_names(target.target)}
         single = any(isinstance(v, Obj) and v.qualname in T.SINGLE_STATE_RNNS for v in ctx.evaluator.eval(node.func, ctx.model))
         edits = []
         for arg in node.args:
@@ -85,11 +86,3 @@ def _message(engine: Engine, occurrence: Occurrence) -> str:
         "memory and time per step grow with every batch)"
     )
     return f"`{op.name}` is fed back into `{call}(...)` with the autograd graph of the previous batch: {effect}"
-
-
-def _names(target: cst.BaseExpression) -> Iterator[cst.Name]:
-    if isinstance(target, cst.Name):
-        yield target
-    elif isinstance(target, (cst.Tuple, cst.List)):
-        for element in target.elements:
-            yield from _names(element.value)
