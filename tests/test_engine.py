@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import libcst as cst
+import pytest
 
 from trainlint.analysis.engine import Engine, Occurrence
 from trainlint.analysis.ir import OpKind
@@ -15,6 +16,7 @@ from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.project import Project
 from trainlint.analysis.data import data_sources, is_loader
 from trainlint.analysis.training import grads, model_calls, modes_at
+from trainlint.analysis.uses import variable_uses
 from trainlint.analysis.values import Evaluator
 from trainlint.deep import run_deep
 
@@ -302,3 +304,42 @@ def test_a_thousand_elif_branches_are_analysed_on_the_deep_stack(tmp_path: Path)
         return len(engine.occurrences(m["train"], OpKind.CLEAR))
 
     assert run_deep(clears) == 1000
+
+
+# -- what later code does with a variable (analysis/uses.py) ------------------------------------
+
+USES = {
+    # (the code after ``total += loss``, tensor needed, backpropagated, escapes)
+    "printed": ('print(f"{total / n:.3f}", "%.2f" % total, "{}".format(total))', False, False, False),
+    "compared": ("if total < best:\n    best = total\nprint(round(best, 3))", False, False, False),
+    "reset": ("total = 0.0", False, False, False),
+    "tensor-method": ("print(total.detach().cpu())", True, False, False),
+    "formatted-method": ('print(f"{total.item():.3f}")', True, False, False),
+    "torch-function": ("torch.distributed.all_reduce(total)", True, False, False),
+    "library-call": ('writer.add_scalar("loss", total, step)', True, False, False),
+    "backward": ("(total / n).backward()", True, True, False),
+    "backward-of-a-name": ("avg = total / n\nscaler.scale(avg).backward()", True, True, False),
+    "framework-backward": ("accelerator.backward(total)", True, True, False),
+    "container-backward": ("kept = []\nkept.append(total)\ntorch.stack(kept).sum().backward()", True, True, False),
+    "attribute": ("self_total = {'loss': total}\nstate.total = self_total", True, False, True),
+    "project-function": ("def log(v):\n    print(v)\nlog(total)", True, False, True),
+    "global": ("def later():\n    global total\n    return total", True, False, True),
+}
+
+
+@pytest.mark.parametrize(("after", "tensor", "graph", "unknown"), USES.values(), ids=USES.keys())
+def test_variable_uses(tmp_path: Path, after: str, tensor: bool, graph: bool, unknown: bool) -> None:
+    engine, m = engine_for(tmp_path, train="import torch\n\ntotal = 0.0\nfor x in xs:\n    total += loss\n" + after + "\n")
+    module = m["train"]
+    [statement] = module.aug_assigns
+    found = variable_uses("total", statement, module, engine.ev)
+    assert (found.tensor, found.graph, found.unknown) == (tensor, graph, unknown)
+
+
+def test_returned_values_are_followed_to_visible_callers(tmp_path: Path) -> None:
+    source = "def epoch():\n    total = 0.0\n    for x in xs:\n        total += loss\n    return total\n\n"
+    for caller, expected in (("print(epoch())", (False, False, False)), ("epoch().backward()", (True, True, False)), ("", (True, False, True))):
+        engine, m = engine_for(tmp_path, train=source + caller + "\n")
+        module = m["train"]
+        found = variable_uses("total", module.aug_assigns[0], module, engine.ev)
+        assert (found.tensor, found.graph, found.unknown) == expected, caller

@@ -18,7 +18,7 @@ from trainlint.analysis.parsing import parse
 from trainlint.analysis.project import Project
 from trainlint.cli import main
 
-TL505 = "import torch\nscaler = torch.cuda.amp.GradScaler()\n"
+TL505 = "import torch\nctx = torch.cuda.amp.autocast()\n"  # a warning with a safe fix
 posix_only = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs and symbolic links")
 
 

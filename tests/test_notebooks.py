@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from trainlint.cli import main
 from trainlint.config import Settings
 from trainlint.diagnostics import Diagnostic
+from trainlint.fixing import FixSafety
 from trainlint.linter import Linter
 from trainlint.notebook import notebook_source
 from trainlint.sources import SourceError
@@ -113,3 +116,84 @@ def test_json_output_has_cell_only_for_notebooks(tmp_path: Path) -> None:
     [from_notebook] = _lint(notebook)
     assert "cell" not in from_script.to_dict()
     assert from_notebook.to_dict()["cell"] == 1
+
+
+# -- fixes, cell by cell ----------------------------------------------------------------------
+
+IMPORT_CELL = ["import torch\n", "from torch.cuda.amp import GradScaler, autocast\n"]
+TRAIN_CELL = [
+    "%matplotlib inline\n",
+    "scaler = GradScaler(enabled=True)\n",
+    "with autocast():\n",
+    "    out = model(x)",
+]
+
+
+def _training_notebook() -> dict[str, object]:
+    output = {"name": "stdout", "output_type": "stream", "text": ["lr 1.0e-05, café\n"]}
+    cells = [
+        _markdown("# Entraînement"),
+        {**_code(IMPORT_CELL), "execution_count": 1, "metadata": {"tags": ["setup"]}},
+        {**_code(["print(torch.__version__)"]), "execution_count": 2, "outputs": [output]},
+        {**_code(TRAIN_CELL), "execution_count": None},
+    ]
+    return {"cells": cells, "metadata": {"kernelspec": {"language": "python", "name": "python3"}}, "nbformat": 4, "nbformat_minor": 5}
+
+
+def test_fix_rewrites_only_the_changed_cells_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Written as nbformat does (sorted keys, one-space indent, raw UTF-8); a JSON round trip
+    # would change bytes elsewhere (1.0e-05 stays as written only when left alone).
+    original = json.dumps(_training_notebook(), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+    original = original.replace("1.0e-05", "1.0e-5")
+    monkeypatch.chdir(tmp_path)
+    Path("train.ipynb").write_text(original, encoding="utf-8")
+    options = ["--no-cache", "--unsafe-fixes", "--select", "TL505"]
+    diff = CliRunner().invoke(main, ["check", "train.ipynb", "--diff", *options])
+    assert diff.exit_code == 1 and '+    "from torch.amp import GradScaler, autocast\\n"' in diff.output
+    assert Path("train.ipynb").read_text(encoding="utf-8") == original
+    fixed = CliRunner().invoke(main, ["check", "train.ipynb", "--fix", *options])
+    assert fixed.exit_code == 0, fixed.output
+    expected = (
+        original.replace('"from torch.cuda.amp import GradScaler, autocast\\n"', '"from torch.amp import GradScaler, autocast\\n"')
+        .replace('"scaler = GradScaler(enabled=True)\\n"', '"scaler = GradScaler(\\"cuda\\", enabled=True)\\n"')
+        .replace('"with autocast():\\n"', '"with autocast(\\"cuda\\"):\\n"')
+    )
+    assert Path("train.ipynb").read_text(encoding="utf-8") == expected
+
+
+def test_fix_keeps_a_string_source_and_the_files_layout(tmp_path: Path) -> None:
+    notebook = {"cells": [_code("".join(IMPORT_CELL) + "".join(TRAIN_CELL))], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "nb.ipynb"
+    original = json.dumps(notebook, indent=2)
+    path.write_text(original)
+    result = Linter(Settings(select=("TL505",), root=tmp_path), frozenset(FixSafety)).lint_paths([path])
+    [fixed] = result.fixed
+    assert fixed.original == original
+    assert fixed.fixed == original.replace("torch.cuda.amp import", "torch.amp import").replace(
+        "GradScaler(enabled", 'GradScaler(\\"cuda\\", enabled').replace("autocast():", 'autocast(\\"cuda\\"):')
+    assert not result.diagnostics
+
+
+def test_a_fix_spanning_two_cells_is_not_applied(tmp_path: Path) -> None:
+    # Each cell alone is not valid Python, but the joined text is: the call starts in one
+    # cell and ends in the next, so its rewrite could not be split back into them.
+    path = _notebook(tmp_path, _code("import torch\nscaler = torch.cuda.amp.GradScaler(\n"), _code("    65536.0)\n"))
+    original = path.read_text()
+    result = Linter(Settings(select=("TL505",), root=tmp_path), frozenset({FixSafety.SAFE})).lint_paths([path])
+    assert [(d.code, d.cell, d.fix) for d in result.diagnostics] == [("TL505", 1, None)]
+    assert not result.fixed and path.read_text() == original
+
+
+def test_unused_noqa_is_removed_in_its_cell(tmp_path: Path) -> None:
+    path = _notebook(tmp_path, _markdown("m"), _code(["%time x = 1\n", "y = 2  # noqa: TL101\n"]))
+    result = Linter(Settings(extend_select=("TL901",), root=tmp_path), frozenset({FixSafety.SAFE})).lint_paths([path])
+    [fixed] = result.fixed
+    assert json.loads(fixed.fixed)["cells"][1]["source"] == ["%time x = 1\n", "y = 2\n"]
+
+
+def test_stdin_fix_prints_the_fixed_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    original = json.dumps(_training_notebook(), indent=1)
+    result = CliRunner().invoke(main, ["check", "-", "--stdin-filename", "nb.ipynb", "--fix", "--unsafe-fixes", "--select", "TL505"], input=original)
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["cells"][1]["source"][1] == "from torch.amp import GradScaler, autocast\n"

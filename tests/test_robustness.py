@@ -15,7 +15,7 @@ import pytest
 from trainlint.analysis import project as project_module
 from trainlint.analysis.parsing import MAX_BRACKET_DEPTH, MAX_EXPRESSION_DEPTH, NestingError, parse
 from trainlint.config import Settings
-from trainlint.fixes import FixSafety
+from trainlint.fixing import FixSafety
 from trainlint.linter import Linter, LintResult
 from trainlint.runner import RunOptions, run
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from trainlint.config import Settings
+from trainlint.fixing import FixSafety
+from trainlint.linter import Linter
 from trainlint.testing import expected_lines, lint_files, lint_snippet
 
 CODES = ("TL501", "TL502", "TL503", "TL504", "TL505", "TL506")
@@ -289,3 +294,76 @@ def train_one_epoch(model, loader, optimizer, scaler):
         scaler.update()
 """
     assert lint_files({"engine.py": "import torch\n" + helpers}, ["TL506"]) == []
+
+
+# Old-torch fallbacks: the deprecated API is what they are for, so TL505 neither flags nor
+# fixes them. The new API in the same file is untouched as well.
+FALLBACKS = {
+    "hasattr": """
+import torch
+
+if hasattr(torch, "amp"):
+    scaler = torch.amp.GradScaler("cuda")
+else:
+    scaler = torch.cuda.amp.GradScaler()
+""",
+    "hasattr-early-exit": """
+import torch
+
+def make_scaler():
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
+""",
+    "import-error": """
+try:
+    from torch.amp import GradScaler, autocast
+except ImportError:
+    from torch.cuda.amp import GradScaler, autocast
+
+scaler = GradScaler()
+with autocast("cuda"):
+    out = model(x)
+""",
+    "attribute-error": """
+import torch
+
+try:
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+except AttributeError:
+    scaler = torch.cuda.amp.GradScaler(enabled=use_amp)
+""",
+    "version-string": """
+import torch
+
+if torch.__version__ >= "2.3":
+    ctx = torch.amp.autocast("cuda")
+else:
+    ctx = torch.cuda.amp.autocast()
+""",
+    "packaging-version": """
+import torch
+from packaging import version
+
+if version.parse(torch.__version__) < version.parse("2.3"):
+    scaler = torch.cuda.amp.GradScaler()
+else:
+    scaler = torch.amp.GradScaler("cuda")
+""",
+    "version-flag": """
+import torch
+from packaging.version import Version
+
+NEW_AMP = Version(torch.__version__) >= Version("2.3")
+scaler = torch.amp.GradScaler("cuda") if NEW_AMP else torch.cuda.amp.GradScaler()
+""",
+}
+
+
+@pytest.mark.parametrize("source", FALLBACKS.values(), ids=FALLBACKS.keys())
+def test_version_fallbacks_are_neither_flagged_nor_fixed(tmp_path: Path, source: str) -> None:
+    assert not [d for d in lint_snippet(source, ["TL505"]) if d.code == "TL505"]
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'example'\n")
+    (tmp_path / "train.py").write_text(source)
+    result = Linter(Settings(select=("TL505",), root=tmp_path), frozenset(FixSafety)).lint_paths([tmp_path / "train.py"])
+    assert not result.fixed and not result.errors

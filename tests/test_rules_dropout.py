@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainlint.config import Settings
-from trainlint.fixes import FixSafety
+from trainlint.fixing import FixSafety
 from trainlint.linter import Linter
 from trainlint.testing import expected_lines, lint_snippet
 
@@ -114,3 +114,20 @@ class Attention(nn.Module):
         "None, this.p)", "None, this.p if this.training else 0.0)"
     ).replace("dropout_p=this.p if this.big else this.small", "dropout_p=(this.p if this.big else this.small) if this.training else 0.0")
     assert not result.diagnostics
+
+
+def test_fix_of_a_computed_rate_is_unsafe(tmp_path: Path) -> None:
+    # Gated, ``this.rate()`` no longer runs in eval mode.
+    source = """\
+import torch.nn as nn
+import torch.nn.functional as F
+
+class Attention(nn.Module):
+    def forward(this, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=this.rate())
+"""
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    path = tmp_path / "attention.py"
+    path.write_text(source)
+    result = Linter(Settings(root=tmp_path, select=("TL606",)), frozenset({FixSafety.SAFE})).lint_file(path)
+    assert not result.fixed and [d.fix for d in result.diagnostics] == [FixSafety.UNSAFE]

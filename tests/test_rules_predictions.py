@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainlint.config import Settings
-from trainlint.fixes import FixSafety
+from trainlint.fixing import FixSafety
 from trainlint.linter import Linter
 from trainlint.testing import expected_lines, lint_files, lint_snippet
 

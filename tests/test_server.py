@@ -38,7 +38,7 @@ from model import Net
 
 model = Net()
 criterion = nn.CrossEntropyLoss()
-scaler = torch.cuda.amp.GradScaler()
+ctx = torch.cuda.amp.autocast()
 for x, y in loader:
     loss = criterion(model(x), y)
 """
@@ -136,7 +136,7 @@ async def _scenario(root: Path) -> None:
         found = await lsp.published(train)
         assert [d.code for d in found] == ["TL505"]
         (tl505,) = found
-        assert tl505.source == "trainlint" and tl505.range.start == types.Position(6, 9)
+        assert tl505.source == "trainlint" and tl505.range.start == types.Position(6, 6)
         assert tl505.code_description is not None and tl505.code_description.href.endswith("TL505-deprecated-cuda-amp.md")
 
         # Code actions: the safe fix (preferred), and a noqa comment.
@@ -144,7 +144,7 @@ async def _scenario(root: Path) -> None:
         titles = [action.title for action in actions]
         assert titles[0].startswith("trainlint: fix TL505") and actions[0].is_preferred
         (edit,) = actions[0].edit.changes[train]
-        assert edit.new_text.startswith("torch.amp.GradScaler(") or "amp" in edit.new_text
+        assert edit.new_text.startswith("torch.amp.autocast(") or "amp" in edit.new_text
         noqa = next(action for action in actions if "noqa" in action.title)
         (comment,) = noqa.edit.changes[train]
         assert comment.new_text.endswith("  # noqa: TL505") and comment.range.start.line == 6
@@ -165,7 +165,7 @@ async def _scenario(root: Path) -> None:
         assert sorted(d.code for d in after) == ["TL101", "TL505"]
 
         # Fixing train.py clears its findings.
-        fixed = TRAIN.replace("torch.cuda.amp.GradScaler()", 'torch.amp.GradScaler("cuda")')
+        fixed = TRAIN.replace("torch.cuda.amp.autocast()", 'torch.amp.autocast("cuda")')
         fixed = fixed.replace("criterion(model(x), y)", "criterion(model(x), y)  # noqa: TL101")
         lsp.change(train, fixed, 2)
         assert not await lsp.published(train, lambda ds: not ds)
@@ -199,7 +199,7 @@ async def _scenario(root: Path) -> None:
         assert any(r.method == types.WORKSPACE_DID_CHANGE_WATCHED_FILES for r in lsp.registrations)
         (lsp.root / "net2.py").write_text(MODEL)
         user = lsp.open("train2.py", TRAIN.replace("from model import", "from net2 import").replace(
-            "scaler = torch.cuda.amp.GradScaler()\n", ""))
+            "ctx = torch.cuda.amp.autocast()\n", ""))
         assert not await lsp.published(user)
         (lsp.root / "net2.py").write_text(softmax)
         lsp.client.workspace_did_change_watched_files(

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 import trainlint
 from trainlint.cli import main
 
-TL505 = "import torch\nscaler = torch.cuda.amp.GradScaler()\n"
-FIXED = 'import torch\nscaler = torch.amp.GradScaler("cuda")\n'
+TL505 = "import torch\nctx = torch.cuda.amp.autocast()\n"  # a warning with a safe fix
+FIXED = 'import torch\nctx = torch.amp.autocast("cuda")\n'
 
 
 @pytest.fixture
@@ -32,9 +32,9 @@ def test_stdin_is_linted_under_its_file_name(root: Path) -> None:
     # Without a path, --stdin-filename alone reads stdin too (as in ruff); text output
     # quotes the line from stdin, not from a file on disk.
     text = CliRunner().invoke(main, ["check", "--stdin-filename", "train.py", "--no-cache"], input=TL505)
-    assert text.exit_code == 1 and "2 | scaler = torch.cuda.amp.GradScaler()" in text.output
+    assert text.exit_code == 1 and "2 | ctx = torch.cuda.amp.autocast()" in text.output
     anonymous = CliRunner().invoke(main, ["check", "-", "--format", "concise"], input=TL505)
-    assert anonymous.output.startswith("-:2:10: TL505")
+    assert anonymous.output.startswith("-:2:7: TL505")
 
 
 def test_stdin_applies_config_and_per_file_ignores_by_its_name(root: Path) -> None:
@@ -107,5 +107,5 @@ def test_stdin_notebook_quotes_its_cell(root: Path) -> None:
     }
     result = CliRunner().invoke(main, ["check", "-", "--stdin-filename", "nb.ipynb"], input=json.dumps(notebook))
     assert result.exit_code == 1
-    assert " --> nb.ipynb:cell 1:line 2:col 10" in result.output
-    assert "2 | scaler = torch.cuda.amp.GradScaler()" in result.output
+    assert " --> nb.ipynb:cell 1:line 2:col 7" in result.output
+    assert "2 | ctx = torch.cuda.amp.autocast()" in result.output

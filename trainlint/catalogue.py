@@ -7,8 +7,8 @@ as ``trainlint/_catalogue``.
 Why an index: importing the rules imports libcst, which costs more than everything else a
 small run does. Selecting rules, validating selectors and keying the result cache only need
 each rule's code, name and flags, so those are kept in a snapshot file in the user's cache
-folder, valid while the rule and fixer modules it was built from, and the installed
-packages (which may add rules through entry points), are unchanged. A run whose files are
+folder, valid while the rule modules it was built from (each rule's check and fix), and
+the installed packages (which may add rules through entry points), are unchanged. A run whose files are
 all cached then never imports libcst.
 """
 
@@ -47,12 +47,11 @@ def pages() -> list[Path]:
 
 
 def fix_safety_of(rule: type[Rule]) -> str | None:
-    """"safe", "unsafe" or ``None``: the rule's fixer, else what the rule declares (fixes
-    the linter makes itself, such as TL901's)."""
-    from trainlint.fixes import fix_safety
+    """"safe", "unsafe" or ``None``: the safety of the rule's autofix (a plugin may spell
+    it as a plain string)."""
+    from trainlint.fixing import FixSafety
 
-    safety = fix_safety(rule.code)
-    return safety.value if safety is not None else rule.fix_safety
+    return FixSafety(rule.fix_safety).value if rule.fix_safety is not None else None
 
 
 @dataclass(frozen=True)
@@ -83,13 +82,11 @@ def rule_index() -> dict[str, RuleInfo]:
 
 def _build() -> tuple[dict[str, RuleInfo], list[str]]:
     """The index from the imported rules, and the module files it depends on."""
-    from trainlint.fixes import __file__ as fixes_init
     from trainlint.rule import all_rules
 
     index = {rule.code: RuleInfo(rule.code, rule.name, rule.opt_in, fix_safety_of(rule), rule.__module__) for rule in all_rules()}
-    fixers = Path(fixes_init).parent
-    # The folders too: a module added to either changes their mtime.
-    files = {str(fixers), str(_PACKAGE / "rules"), *(str(fixers / name) for name in os.listdir(fixers) if name.endswith(".py"))}
+    # The folder too: a module added to it changes its mtime.
+    files = {str(_PACKAGE / "rules")}
     for rule in all_rules():
         module = sys.modules.get(rule.__module__)
         if module is not None and getattr(module, "__file__", None):
@@ -98,7 +95,7 @@ def _build() -> tuple[dict[str, RuleInfo], list[str]]:
 
 
 def _fingerprint(files: list[str]) -> str:
-    """Changes when a rule or fixer module, or the set of installed packages, changes."""
+    """Changes when a rule module, or the set of installed packages, changes."""
     stamps: list[object] = [__version__, sys.version, *files]
     # Installed packages (their entry points may add rules) live in site-packages folders,
     # whose mtime changes on every install; other sys.path entries (the working folder)

@@ -24,7 +24,7 @@ from trainlint.reporters import formats
 from trainlint.sources import Source, SourceError, source_from_bytes
 
 if TYPE_CHECKING:
-    from trainlint.fixes import FixSafety
+    from trainlint.fixing import FixSafety
     from trainlint.linter import LintResult
     from trainlint.reporters import ReportOptions
 
@@ -254,7 +254,7 @@ def _exit(failing: Sequence[object], errors: bool, exit_zero: bool) -> None:
 def _fix_safeties(fixing: bool, unsafe: bool) -> frozenset[FixSafety]:
     if not fixing:
         return frozenset()  # without importing the fixes (libcst): a cached run needs neither
-    from trainlint.fixes import FixSafety
+    from trainlint.fixing import FixSafety
 
     return frozenset(FixSafety) if unsafe else frozenset({FixSafety.SAFE})
 
@@ -344,10 +344,8 @@ def _encoding(data: bytes) -> str:
 
 def _stdin_source(path: Path, display: str, data: bytes, fixed: str | None) -> dict[str, Source]:
     """Reports quote source lines from stdin's (fixed) text, never from a file on disk."""
-    if fixed is not None:
-        return {display: Source(path, fixed)}
     try:
-        return {display: source_from_bytes(path, data)}
+        return {display: source_from_bytes(path, fixed.encode(_encoding(data)) if fixed is not None else data)}
     except SourceError:
         return {}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import libcst as cst
@@ -20,9 +20,9 @@ from trainlint.config import Settings, matches
 from trainlint.deep import run_deep
 from trainlint.diagnostics import Diagnostic, FileError, FixedFile, LintResult, Severity, Span
 from trainlint.files import discover
-from trainlint.fixes import Edit, FixSafety, all_fixers, apply_edits
+from trainlint.fixing import Edit, FixSafety, apply_edits, combined
 from trainlint.noqa import TRAINLINT_CODE, Directive, directives, file_exemption, replace_lines, without_codes
-from trainlint.notebook import first_cell_syntax_error
+from trainlint.notebook import cell_of_change, cell_texts, first_cell_syntax_error, notebook_source, with_cells
 from trainlint.rule import Context, Report, Rule
 from trainlint.sources import (
     NotARegularFile,
@@ -51,7 +51,7 @@ class _Checked:
     """One check of one text: its result, and the fixes that apply to its tree."""
 
     result: LintResult
-    tree: cst.Module | None = None
+    model: ModuleModel | None = None
     edits: list[Edit] = field(default_factory=list)
     fixable: int = 0  # findings the edits fix
     # Fixes that rewrite whole lines (``# noqa`` clean-up), applied when no edit is left.
@@ -133,34 +133,33 @@ class Linter:
 
     def fix_candidates(self, source: Source, display: str) -> list[tuple[Diagnostic, str]]:
         """Each fixable finding with the text after applying its fix alone (for an
-        editor's quick fixes); needs a linter built with the fix safeties wanted."""
+        editor's quick fixes, on Python files); needs a linter built with the fix
+        safeties wanted."""
         checked = self._check(source.path, display, source, None)
         fixed = []
-        for diagnostic, edits in checked.by_diagnostic:
+        for diagnostic, edits in checked.by_diagnostic if source.document is None else ():
             if isinstance(edits, dict):
                 fixed.append((diagnostic, replace_lines(source.text, edits)))
-            elif checked.tree is not None:
-                fixed.append((diagnostic, apply_edits(checked.tree, edits)))
+            elif checked.model is not None:
+                fixed.append((diagnostic, apply_edits(checked.model.tree, edits)))
         return fixed
 
     def _fix(self, path: Path, display: str, source: Source, checked: _Checked) -> LintResult:
         """Apply fixes and re-check until nothing is left to fix; the findings reported are
         those of the fixed text."""
-        text, count = source.text, 0
+        current, count = source, 0
         for _ in range(MAX_FIX_ROUNDS):
-            if checked.edits and checked.tree is not None:
-                fixed = apply_edits(checked.tree, checked.edits)
-            elif checked.line_edits:
-                fixed = replace_lines(text, checked.line_edits)
-            else:
+            fixed = _fixed(current, checked)
+            if fixed is None or fixed.text == current.text:
                 break
-            if fixed == text:
-                break
-            text, count = fixed, count + checked.fixable
-            checked = self._check(path, display, Source(path, text), None)
+            current, count = fixed, count + checked.fixable
+            checked = self._check(path, display, current, None)
         result = checked.result
-        if text != source.text:
-            result.fixed.append(FixedFile(path, display, source.text, text, count))
+        if current.text != source.text:
+            if source.document is not None and current.document is not None:
+                result.fixed.append(FixedFile(path, display, source.document, current.document, count))
+            else:
+                result.fixed.append(FixedFile(path, display, source.text, current.text, count))
         return result
 
     def _check(self, path: Path, display: str, source: Source, digest: str | None) -> _Checked:
@@ -210,9 +209,10 @@ class Linter:
     def _analyse(
         self, model: ModuleModel, rules: list[Rule], display: str, source: Source, result: LintResult
     ) -> _Checked:
-        reports = self._run_rules(rules, model, display, source, result)
-        checked = _Checked(result, model.tree)
-        for diagnostic, edits in self._locate(reports, model, source, display, checked.used_noqa):
+        ctx = Context(model.path, display, source.text, model, self.project, self.evaluator, self.engine)
+        reports = self._run_rules(rules, ctx, result)
+        checked = _Checked(result, model)
+        for diagnostic, edits in self._locate(reports, ctx, source, result, checked.used_noqa):
             self._add(checked, diagnostic, edits)
         return checked
 
@@ -257,8 +257,7 @@ class Linter:
                 parts += [f"non-enabled: {', '.join(disabled)}"] if disabled else []
                 message = f"unused `noqa` directive ({'; '.join(parts)})"
                 edit = {line: without_codes(lines[line - 1], directive, set(unused))} if unused else {}
-                # Notebooks are not rewritten.
-                safety = FixSafety.SAFE if edit and not source.cells else None
+                safety = FixSafety.SAFE if edit else None
                 yield self._noqa_diagnostic(UNUSED_NOQA_CODE, message, display, source, directive, safety), edit
 
     def _noqa_diagnostic(
@@ -278,13 +277,21 @@ class Linter:
             fix=fix,
         )
 
-    def _edits(self, code: str, report: Report, model: ModuleModel, source: Source) -> Sequence[Edit]:
-        fixer = all_fixers().get(code)
-        # Notebook cells are joined into one text; writing a fix back into the JSON is not
-        # supported, so notebook findings carry no fix.
-        if fixer is None or source.cells or source.path.suffix == ".ipynb":
-            return ()
-        return fixer.edits(report.node, model, self.evaluator)
+    def _fix_of(
+        self, rule: Rule, report: Report, ctx: Context, source: Source, result: LintResult
+    ) -> tuple[Sequence[Edit], FixSafety | None]:
+        """The edits that fix ``report`` and their safety (no edits: no fix)."""
+        if rule.fix_safety is None:
+            return (), None
+        try:
+            fix = rule.fix(report.node, ctx)
+        except Exception as exc:  # noqa: BLE001 - a broken fix must not stop the run
+            message = f"internal error in the fix of {rule.code} ({type(exc).__name__}: {exc}); please report it"
+            result.errors.append(FileError(ctx.display_path, message))
+            return (), None
+        if fix is None or not fix.edits or (source.cells and _crosses_cells(fix.edits, ctx.model, source)):
+            return (), None
+        return fix.edits, combined(rule.fix_safety, fix)
 
     def _syntax_error(self, display: str, source: Source, where: SyntaxProblem) -> list[Diagnostic]:
         """A parse error at ``where`` (message, line, column) of the joined text; in a
@@ -294,30 +301,23 @@ class Linter:
         message, line, column = located or where
         return self._parse_error(display, message, line, column, source)
 
-    def _run_rules(
-        self, rules: list[Rule], model: ModuleModel, display: str, source: Source, result: LintResult
-    ) -> list[tuple[Rule, Report]]:
-        ctx = Context(model.path, display, source.text, model, self.project, self.evaluator, self.engine)
+    def _run_rules(self, rules: list[Rule], ctx: Context, result: LintResult) -> list[tuple[Rule, Report]]:
         reports: list[tuple[Rule, Report]] = []
         for rule in rules:
             try:
                 reports.extend((rule, report) for report in rule.check(ctx))
             except Exception as exc:  # noqa: BLE001 - one broken rule must not stop the run
-                result.errors.append(FileError(display, f"internal error in {rule.code} ({type(exc).__name__}: {exc}); please report it"))
+                result.errors.append(FileError(ctx.display_path, f"internal error in {rule.code} ({type(exc).__name__}: {exc}); please report it"))
         return reports
 
     def _locate(
-        self,
-        reports: list[tuple[Rule, Report]],
-        model: ModuleModel,
-        source: Source,
-        display: str,
-        used_noqa: dict[int, set[str]],
+        self, reports: list[tuple[Rule, Report]], ctx: Context, source: Source, result: LintResult, used_noqa: dict[int, set[str]]
     ) -> Iterator[tuple[Diagnostic, Sequence[Edit]]]:
-        """Diagnostics of the reports, less those a ``# noqa`` silences (``used_noqa``
-        collects, per line, the directive codes that silenced something)."""
+        """Diagnostics of the reports with their fixes, less those a ``# noqa`` silences
+        (``used_noqa`` collects, per line, the directive codes that silenced something)."""
         if not reports:
             return
+        model = ctx.model
         noqa = directives(source.text)
         seen: set[tuple[str, int, int]] = set()
         for rule, report in reports:
@@ -330,17 +330,17 @@ class Linter:
             seen.add((rule.code, start.line, start.column))
             cell, line = source.locate(start.line)
             _, end_line = source.locate(end.line)
-            edits = self._edits(rule.code, report, model, source)
+            edits, safety = self._fix_of(rule, report, ctx, source, result)
             diagnostic = Diagnostic(
                 code=rule.code,
                 name=rule.name,
                 severity=report.severity or rule.severity,
                 message=report.message or rule.message,
                 hint=report.hint or rule.hint,
-                path=display,
+                path=ctx.display_path,
                 span=Span(line, start.column + 1, end_line, end.column + 1),
                 cell=cell,
-                fix=all_fixers()[rule.code].safety if edits else report.fix,
+                fix=safety,
             )
             yield diagnostic, edits
 
@@ -372,6 +372,52 @@ def _suppressed(directive: Directive | None, code: str, used: dict[int, set[str]
     silencing = {selector for selector in directive.codes if matches(code, selector)}
     used.setdefault(directive.line, set()).update(silencing)
     return bool(silencing)
+
+
+def _fixed(source: Source, checked: _Checked) -> Source | None:
+    """``source`` after one round of the fixes ``checked`` found: its edits, else its line
+    edits (``# noqa`` clean-up); ``None`` when there are none."""
+    if checked.edits and checked.model is not None:
+        if source.document is not None:
+            return _fixed_notebook(source, checked.model, checked.edits)
+        return Source(source.path, apply_edits(checked.model.tree, checked.edits))
+    if not checked.line_edits:
+        return None
+    text = replace_lines(source.text, checked.line_edits)
+    if source.document is None:
+        return Source(source.path, text)
+    # Whole lines are replaced: every cell keeps its lines.
+    old, new = cell_texts(source), cell_texts(replace(source, text=text))
+    return _notebook_with(source, {cell: new[cell] for cell in old if new[cell] != old[cell]})
+
+
+def _fixed_notebook(source: Source, model: ModuleModel, edits: list[Edit]) -> Source:
+    """A notebook fixed cell by cell: each cell's edits are applied on their own, and only
+    that cell's text is taken from the result (an edit never spans cells)."""
+    by_cell: dict[int, list[Edit]] = {}
+    for edit in edits:
+        where = model.span_of(edit.node)
+        cell = source.locate(where.start.line)[0] if where is not None else None
+        if cell is not None:
+            by_cell.setdefault(cell, []).append(edit)
+    texts = {cell: cell_of_change(source, cell, apply_edits(model.tree, cell_edits)) for cell, cell_edits in by_cell.items()}
+    return _notebook_with(source, {cell: text for cell, text in texts.items() if text is not None})
+
+
+def _notebook_with(source: Source, texts: dict[int, str]) -> Source:
+    """The notebook of ``source`` with those cells' new texts, read back as a source."""
+    document = with_cells(source, texts)
+    return notebook_source(source.path, document.encode("utf-8")) if document != source.document else source
+
+
+def _crosses_cells(edits: Sequence[Edit], model: ModuleModel, source: Source) -> bool:
+    """An edit replaces a node that starts in one notebook cell and ends in another: the
+    fixed text could not be split back into the cells."""
+    for edit in edits:
+        where = model.span_of(edit.node)
+        if where is None or source.locate(where.start.line)[0] != source.locate(where.end.line)[0]:
+            return True
+    return False
 
 
 def _unreadable(path: Path, exc: OSError) -> str:

@@ -15,11 +15,12 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import libcst as cst
 
 from trainlint.diagnostics import Severity
+from trainlint.fixing import Fix, FixSafety
 
 if TYPE_CHECKING:
     from trainlint.analysis.engine import Engine
@@ -34,13 +35,12 @@ BUILTIN_RULES = "trainlint.rules"
 @dataclass(frozen=True)
 class Report:
     """What a rule yields: a node of the file being checked, optionally overriding the
-    rule's default message, hint or severity, and optionally carrying a fix."""
+    rule's default message, hint or severity."""
 
     node: cst.CSTNode
     message: str | None = None
     hint: str | None = None
     severity: Severity | None = None
-    fix: Any = None
 
 
 @dataclass
@@ -57,7 +57,8 @@ class Context:
 
 
 class Rule:
-    """Base class of every rule. Subclasses set the class attributes and implement check."""
+    """Base class of every rule. Subclasses set the class attributes and implement check;
+    a rule with an autofix also sets ``fix_safety`` and implements ``fix``."""
 
     code: ClassVar[str] = ""
     name: ClassVar[str] = ""
@@ -67,13 +68,19 @@ class Rule:
     hint: ClassVar[str] = ""  # default "what to do"
     # Cheap text prefilter: the rule runs only on files containing one of these strings.
     triggers: ClassVar[tuple[str, ...]] = ()
-    # "safe", "unsafe", or None when the rule has no autofix.
-    fix_safety: ClassVar[str | None] = None
+    # The safety of the rule's autofix, or None when it has none. One finding's fix may be
+    # less safe than this (``Fix.safety``), never safer.
+    fix_safety: ClassVar[FixSafety | None] = None
     # Off unless a selector names it (``select``/``extend-select``), like ruff's RUF100.
     opt_in: ClassVar[bool] = False
 
     def check(self, ctx: Context) -> Iterator[Report]:
         raise NotImplementedError
+
+    def fix(self, node: cst.CSTNode, ctx: Context) -> Fix | None:
+        """The fix of the finding reported at ``node`` (called only when ``fix_safety`` is
+        set); ``None`` when the right rewrite is not evident: the finding stays, unfixed."""
+        return None
 
     @classmethod
     def applies_to(cls, source: str) -> bool:

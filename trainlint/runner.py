@@ -36,7 +36,7 @@ from trainlint.sources import display_path, read_regular, write_atomically
 # The linter (libcst, the rules), the process pool and rich load only when a run needs
 # them: a run whose files are all cached imports none of them.
 if TYPE_CHECKING:
-    from trainlint.fixes import FixSafety
+    from trainlint.fixing import FixSafety
     from trainlint.linter import Linter
 
 # Files per chunk at most; matches the sibling scan of the project model (analysis/project.py).

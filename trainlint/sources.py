@@ -30,11 +30,13 @@ class SourceError(Exception):
 @dataclass(frozen=True)
 class Source:
     """Python text to analyse. For notebooks, ``cells[i]`` is the (cell number, first line
-    of the cell in ``text``) of each code cell, used to map lines back to cells."""
+    of the cell in ``text``) of each code cell, used to map lines back to cells, and
+    ``document`` is the notebook's JSON text, into which fixes are written back."""
 
     path: Path
     text: str
     cells: list[tuple[int, int]] = field(default_factory=list)
+    document: str | None = None
 
     def locate(self, line: int) -> tuple[int | None, int]:
         """(cell, line within it) for a line of ``text``; ``cell`` is ``None`` for .py files."""

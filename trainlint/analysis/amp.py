@@ -6,8 +6,8 @@ from __future__ import annotations
 import libcst as cst
 
 from trainlint.analysis.brains import torch as T
-from trainlint.analysis.module import ModuleModel
-from trainlint.analysis.names import dotted
+from trainlint.analysis.module import ModuleModel, Scope
+from trainlint.analysis.names import dotted, root_name
 from trainlint.analysis.values import Evaluator, LibRef, Lit, call_arg, literal_value
 from trainlint.analysis.walk import iter_children
 
@@ -109,15 +109,52 @@ VERSION_WORDS = ("version", "torch_greater", "torch_less", "is_torch")
 def version_fallback(node: cst.CSTNode, module: ModuleModel) -> bool:
     """The deprecated spelling sits where an older torch is expected: an ``except
     ImportError/AttributeError`` of a ``try`` of the new API, or a branch on
-    ``hasattr(torch, "amp")`` or on the torch version. Rewriting it would break old torch."""
+    ``hasattr(torch, "amp")`` or on the torch version (also through a flag such as
+    ``TORCH_HAS_AMP = hasattr(torch, "amp")``); or it is a call through a name that such a
+    fallback binds (``GradScaler()`` after ``try: from torch.amp import GradScaler except
+    ImportError: from torch.cuda.amp import GradScaler``). Rewriting it would break old
+    torch."""
+    if _in_fallback(node, module):
+        return True
+    func = node.func if isinstance(node, cst.Call) else None
+    root = root_name(func) if func is not None else None
+    scope: Scope | None = module.scope_of(node) if root is not None else None
+    while scope is not None and root is not None:
+        if any(b.kind == "import" and _in_fallback(b.node, module) for b in scope.bindings.get(root, [])):
+            return True
+        scope = scope.parent
+    return False
+
+
+def _in_fallback(node: cst.CSTNode, module: ModuleModel) -> bool:
     child = node
     for ancestor in module.ancestors(node):
         if isinstance(ancestor, cst.ExceptHandler) and _catches_fallback(ancestor):
             return True
-        if isinstance(ancestor, (cst.If, cst.IfExp)) and child is not ancestor.test and _checks_version(ancestor.test):
+        if isinstance(ancestor, (cst.If, cst.IfExp)) and child is not ancestor.test and _checks_version(ancestor.test, module):
+            return True
+        if isinstance(ancestor, (cst.IndentedBlock, cst.Module)) and _after_exiting_check(ancestor, child, module):
             return True
         child = ancestor
     return False
+
+
+def _after_exiting_check(block: cst.IndentedBlock | cst.Module, statement: cst.CSTNode, module: ModuleModel) -> bool:
+    """``statement`` follows ``if hasattr(torch, "amp"): return ...`` in ``block``: it runs
+    only when the check failed (an ``else`` written as an early exit)."""
+    for earlier in block.body:
+        if earlier is statement:
+            return False
+        if isinstance(earlier, cst.If) and _exits(earlier.body) and _checks_version(earlier.test, module):
+            return True
+    return False
+
+
+def _exits(body: cst.BaseSuite) -> bool:
+    last: cst.CSTNode | None = body.body[-1] if body.body else None
+    if isinstance(last, cst.SimpleStatementLine):
+        last = last.body[-1]
+    return isinstance(last, (cst.Return, cst.Raise, cst.Continue, cst.Break))
 
 
 def _catches_fallback(handler: cst.ExceptHandler) -> bool:
@@ -126,9 +163,10 @@ def _catches_fallback(handler: cst.ExceptHandler) -> bool:
     return any(dotted(name) in FALLBACK_EXCEPTIONS for name in names if name is not None)
 
 
-def _checks_version(test: cst.BaseExpression) -> bool:
+def _checks_version(test: cst.BaseExpression, module: ModuleModel | None) -> bool:
     """``hasattr(torch, "amp")``, ``hasattr(torch.amp, "GradScaler")``, a comparison of
-    ``torch.__version__`` or a version helper's result."""
+    ``torch.__version__`` or a version helper's result; with ``module``, also a name
+    assigned one of those (``if TORCH_HAS_AMP:``)."""
     pending: list[cst.CSTNode] = [test]
     while pending:
         node = pending.pop()
@@ -139,7 +177,20 @@ def _checks_version(test: cst.BaseExpression) -> bool:
         text = dotted(node) if isinstance(node, (cst.Name, cst.Attribute)) else None
         if text is not None and any(word in text.lower() for word in VERSION_WORDS):
             return True
+        if isinstance(node, cst.Name) and module is not None and _names_a_check(node, module):
+            return True
         pending.extend(iter_children(node))
+    return False
+
+
+def _names_a_check(name: cst.Name, module: ModuleModel) -> bool:
+    """``name`` is assigned a version check in its scope or an enclosing one."""
+    scope: Scope | None = module.scope_of(name)
+    while scope is not None:
+        bindings = scope.bindings.get(name.value)
+        if bindings:
+            return any(b.kind == "assign" and b.value is not None and _checks_version(b.value, None) for b in bindings)
+        scope = scope.parent
     return False
 
 

@@ -92,19 +92,37 @@ def reads(root: cst.CSTNode, attr: str, module: ModuleModel) -> Iterator[cst.Att
 def is_module(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bool:
     """``expr`` is an ``nn.Module`` (not a parameter or a tensor): built as one, iterated
     from ``model.modules()``, or unknown and named like a model."""
+    known = _module_by_code(expr, module, ev)
+    if known is not None:
+        return known
+    if isinstance(expr, cst.Attribute) and SUBMODULE_NAME.match(expr.attr.value) and is_module(expr.value, module, ev):
+        return True  # ``model.fc`` of a library model
+    return is_model(expr, module, ev)
+
+
+def certainly_module(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bool:
+    """``expr`` is an ``nn.Module`` by what the code says, not by its name."""
+    return _module_by_code(expr, module, ev) is True
+
+
+def _module_by_code(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bool | None:
+    """Whether the code says ``expr`` is a module (built as one, iterated from
+    ``model.modules()``, a submodule-named attribute of one); ``None`` when only its name
+    could tell."""
     if isinstance(expr, cst.Attribute) and expr.attr.value in PARAMETER_ATTRIBUTES:
         return False
     loop = _iterating_loop(expr, module)
     if loop is not None:
         return _iterated_method(loop) in MODULE_ITERATORS
-    values = [v for v in ev.eval(expr, module) if not (isinstance(v, Obj) and v.qualname in T.PARAMETER_CLASSES)]
-    if len(values) != len(ev.eval(expr, module)):
+    evaluated = ev.eval(expr, module)
+    values = [v for v in evaluated if not (isinstance(v, Obj) and v.qualname in T.PARAMETER_CLASSES)]
+    if len(values) != len(evaluated):
         return False
     if values:
         return all(is_model_value(v, ev) for v in values)
-    if isinstance(expr, cst.Attribute) and SUBMODULE_NAME.match(expr.attr.value) and is_module(expr.value, module, ev):
-        return True  # ``model.fc`` of a library model
-    return is_model(expr, module, ev)
+    if isinstance(expr, cst.Attribute) and SUBMODULE_NAME.match(expr.attr.value) and certainly_module(expr.value, module, ev):
+        return True
+    return None
 
 
 def is_parameter(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bool:

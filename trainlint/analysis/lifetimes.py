@@ -21,7 +21,7 @@ from trainlint.analysis.brains import timm as TIMM
 from trainlint.analysis.brains import torch as T
 from trainlint.analysis.ir import Flag, Item, Op, OpKind, object_kind
 from trainlint.analysis.models import is_model
-from trainlint.analysis.names import dotted, root_name, terminal_name
+from trainlint.analysis.names import dotted, root_name, target_names, terminal_name
 from trainlint.analysis.tensors import detaching_call
 from trainlint.analysis.values import Instance, Obj, call_arg, literal_value
 from trainlint.analysis.walk import iter_children
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from trainlint.analysis.ir import _Build
 
 # Methods that keep their argument in the receiver.
-_STORING = frozenset({"append", "extend", "insert", "update", "add", "appendleft", "put"})
+STORING = frozenset({"append", "extend", "insert", "update", "add", "appendleft", "put"})
 _EMPTYING = frozenset({"clear", "reset"})
 # Calls that build a container (by terminal name): what ``append``/``[k] =`` may go into.
 _CONTAINER_BUILDERS = frozenset({"list", "dict", "defaultdict", "OrderedDict", "deque", "Counter"})
@@ -70,20 +70,20 @@ def tracked_names(body: cst.CSTNode) -> Tracked:
         node = pending.pop()
         if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)) and node is not body:
             continue
-        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in _STORING:
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in STORING:
             name = _container_root(node.func.value)
             if name is not None:
                 containers.add(name)
         elif isinstance(node, cst.Assign):
             targets = [t.target for t in node.targets]
             containers.update(name for t in targets if isinstance(t, cst.Subscript) for name in [_container_root(t.value)] if name)
-            names = {n.value for t in targets for n in _target_names(t)}
+            names = {n.value for t in targets for n in target_names(t)}
             if isinstance(node.value, cst.Call):
                 recurrent.update(names & _argument_names(node.value))
             if len(targets) == 1 and isinstance(targets[0], cst.Name) and one_shot(node.value):
                 iterators.add(targets[0].value)
         elif isinstance(node, (cst.For, cst.CompFor)):
-            rebound.update(n.value for n in _target_names(node.target))
+            rebound.update(n.value for n in target_names(node.target))
         pending.extend(iter_children(node))
     return Tracked(frozenset(containers), frozenset(recurrent - rebound), frozenset(iterators))
 
@@ -121,7 +121,7 @@ class ValueOps:
         for target in (t.target for t in assign.targets):
             if isinstance(target, cst.Subscript):
                 items.extend(self._stores(assign, target.value, [value]))
-            for name in _target_names(target):
+            for name in target_names(target):
                 if name.value in self.tracked.recurrent:
                     flags = frozenset({Flag.RECURRENT}) if self._recurrent(value, name.value) else frozenset()
                     items.append(self._op(OpKind.CARRY, assign, target=name, operand=value, flags=flags, name=name.value))
@@ -136,7 +136,7 @@ class ValueOps:
         if not isinstance(func, cst.Attribute):
             return items
         method, receiver = func.attr.value, func.value
-        if method in _STORING:
+        if method in STORING:
             items.extend(self._stores(call, receiver, self._stored_values(call, method, receiver)))
         elif method in _EMPTYING and isinstance(receiver, cst.Name) and self._holder(receiver) is not None:
             items.append(self._op(OpKind.STORE, call, target=receiver, flags=frozenset({Flag.CLEARS}), name=receiver.value))
@@ -320,19 +320,11 @@ def _unpacked(value: cst.BaseExpression | None, path: tuple[int, ...]) -> cst.Ba
     return value
 
 
-def _target_names(target: cst.BaseExpression) -> Iterator[cst.Name]:
-    if isinstance(target, cst.Name):
-        yield target
-    elif isinstance(target, (cst.Tuple, cst.List)):
-        for element in target.elements:
-            yield from _target_names(element.value)
-
-
 def _argument_names(call: cst.Call) -> set[str]:
     """Names passed to a call, also inside a tuple: ``h`` and ``c`` in ``lstm(x, (h, c))``."""
     names: set[str] = set()
     for arg in call.args:
-        names.update(n.value for n in _target_names(arg.value))
+        names.update(n.value for n in target_names(arg.value))
     return names
 
 

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from trainlint.analysis import brains
-from trainlint.analysis.brains import torch as T
-from trainlint.analysis.module import ModuleModel
-from trainlint.analysis.values import Evaluator, Instance, Obj, TensorV, call_arg
+from trainlint.analysis.module import ModuleModel, Scope
+from trainlint.analysis.names import name_uses, root_name, terminal_name
+from trainlint.analysis.values import Evaluator, Instance, LibRef, Obj, TensorV, call_arg
 
 
 @dataclass(frozen=True)
@@ -78,6 +77,78 @@ def inputs_of_kind(
                 break
 
 
+def removable_activation(
+    call: cst.Call, module: ModuleModel, ev: Evaluator, family: frozenset[str], kind: str, activation: str
+) -> tuple[cst.Call, cst.BaseExpression] | None:
+    """The ``activation`` call (``softmax``, ``sigmoid``: producing tensors of ``kind``) whose
+    result is the input of the ``family`` loss computed by ``call``, with the operand that
+    can replace it: only when that result is used by the loss alone, so dropping the
+    activation changes nothing else."""
+    for loss in loss_calls(module, ev, family):
+        if loss.call is not call or loss.input is None:
+            continue
+        origins = [t.origin for t in input_kinds(loss, module, ev) if t.kind == kind and t.module is module]
+        if len(origins) == 1 and isinstance(origins[0], cst.Call) and _used_only_by(origins[0], loss.input, module):
+            operand = _activation_operand(origins[0], activation, module, ev)
+            return (origins[0], operand) if operand is not None else None
+    return None
+
+
+def _activation_operand(call: cst.Call, activation: str, module: ModuleModel, ev: Evaluator) -> cst.BaseExpression | None:
+    """``x`` in ``F.softmax(x, dim=1)``, ``torch.softmax(x, 1)`` and ``x.softmax(1)``."""
+    if terminal_name(call.func) != activation:
+        return None  # an ``nn.Softmax`` layer or a helper: the rewrite is not evident
+    func = call.func
+    if not isinstance(func, cst.Attribute):
+        return call_arg(call, 0, "input")  # ``softmax`` imported from a library
+    if any(isinstance(v, LibRef) for v in ev.eval(func.value, module)):
+        return call_arg(call, 0, "input")  # ``F.softmax(x)``
+    kinds = _binding_kinds(func.value, module)
+    if kinds and "import" not in kinds:
+        return func.value  # ``x.softmax(1)``, ``self.fc(x).softmax(1)``
+    return None  # an unresolved ``a.b.softmax(...)``: a module or a tensor?
+
+
+def _binding_kinds(expr: cst.BaseExpression, module: ModuleModel) -> set[str]:
+    """How the leftmost name of ``expr`` is bound in the scopes around it."""
+    root = root_name(expr)
+    scope: Scope | None = module.scope_of(expr)
+    kinds: set[str] = set()
+    while scope is not None and root is not None:
+        kinds.update(binding.kind for binding in scope.bindings.get(root, []))
+        scope = scope.parent
+    return kinds
+
+
+def _used_only_by(activation: cst.Call, loss_input: cst.BaseExpression, module: ModuleModel) -> bool:
+    """The activation (possibly followed by tensor methods: ``.squeeze(1)``) is the loss
+    input itself, or is assigned to a name that appears nowhere else in its function than
+    in that assignment and the loss call."""
+    value = _method_chain_top(activation, module)
+    if value is loss_input:
+        return True
+    if not isinstance(loss_input, cst.Name):
+        return False
+    assignment = module.parent_of(value)
+    if not (isinstance(assignment, cst.Assign) and len(assignment.targets) == 1):
+        return False
+    target = assignment.targets[0].target
+    if not (isinstance(target, cst.Name) and target.value == loss_input.value):
+        return False
+    scope = module.enclosing_function(activation) or module.tree
+    return name_uses(scope, loss_input.value) == 2
+
+
+def _method_chain_top(node: cst.BaseExpression, module: ModuleModel) -> cst.BaseExpression:
+    """``torch.sigmoid(x).squeeze(1)`` for ``torch.sigmoid(x)``: methods called on it."""
+    while True:
+        attribute = module.parent_of(node)
+        call = module.parent_of(attribute) if attribute is not None else None
+        if not (isinstance(attribute, cst.Attribute) and attribute.value is node and isinstance(call, cst.Call) and call.func is attribute):
+            return node
+        node = call
+
+
 def describe_origin(tensor: TensorV, module: ModuleModel) -> str:
     """``F.softmax(...) at model.py:23`` or ``the softmax on line 12``."""
     if tensor.module is module:
@@ -94,4 +165,4 @@ def _verb(tensor: TensorV) -> str:
     return {"probs": "softmax", "log_probs": "log_softmax", "sigmoid": "sigmoid"}.get(tensor.kind, tensor.kind)
 
 
-__all__ = ["LossCall", "describe_origin", "input_kinds", "loss_calls", "short_name"]
+__all__ = ["LossCall", "describe_origin", "input_kinds", "loss_calls", "removable_activation", "short_name"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import libcst as cst
 
 
@@ -53,3 +55,30 @@ def module_dotted(node: cst.Attribute | cst.Name | None) -> str:
 def relative_prefix(dots: object) -> int:
     """How many leading dots a ``from ... import`` has."""
     return len(dots) if isinstance(dots, (list, tuple)) else 0
+
+
+def target_names(target: cst.BaseExpression) -> Iterator[cst.Name]:
+    """The names an assignment target binds: ``a`` and ``b`` of ``a, (b, self.c)``."""
+    if isinstance(target, cst.Name):
+        yield target
+    elif isinstance(target, (cst.Tuple, cst.List)):
+        for element in target.elements:
+            yield from target_names(element.value)
+
+
+def name_uses(scope: cst.CSTNode, name: str) -> int:
+    """How many times ``name`` appears as an identifier inside ``scope`` (binding or use)."""
+    counter = _NameCounter(name)
+    scope.visit(counter)
+    return counter.count
+
+
+class _NameCounter(cst.CSTVisitor):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.count = 0
+
+    def visit_Name(self, node: cst.Name) -> None:
+        if node.value == self.name:
+            self.count += 1

@@ -2,9 +2,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from trainlint.analysis.predictions import Softmax, batch_output, batched_calls, class_axis, returned_by_forward, softmax_calls
+import libcst as cst
+
+from trainlint.analysis.engine import Engine
+from trainlint.analysis.module import ModuleModel
+from trainlint.analysis.predictions import BatchedCall, Softmax, batch_output, batched_calls, class_axis, returned_by_forward, softmax_calls
 from trainlint.analysis.training import call_text
+from trainlint.analysis.values import literal_value
 from trainlint.diagnostics import Severity
+from trainlint.fixing import Edit, Fix, FixSafety, integer
 from trainlint.rule import Context, Report, Rule
 
 
@@ -16,6 +22,11 @@ class SoftmaxOverBatchDimension(Rule):
     message = "softmax with dim=0 normalises each class over the batch instead of each sample over its classes"
     hint = "Normalise over the class axis: dim=1 (or dim=-1) for [batch, classes] outputs."
     triggers = ("softmax", "Softmax")
+    # Passes the class axis the code states (dim 1 for a cross-entropy input, d where the
+    # classes are picked with ``argmax(d)``), also for the softmax a ``forward`` returns.
+    # Unsafe: the shape is unchanged but every probability changes (the point); a softmax
+    # over the batch is occasionally deliberate (batch-level normalisation in clustering).
+    fix_safety = FixSafety.UNSAFE
 
     def check(self, ctx: Context) -> Iterator[Report]:
         for softmax in softmax_calls(ctx.model, ctx.evaluator):
@@ -23,6 +34,30 @@ class SoftmaxOverBatchDimension(Rule):
                 report = _on_output(softmax, ctx) or _in_forward(softmax, ctx)
                 if report is not None:
                     yield report
+
+    def fix(self, node: cst.CSTNode, ctx: Context) -> Fix | None:
+        model, engine = ctx.model, ctx.engine
+        for softmax in softmax_calls(model, ctx.evaluator):
+            if softmax.call is not node or softmax.dim is None or literal_value(softmax.dim) != 0:
+                continue
+            output = batch_output(softmax.operand, model, engine)
+            if output is not None:
+                axis = class_axis(output, model, engine)
+            else:
+                used = _forward_use(softmax, model, engine)
+                axis = used[1].axis if used is not None else None
+            if axis is None or softmax.dim_owner is not softmax.call:
+                return None  # a shared ``nn.Softmax(dim=0)`` layer may serve other inputs
+            return Fix([Edit(softmax.dim, integer(axis))])
+        return None
+
+
+def _forward_use(softmax: Softmax, model: ModuleModel, engine: Engine) -> tuple[cst.ClassDef, BatchedCall] | None:
+    """The model class whose ``forward`` returns the softmax, and a call of that model on
+    batches whose outputs feed a classification loss (which says where the classes are)."""
+    cls = returned_by_forward(softmax, model, engine.ev)
+    used = next(batched_calls(cls, model, engine), None) if cls is not None else None
+    return (cls, used) if cls is not None and used is not None else None
 
 
 def _on_output(softmax: Softmax, ctx: Context) -> Report | None:
@@ -46,10 +81,10 @@ def _on_output(softmax: Softmax, ctx: Context) -> Report | None:
 def _in_forward(softmax: Softmax, ctx: Context) -> Report | None:
     """The softmax a model's ``forward`` returns, when the model is run on batches whose
     outputs feed a classification loss."""
-    cls = returned_by_forward(softmax, ctx.model, ctx.evaluator)
-    used = next(batched_calls(cls, ctx.model, ctx.engine), None) if cls is not None else None
-    if cls is None or used is None:
+    found = _forward_use(softmax, ctx.model, ctx.engine)
+    if found is None:
         return None
+    cls, used = found
     return Report(
         softmax.call,
         message=(

@@ -4,11 +4,15 @@ from collections.abc import Iterator
 
 import libcst as cst
 
+from trainlint.analysis.brains import torch as T
 from trainlint.analysis.engine import Engine, Occurrence
 from trainlint.analysis.ir import Flag, OpKind
 from trainlint.analysis.keys import variable
+from trainlint.analysis.names import target_names
 from trainlint.analysis.training import call_text, innermost_loop
+from trainlint.analysis.values import Obj
 from trainlint.diagnostics import Severity
+from trainlint.fixing import Edit, Fix, FixSafety, method_call
 from trainlint.rule import Context, Report, Rule
 
 
@@ -20,6 +24,13 @@ class RecurrentStateNotDetached(Rule):
     message = "the hidden state is fed into the next batch with its autograd graph"
     hint = "Detach the state between batches: `hidden = hidden.detach()` (for an LSTM, detach both h and c), or re-initialise it."
     triggers = ("backward",)
+    # ``out, h = gru(x, h)`` -> ``out, h = gru(x, h.detach())``, where the state is evidently
+    # tensors: each name of a tuple argument (``lstm(x, (h, c))``), or a name passed to a
+    # single-state layer (``nn.GRU``, ``nn.RNN`` and their cells). Unsafe: gradients no
+    # longer flow from this batch into earlier ones, which is the point (truncated
+    # backpropagation through time) but changes the gradients of code that meant to
+    # backpropagate through the whole stream.
+    fix_safety = FixSafety.UNSAFE
 
     def check(self, ctx: Context) -> Iterator[Report]:
         reported: set[int] = set()
@@ -31,6 +42,22 @@ class RecurrentStateNotDetached(Rule):
                 continue
             reported.add(id(op.node))
             yield Report(op.operand, message=_message(ctx.engine, occurrence))
+
+    def fix(self, node: cst.CSTNode, ctx: Context) -> Fix | None:
+        assign = ctx.model.parent_of(node)
+        if not isinstance(node, cst.Call) or not isinstance(assign, cst.Assign):
+            return None
+        assigned = {name.value for target in assign.targets for name in target_names(target.target)}
+        single = any(isinstance(v, Obj) and v.qualname in T.SINGLE_STATE_RNNS for v in ctx.evaluator.eval(node.func, ctx.model))
+        edits = []
+        for arg in node.args:
+            value = arg.value
+            if isinstance(value, cst.Tuple):
+                states = [e.value for e in value.elements if isinstance(e.value, cst.Name) and e.value.value in assigned]
+                edits += [Edit(state, method_call(state, "detach")) for state in states]
+            elif single and isinstance(value, cst.Name) and value.value in assigned:
+                edits.append(Edit(value, method_call(value, "detach")))
+        return Fix(edits) if edits else None
 
 
 def _carried_with_graph(engine: Engine, occurrence: Occurrence) -> bool:

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
+import libcst as cst
+
+from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.schedules import Schedules, is_plateau, receiver, step_calls
 from trainlint.analysis.values import call_arg
 from trainlint.diagnostics import Severity
+from trainlint.fixing import Edit, Fix, FixSafety
 from trainlint.rule import Context, Report, Rule
+
+METRIC_NAME = re.compile(r"^(?:val|valid|validation|eval|dev)_?(?:loss|metric|score|acc|accuracy)$")
 
 
 class PlateauSchedulerWithoutMetric(Rule):
@@ -17,6 +24,11 @@ class PlateauSchedulerWithoutMetric(Rule):
     hint = "Pass the monitored value, e.g. scheduler.step(val_loss), once per validation."
     # The scheduler may be built in another file than the one stepping it.
     triggers = (".step(",)
+    # ``plateau.step()`` -> ``plateau.step(val_loss)``, only when the metric is evident:
+    # exactly one variable of the enclosing function (or module) is named like a validation
+    # metric and is assigned before the call. Unsafe: the call no longer raises, and whether
+    # that metric should be minimised is the scheduler's ``mode``, which is not checked.
+    fix_safety = FixSafety.UNSAFE
 
     def check(self, ctx: Context) -> Iterator[Report]:
         schedules = Schedules(ctx.evaluator, ctx.engine)
@@ -34,3 +46,22 @@ class PlateauSchedulerWithoutMetric(Rule):
                         "so this call raises, and the LR can never react to a plateau"
                     ),
                 )
+
+    def fix(self, node: cst.CSTNode, ctx: Context) -> Fix | None:
+        if not isinstance(node, cst.Call) or node.args:
+            return None
+        candidates = _metrics_before(node, ctx.model)
+        if len(candidates) != 1:
+            return None
+        return Fix([Edit(node, node.with_changes(args=[cst.Arg(cst.Name(candidates.pop()))]))])
+
+
+def _metrics_before(call: cst.Call, model: ModuleModel) -> set[str]:
+    scope = model.scope_of(call)
+    position = model.order_of(call, 0)
+    return {
+        name
+        for name, bindings in scope.bindings.items()
+        if METRIC_NAME.match(name)
+        and any(b.kind == "assign" and model.order_of(b.node, position) < position for b in bindings)
+    }

@@ -4,12 +4,16 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from trainlint.analysis.freezing import FLAG, Switch, covers, flag_assignments, is_module, is_read, misspelt, reads, switches
+from trainlint.analysis.freezing import (
+    FLAG, SETTER, Switch, certainly_module, covers, flag_assignments, is_module, is_parameter, is_read, misspelt, reads,
+    switches,
+)
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted, root_name
 from trainlint.analysis.optimizers import optimizer_calls
 from trainlint.analysis.training import call_text
 from trainlint.diagnostics import Severity
+from trainlint.fixing import Edit, Fix, FixSafety
 from trainlint.rule import Context, Report, Rule
 
 # Methods of a model that do not run it: calling them between a freeze and its undoing
@@ -29,6 +33,16 @@ class FreezeHasNoEffect(Rule):
     message = "this freeze has no effect: the parameters keep requires_grad=True and keep training"
     hint = "Freeze parameters with p.requires_grad = False, or every parameter of a module with module.requires_grad_(False)."
     triggers = ("grad",)
+    # ``p.require_grad = False`` -> ``p.requires_grad = False`` on a parameter;
+    # ``module.requires_grad = False`` (or misspelt) -> ``module.requires_grad_(False)``.
+    # Safe: offered only when the receiver is certainly a parameter (a loop variable over
+    # ``parameters()``, a ``.weight``/``.bias``, an ``nn.Parameter``: a leaf, whose flag can
+    # be set) or a module, and when the file never reads the attribute that was being set
+    # (so nothing depended on it). Unsafe when the value set may not be a bool (the flag and
+    # ``requires_grad_`` then raise), or when the receiver is taken for a module by its name
+    # only. An undone freeze is not rewritten: which layers should train is the author's
+    # choice.
+    fix_safety = FixSafety.SAFE
 
     def check(self, ctx: Context) -> Iterator[Report]:
         model, ev = ctx.model, ctx.evaluator
@@ -52,6 +66,31 @@ class FreezeHasNoEffect(Rule):
                     hint=f"Call {receiver}.requires_grad_({call_text(assign.value, model)}), which sets the flag of every parameter.",
                 )
         yield from _undone_freezes(ctx)
+
+    def fix(self, node: cst.CSTNode, ctx: Context) -> Fix | None:
+        model = ctx.model
+        target = model.parent_of(node)
+        assign = model.parent_of(target) if target is not None else None
+        if not (isinstance(node, cst.Attribute) and isinstance(assign, cst.Assign) and len(assign.targets) == 1):
+            return None
+        attr = node.attr.value
+        if attr != FLAG and (not misspelt(attr) or is_read(attr, model)):
+            return None
+        proven = _boolean(assign.value)
+        if is_module(node.value, model, ctx.evaluator):
+            setter = cst.Call(cst.Attribute(node.value, cst.Name(SETTER)), [cst.Arg(assign.value)])
+            proven = proven and certainly_module(node.value, model, ctx.evaluator)
+            return Fix([Edit(assign, cst.Expr(setter, semicolon=assign.semicolon))], None if proven else FixSafety.UNSAFE)
+        if attr != FLAG and is_parameter(node.value, model, ctx.evaluator):
+            return Fix([Edit(node.attr, cst.Name(FLAG))], None if proven else FixSafety.UNSAFE)
+        return None
+
+
+def _boolean(value: cst.BaseExpression) -> bool:
+    """``True``, ``False``, ``not x``, ``a == b``: certainly a bool, as the flag requires."""
+    if isinstance(value, cst.Name):
+        return value.value in ("True", "False")
+    return isinstance(value, cst.Comparison) or isinstance(value, cst.UnaryOperation) and isinstance(value.operator, cst.Not)
 
 
 def _own_flag(attribute: cst.Attribute, model: ModuleModel) -> bool:

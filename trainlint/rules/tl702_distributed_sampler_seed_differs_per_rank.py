@@ -11,6 +11,7 @@ from trainlint.analysis.processes import Varying, per_process
 from trainlint.analysis.training import call_text
 from trainlint.analysis.values import Evaluator, call_arg
 from trainlint.diagnostics import Severity
+from trainlint.fixing import Edit, Fix, FixSafety
 from trainlint.rule import Context, Report, Rule
 
 SAMPLER_NAMES = frozenset(q.rsplit(".", 1)[1] for q in brains.DISTRIBUTED_SAMPLERS)
@@ -24,6 +25,11 @@ class DistributedSamplerSeedDiffersPerRank(Rule):
     message = "the DistributedSampler's seed differs between ranks, so their shards overlap and some samples are skipped"
     hint = "Give every rank the same seed (seed=args.seed); seed the per-rank augmentation RNGs separately."
     triggers = ("DistributedSampler",)
+    # ``DistributedSampler(ds, seed=args.seed + rank)`` -> ``seed=args.seed``, only when the
+    # seed is a sum whose one side depends on the rank and whose other side does not.
+    # Unsafe: every rank then shuffles with the same permutation, which is the fix, but the
+    # order of the data changes for every rank.
+    fix_safety = FixSafety.UNSAFE
 
     def check(self, ctx: Context) -> Iterator[Report]:
         model, ev = ctx.model, ctx.evaluator
@@ -31,6 +37,17 @@ class DistributedSamplerSeedDiffersPerRank(Rule):
             varying = per_process(seed, model, ev)
             if varying is not None:
                 yield Report(seed, message=_message(seed, varying, model))
+
+    def fix(self, node: cst.CSTNode, ctx: Context) -> Fix | None:
+        if not (isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add)):
+            return None
+        left = per_process(node.left, ctx.model, ctx.evaluator)
+        right = per_process(node.right, ctx.model, ctx.evaluator)
+        if left is None and right is not None and right.kind == "rank":
+            return Fix([Edit(node, node.left.with_changes(lpar=node.lpar, rpar=node.rpar) if node.lpar else node.left)])
+        if right is None and left is not None and left.kind == "rank":
+            return Fix([Edit(node, node.right)])
+        return None
 
 
 def seeded_samplers(model: ModuleModel, ev: Evaluator) -> Iterator[tuple[cst.Call, cst.BaseExpression]]:

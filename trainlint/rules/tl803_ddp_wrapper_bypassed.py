@@ -13,6 +13,7 @@ from trainlint.analysis.names import dotted, root_name
 from trainlint.analysis.training import backpropagated_names, call_text, loop_at
 from trainlint.analysis.values import Evaluator, FuncRef, Obj
 from trainlint.diagnostics import Severity
+from trainlint.fixing import Edit, Fix, FixSafety
 from trainlint.rule import Context, Report, Rule
 
 MAX_DEPTH = 2
@@ -26,12 +27,26 @@ class DdpWrapperBypassed(Rule):
     message = "the model is called through `.module`, bypassing DistributedDataParallel in the training step"
     hint = "Call the DDP wrapper itself, `ddp_model(x)`; keep `.module` for saving, loading and evaluation."
     triggers = (".module",)
+    # ``ddp_model.module(x)`` / ``ddp_model.module.forward(x)`` -> ``ddp_model(x)``. Unsafe:
+    # the forward pass then goes through DistributedDataParallel, which all-reduces the
+    # gradients (the point) but also broadcasts buffers from rank 0 and may need
+    # ``find_unused_parameters``. Calls of other methods (``.module.loss(x)``) are left
+    # alone: DDP only wraps ``forward``.
+    fix_safety = FixSafety.UNSAFE
 
     def check(self, ctx: Context) -> Iterator[Report]:
         for call in ctx.model.calls:
             wrapper = _bypassed_wrapper(call, ctx.model, ctx.evaluator)
             if wrapper is not None and _trains(ctx.engine, call, ctx.model):
                 yield Report(call, message=_message(call, wrapper, ctx.model))
+
+    def fix(self, node: cst.CSTNode, ctx: Context) -> Fix | None:
+        if not isinstance(node, cst.Call) or not isinstance(node.func, cst.Attribute):
+            return None
+        func = node.func
+        if func.attr.value == "forward" and isinstance(func.value, cst.Attribute):
+            func = func.value
+        return Fix([Edit(node.func, func.value)]) if func.attr.value == "module" else None
 
 
 def _bypassed_wrapper(call: cst.Call, module: ModuleModel, ev: Evaluator) -> cst.BaseExpression | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from trainlint.diagnostics import Severity
+from trainlint.fixing import FixSafety
 from trainlint.rule import Context, Report, Rule
 
 
@@ -17,7 +18,7 @@ class UnusedNoqa(Rule):
     message = "unused `noqa` directive"
     hint = "Remove the codes that no longer silence a finding (`--fix` does it)."
     triggers = ("\0never\0",)
-    fix_safety = "safe"
+    fix_safety = FixSafety.SAFE
     opt_in = True
 
     def check(self, ctx: Context) -> Iterator[Report]:

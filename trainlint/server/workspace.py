@@ -22,7 +22,7 @@ from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.parsing import parse
 from trainlint.config import CONFIG_FILES, Configuration
 from trainlint.diagnostics import Diagnostic
-from trainlint.fixes import FixSafety
+from trainlint.fixing import FixSafety
 from trainlint.linter import Linter, LintResult, display_path
 from trainlint.noqa import directives, unsafe_lines, with_codes
 from trainlint.sources import Source, split_lines, text_digest

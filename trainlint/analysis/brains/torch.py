@@ -129,6 +129,8 @@ DEPRECATED_AMP: dict[str, tuple[str, tuple[str, ...]]] = {
     "torch.cuda.amp.grad_scaler.GradScaler": ("GradScaler", ("init_scale", "growth_factor", "backoff_factor", "growth_interval", "enabled")),
 }
 DEPRECATED_AMP_MODULE = "torch.cuda.amp"
+# torch.amp counterparts that older torch releases lack: torch.amp.GradScaler came in 2.3.
+LATE_MODERN_AMP = frozenset({"GradScaler"})
 MODERN_AMP_MODULE = "torch.amp"
 
 DATA_LOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
