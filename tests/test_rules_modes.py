@@ -74,6 +74,16 @@ for epoch in range(10):
         with torch.no_grad():
             outputs = model(batch[0])  # expect: TL601
 ''',
+    "library_helper_whose_callers_are_outside_the_project": '''
+import torch
+
+def build_classifier(model, tokenizer, classnames):
+    with torch.no_grad():
+        weights = []
+        for name in classnames:
+            weights.append(model(text=tokenizer([name])).mean(dim=0))
+        return torch.stack(weights, dim=1)
+''',
     "caller_sets_eval": MODEL + TRAIN + '''
 @torch.no_grad()
 def evaluate(model, loader):

@@ -605,20 +605,24 @@ class Engine:
         parameter bound to a named argument, becomes the argument (``scaler`` -> the caller's
         ``self.scaler``); a root that is then a local variable of a function is qualified by
         that function's activation, so that its facts end with it."""
-        current: Frame | None = frame
-        while current is not None:
-            match = _ROOT.match(text)
-            if match is None:
-                return text
-            bound = current.bindings.get(match.group(1))
-            named = dotted(bound[0]) if bound is not None else None
-            if bound is None or named is None:
-                if current.function is not None and match.group(1) in _local_names(current.function, current.module):
-                    return variable(current, text)
-                return text
-            text = named + text[match.end(1) :]
-            current = bound[2]
+        text, home = outermost(text, frame)
+        match = _ROOT.match(text)
+        if home is not None and home.function is not None and match is not None and match.group(1) in _local_names(home.function, home.module):
+            return variable(home, text)
         return text
+
+    def from_unseen_caller(self, expr: cst.BaseExpression, frame: Frame) -> bool:
+        """``expr`` is, in the outermost caller's terms, a parameter of a function that no
+        visible code calls: what it holds is up to callers outside the project."""
+        text = dotted(expr)
+        if text is None:
+            return False
+        text, home = outermost(text, frame)
+        match = _ROOT.match(text)
+        if home is None or home.function is None or match is None:
+            return False
+        params = {p.name.value for p in (*home.function.params.posonly_params, *home.function.params.params, *home.function.params.kwonly_params)}
+        return match.group(1) in params and not self.ev.call_sites(home.function, home.module)
 
     def condition(self, test: cst.BaseExpression, module: ModuleModel) -> tuple[str, bool]:
         found = self._conditions.get(id(test))
@@ -973,6 +977,21 @@ def condition(test: cst.BaseExpression, module: ModuleModel) -> tuple[str, bool]
     return _text(test, module), True
 
 
+
+
+def outermost(text: str, frame: Frame) -> tuple[str, Frame | None]:
+    """``text`` with its root, while a parameter bound to a named argument, replaced by
+    the argument, and the frame whose terms the result is in."""
+    current: Frame | None = frame
+    while current is not None:
+        match = _ROOT.match(text)
+        bound = current.bindings.get(match.group(1)) if match is not None else None
+        named = dotted(bound[0]) if bound is not None else None
+        if match is None or bound is None or named is None:
+            return text, current
+        text = named + text[match.end(1) :]
+        current = bound[2]
+    return text, current
 
 
 def _text(node: cst.CSTNode, module: ModuleModel) -> str:

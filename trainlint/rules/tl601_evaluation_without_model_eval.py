@@ -29,7 +29,7 @@ class EvaluationWithoutModelEval(Rule):
         reported: set[int] = set()
         for call in evaluation_sites(ctx.engine, ctx.model):
             node = call.call if call.module is ctx.model else call.anchor
-            training = _in_training_mode(modes_at(ctx.engine, call), node, ctx, certain_only=not ctx.model.enclosing_loops(call.call))
+            training = _in_training_mode(modes_at(ctx.engine, call), call, node, ctx, certain_only=not ctx.model.enclosing_loops(call.call))
             if training is None or id(node) in reported or not _mode_matters(call, ctx):
                 continue
             reported.add(id(node))
@@ -37,7 +37,7 @@ class EvaluationWithoutModelEval(Rule):
 
 
 def _in_training_mode(
-    modes: list[tuple[Snapshot, frozenset[ModeV]]], site: cst.CSTNode, ctx: Context, certain_only: bool
+    modes: list[tuple[Snapshot, frozenset[ModeV]]], call: ModelCall, site: cst.CSTNode, ctx: Context, certain_only: bool
 ) -> frozenset[ModeV] | None:
     """The modes of a path on which the model is certainly in training mode (some call
     path or branch: ``if args.eval: evaluate(model)`` right after building it), unless the
@@ -49,8 +49,11 @@ def _in_training_mode(
     if certain:
         return certain[0]  # a path that certainly evaluates a model in training mode
     # Nothing known for sure: report only when no way here switches to eval (and for an
-    # evaluation outside a loop, a sampling helper, only what is certain).
-    return training[0] if len(training) == len(modes) and not certain_only else None
+    # evaluation outside a loop, a sampling helper, only what is certain), and the model
+    # does not come from callers outside the project (a library's evaluation helper).
+    target = model_expression(call.call)
+    external = target is not None and any(ctx.engine.from_unseen_caller(target, snapshot.frame) for snapshot, _ in modes)
+    return training[0] if len(training) == len(modes) and not certain_only and not external else None
 
 
 def _deliberate(values: frozenset[ModeV], site: cst.CSTNode, ctx: Context) -> bool:
