@@ -45,7 +45,7 @@ from trainlint.analysis.ir import (
 from trainlint.analysis.keys import Frame, Key, Relation, Resolver, variable
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted, terminal_name
-from trainlint.analysis.state import MAX_FACTS, Iteration, ModeV, State, Total, forget_oldest, initial_state, join
+from trainlint.analysis.state import MAX_FACTS, Iteration, ModeV, State, Total, initial_state, join
 from trainlint.analysis.tensors import holds_graph
 from trainlint.analysis.transfer import Transfer
 from trainlint.analysis.walk import iter_children
@@ -950,12 +950,9 @@ def _drop_locals(state: State, frame: Frame, names: frozenset[str]) -> State:
 
 def _assume(state: State, test: tuple[str, bool], index: int) -> State:
     text, polarity = test
-    if any(known == text for known, _, _ in state.facts):
-        return state  # the path already took this side
     if len(state.facts) >= MAX_FACTS:
-        state = forget_oldest(state)
-    learnt = max((when for _, _, when in state.facts), default=0) + 1
-    return state.with_(facts=state.facts | {(text, polarity if index == 0 else not polarity, learnt)})
+        return state
+    return state.with_(facts=state.facts | {(text, polarity if index == 0 else not polarity, len(state.loops))})
 
 
 # -- conditions -----------------------------------------------------------------------------

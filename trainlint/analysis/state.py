@@ -63,13 +63,13 @@ class Iteration:
 
 GRAD_ON = frozenset({"on"})
 NOT_FROZEN = frozenset({False})
-# A condition known on a path: (its text, its value, when it was learnt: 1 for the path's
-# first known condition, 2 for the next, ...).
+# A condition known on a path: (its text, its value, the loop depth where it was tested).
 Fact = tuple[str, bool, int]
 # Distinct sets of known conditions kept apart at one point; more are merged.
-MAX_PARTITIONS = 12
-# Known conditions one state carries at most; the oldest is forgotten first.
+MAX_PARTITIONS = 8
+# Known conditions one state carries at most.
 MAX_FACTS = 4
+MAX_DEPTH_FORGOTTEN = 8
 
 
 
@@ -104,19 +104,15 @@ class State:
         if cached is None:
             cached = (
                 _frozen(self.grads), self.grads_default, _frozen(self.modes), _frozen(self.totals), self.grad, self.autocast,
-                self.gated, self.group, self.group_open, self.schedules, self.stepped, self.loops, self.known(),
+                self.gated, self.group, self.group_open, self.schedules, self.stepped, self.loops, self.facts,
                 _frozen(self.frozen), _frozen(self.iterators),
             )
             object.__setattr__(self, "_identity", cached)
         return cached
 
-    def known(self) -> frozenset[tuple[str, bool]]:
-        """The known conditions, without when they were learnt."""
-        return frozenset((text, value) for text, value, _ in self.facts)
-
     def partition(self) -> tuple[object, ...]:
         """States are joined only within a partition: same known conditions, same loops."""
-        return (self.known(), tuple((it.loop, it.first) for it in self.loops), self.gated)
+        return (self.facts, tuple((it.loop, it.first) for it in self.loops), self.gated)
 
     def with_(self, **changes: object) -> State:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -144,21 +140,19 @@ def initial_state() -> State:
 
 def join(states: Iterable[State], mode_initial: ModeInitial) -> list[State]:
     """Merge states of the same partition (union of every object's values). Past
-    :data:`MAX_PARTITIONS`, each state forgets its oldest known condition, until few enough
-    are left: the latest conditions are the ones that keep the nearby paths apart."""
+    :data:`MAX_PARTITIONS`, known conditions are forgotten, those of outer loops first:
+    the conditions of the loop being run are the ones that keep its paths apart."""
     states = list(states)
     groups = _partitions(states)
-    while len(groups) > MAX_PARTITIONS and any(s.facts for s in states):
-        states = [forget_oldest(s) for s in states]
+    depth = 0
+    while len(groups) > MAX_PARTITIONS:
+        states = [s.with_(facts=frozenset(f for f in s.facts if f[2] > depth)) if s.facts else s for s in states]
         groups = _partitions(states)
+        depth += 1
+        if depth > MAX_DEPTH_FORGOTTEN:
+            states = [s.with_(facts=frozenset()) for s in states]
+            groups = _partitions(states)
     return [_join_group(group, mode_initial) for group in groups.values()]
-
-
-def forget_oldest(state: State) -> State:
-    if not state.facts:
-        return state
-    oldest = min(state.facts, key=lambda fact: fact[2])
-    return state.with_(facts=state.facts - {oldest})
 
 
 def _partitions(states: list[State]) -> dict[tuple[object, ...], list[State]]:
