@@ -374,6 +374,59 @@ for real in loader:
     )
 
 
+def test_no_grad_sampling_through_a_wrapper_of_the_trained_model() -> None:
+    # x-transformers' train_entropy_tokenizer.py: the tokenizer wraps the decoder the
+    # optimizer trains, so no_grad does not make it a frozen model.
+    _check(
+        """
+import torch
+import torch.nn as nn
+
+class Decoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.1))
+
+    def forward(self, x):
+        return self.body(x)
+
+class Tokenizer(nn.Module):
+    def __init__(self, decoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, x):
+        return self.decoder(x).argmax(-1)
+
+class LossWrapper(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x).pow(2).mean()
+
+model = Decoder()
+tokenizer = Tokenizer(model)
+reference = Tokenizer(Decoder())
+model = LossWrapper(model)
+opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+for i in range(1000):
+    model.train()
+    with torch.no_grad():
+        ref = reference(next(train_loader))  # expect: TL605
+    loss = model(next(train_loader)) + ref.float().mean()
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    if i % 100 == 0:
+        model.eval()
+        with torch.no_grad():
+            tokens = tokenizer(next(val_loader))
+"""
+    )
+
+
 # -- TL803 ddp-wrapper-bypassed -----------------------------------------------------------
 
 
