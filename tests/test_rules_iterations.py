@@ -242,6 +242,7 @@ class AverageMeter:
 """
 
 KEEPING = """
+import torch
 import torch.nn.functional as F
 from meter import AverageMeter
 
@@ -249,6 +250,7 @@ def train(model, loader, optimizer):
     losses = AverageMeter()
     seen = AverageMeter()
     logs = {}
+    latest = {}
     for step, (x, y) in enumerate(loader):
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad()
@@ -257,8 +259,23 @@ def train(model, loader, optimizer):
         losses.update(loss, x.size(0))  # expect: TL211
         seen.update(x.size(0))
         logs[step] = {"loss": loss.item()}
+        latest["loss"] = loss  # one entry, replaced every step (stylegan2-pytorch)
+        logs[f"loss_{step}"] = loss  # expect: TL211
         window = []
         window.append(loss)
+
+def fit(model, loader, val_loader, optimizer):
+    val_losses = []
+    for epoch in range(10):
+        for x, y in loader:
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        val_loss = 0
+        with torch.no_grad():
+            for x, y in val_loader:
+                val_loss += F.cross_entropy(model(x), y)
+        val_losses.append(val_loss / len(val_loader))  # computed without a graph
 """
 
 
