@@ -93,9 +93,10 @@ def share_modules(a: tuple[Value, ...], b: tuple[Value, ...], ev: Evaluator) -> 
     return bool(_built_from(a, ev, 0) & _built_from(b, ev, 0))
 
 
-def _built_from(values: Iterable[Value], ev: Evaluator, depth: int) -> set[cst.Call]:
-    """The constructor calls of models and, recursively, of the models passed to them."""
-    found: set[cst.Call] = set()
+def _built_from(values: Iterable[Value], ev: Evaluator, depth: int) -> set[tuple[int, int | None]]:
+    """The constructor calls (with the factory call that made them, if any) of models and,
+    recursively, of the models passed to them."""
+    found: set[tuple[int, int | None]] = set()
     for value in values:
         if isinstance(value, Instance):
             site, module = value.site, value.where
@@ -105,7 +106,7 @@ def _built_from(values: Iterable[Value], ev: Evaluator, depth: int) -> set[cst.C
             continue
         if site is None or module is None or not is_model_value(value, ev):
             continue
-        found.add(site)
+        found.add((id(site), id(value.via.call) if value.via is not None else None))
         if depth < MAX_DEPTH:
             for arg in site.args:
                 found |= _built_from(ev.eval(arg.value, module), ev, depth + 1)
