@@ -332,6 +332,66 @@ def skipped_on_nan(loader):
     )
 
 
+def test_framework_backward_divides_only_when_built_for_accumulation() -> None:
+    # accelerate's fsdp_with_peak_mem_tracking.py example: Accelerator() without
+    # gradient_accumulation_steps, a manual `step % k` gate, no division.
+    _check(
+        """
+import torch
+import torch.nn.functional as F
+import lightning as L
+from accelerate import Accelerator
+
+plain = Accelerator(mixed_precision="bf16")
+accumulating = Accelerator(gradient_accumulation_steps=4)
+
+def without_accumulation_setting(model, loader, optimizer):
+    for step, batch in enumerate(loader):
+        loss = model(**batch).loss
+        plain.backward(loss)  # expect: TL212
+        if step % 4 == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+def with_accumulation_setting(model, loader, optimizer):
+    for step, batch in enumerate(loader):
+        loss = model(**batch).loss
+        accumulating.backward(loss)
+        if step % 4 == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+class ManualAccumulation(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+        self.net = torch.nn.Linear(4, 2)
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        x, y = batch
+        loss = F.cross_entropy(self.net(x), y)
+        self.manual_backward(loss)  # expect: TL212
+        if (batch_idx + 1) % 4 == 0:
+            opt.step()
+            opt.zero_grad()
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters())
+
+class ManualAccumulationDivided(ManualAccumulation):
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        x, y = batch
+        loss = F.cross_entropy(self.net(x), y)
+        self.manual_backward(loss / 4)
+        if (batch_idx + 1) % 4 == 0:
+            opt.step()
+            opt.zero_grad()
+"""
+    )
+
+
 # -- TL605 frozen-model-in-train-mode -----------------------------------------------------
 
 
@@ -442,6 +502,51 @@ for i in range(1000):
             tokens = tokenizer(next(val_loader))
 """
     )
+
+
+FACTORY_KD = """
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+class ResNet(nn.Module):
+    def __init__(self, depth):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.body(x).mean((2, 3)))
+
+def build(depth):
+    return ResNet(depth)
+
+teacher = build(50)
+teacher.load_state_dict(torch.load("teacher.pt"))
+student = build(18)
+optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+
+def train_kd(student, teacher, loader):
+    student.train()
+    EVAL
+    for x, y in loader:
+        with torch.no_grad():
+            t = teacher(x)  # expect: TL605
+        loss = F.kl_div(F.log_softmax(student(x), 1), F.softmax(t, 1), reduction="batchmean")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+for epoch in range(10):
+    train_kd(student, teacher, train_loader)
+"""
+
+
+def test_teacher_and_student_built_by_one_factory() -> None:
+    # knowledge-distillation-pytorch: both come from resnet.ResNet18(), two calls of one
+    # factory, so they are two models.
+    _check(FACTORY_KD.replace("EVAL", "pass"))
+    _check(FACTORY_KD.replace("EVAL", "teacher.eval()").replace("  # expect: TL605", ""))
 
 
 # -- TL803 ddp-wrapper-bypassed -----------------------------------------------------------
