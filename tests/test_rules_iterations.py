@@ -242,6 +242,7 @@ class AverageMeter:
 """
 
 KEEPING = """
+import torch
 import torch.nn.functional as F
 from meter import AverageMeter
 
@@ -249,6 +250,7 @@ def train(model, loader, optimizer):
     losses = AverageMeter()
     seen = AverageMeter()
     logs = {}
+    latest = {}
     for step, (x, y) in enumerate(loader):
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad()
@@ -257,8 +259,23 @@ def train(model, loader, optimizer):
         losses.update(loss, x.size(0))  # expect: TL211
         seen.update(x.size(0))
         logs[step] = {"loss": loss.item()}
+        latest["loss"] = loss  # one entry, replaced every step (stylegan2-pytorch)
+        logs[f"loss_{step}"] = loss  # expect: TL211
         window = []
         window.append(loss)
+
+def fit(model, loader, val_loader, optimizer):
+    val_losses = []
+    for epoch in range(10):
+        for x, y in loader:
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        val_loss = 0
+        with torch.no_grad():
+            for x, y in val_loader:
+                val_loss += F.cross_entropy(model(x), y)
+        val_losses.append(val_loss / len(val_loader))  # computed without a graph
 """
 
 
@@ -311,6 +328,66 @@ def skipped_on_nan(loader):
         loss.backward()
         if loss.isfinite():
             optimizer.step()
+"""
+    )
+
+
+def test_framework_backward_divides_only_when_built_for_accumulation() -> None:
+    # accelerate's fsdp_with_peak_mem_tracking.py example: Accelerator() without
+    # gradient_accumulation_steps, a manual `step % k` gate, no division.
+    _check(
+        """
+import torch
+import torch.nn.functional as F
+import lightning as L
+from accelerate import Accelerator
+
+plain = Accelerator(mixed_precision="bf16")
+accumulating = Accelerator(gradient_accumulation_steps=4)
+
+def without_accumulation_setting(model, loader, optimizer):
+    for step, batch in enumerate(loader):
+        loss = model(**batch).loss
+        plain.backward(loss)  # expect: TL212
+        if step % 4 == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+def with_accumulation_setting(model, loader, optimizer):
+    for step, batch in enumerate(loader):
+        loss = model(**batch).loss
+        accumulating.backward(loss)
+        if step % 4 == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+class ManualAccumulation(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+        self.net = torch.nn.Linear(4, 2)
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        x, y = batch
+        loss = F.cross_entropy(self.net(x), y)
+        self.manual_backward(loss)  # expect: TL212
+        if (batch_idx + 1) % 4 == 0:
+            opt.step()
+            opt.zero_grad()
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters())
+
+class ManualAccumulationDivided(ManualAccumulation):
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        x, y = batch
+        loss = F.cross_entropy(self.net(x), y)
+        self.manual_backward(loss / 4)
+        if (batch_idx + 1) % 4 == 0:
+            opt.step()
+            opt.zero_grad()
 """
     )
 
@@ -372,6 +449,104 @@ for real in loader:
     opt_g.step()
 """
     )
+
+
+def test_no_grad_sampling_through_a_wrapper_of_the_trained_model() -> None:
+    # x-transformers' train_entropy_tokenizer.py: the tokenizer wraps the decoder the
+    # optimizer trains, so no_grad does not make it a frozen model.
+    _check(
+        """
+import torch
+import torch.nn as nn
+
+class Decoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.1))
+
+    def forward(self, x):
+        return self.body(x)
+
+class Tokenizer(nn.Module):
+    def __init__(self, decoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, x):
+        return self.decoder(x).argmax(-1)
+
+class LossWrapper(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x).pow(2).mean()
+
+model = Decoder()
+tokenizer = Tokenizer(model)
+reference = Tokenizer(Decoder())
+model = LossWrapper(model)
+opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+for i in range(1000):
+    model.train()
+    with torch.no_grad():
+        ref = reference(next(train_loader))  # expect: TL605
+    loss = model(next(train_loader)) + ref.float().mean()
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    if i % 100 == 0:
+        model.eval()
+        with torch.no_grad():
+            tokens = tokenizer(next(val_loader))
+"""
+    )
+
+
+FACTORY_KD = """
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+class ResNet(nn.Module):
+    def __init__(self, depth):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.body(x).mean((2, 3)))
+
+def build(depth):
+    return ResNet(depth)
+
+teacher = build(50)
+teacher.load_state_dict(torch.load("teacher.pt"))
+student = build(18)
+optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+
+def train_kd(student, teacher, loader):
+    student.train()
+    EVAL
+    for x, y in loader:
+        with torch.no_grad():
+            t = teacher(x)  # expect: TL605
+        loss = F.kl_div(F.log_softmax(student(x), 1), F.softmax(t, 1), reduction="batchmean")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+for epoch in range(10):
+    train_kd(student, teacher, train_loader)
+"""
+
+
+def test_teacher_and_student_built_by_one_factory() -> None:
+    # knowledge-distillation-pytorch: both come from resnet.ResNet18(), two calls of one
+    # factory, so they are two models.
+    _check(FACTORY_KD.replace("EVAL", "pass"))
+    _check(FACTORY_KD.replace("EVAL", "teacher.eval()").replace("  # expect: TL605", ""))
 
 
 # -- TL803 ddp-wrapper-bypassed -----------------------------------------------------------

@@ -34,6 +34,8 @@ for step, (x, y) in enumerate(train_loader):
     first = model(x)[0].argmax()
     probs = F.softmax(out, dim=1)
     top = torch.argmax(probs)  # expect: TL105
+    likely = torch.exp(F.log_softmax(out, dim=1)).argmax()  # expect: TL105
+    picked = out.exp().argmax(1)
 
 for x, y in default_loader:
     out = model(x)

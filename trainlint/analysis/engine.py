@@ -27,6 +27,7 @@ from trainlint.analysis.ir import (
     Block,
     Branch,
     Exit,
+    Flag,
     Invoke,
     IRBuilder,
     Item,
@@ -454,7 +455,11 @@ class Engine:
         def values(name: str) -> frozenset[Total]:
             return state.totals.get(variable(frame, name), frozenset())
 
-        return op.operand is not None and holds_graph(op.operand, op.module, self.ev, values)
+        if op.operand is None:
+            return False
+        if "on" not in state.grad and (op.has(Flag.AUGMENTED) or not isinstance(op.operand, (cst.Name, cst.Attribute, cst.Subscript))):
+            return False  # computed with gradients off (``total += loss`` too): no graph
+        return holds_graph(op.operand, op.module, self.ev, values)
 
     def mode_initial(self, key: Key) -> frozenset[ModeV]:
         """How a module starts: in eval mode when loaded by ``from_pretrained`` or built by

@@ -3,8 +3,9 @@
 A helper ``def step(opt): opt.step()`` is analysed once per call site: its parameters are
 bound to the caller's arguments (a :class:`Frame`), so ``opt`` is ``optimizer_d`` at one
 call and ``optimizer_g`` at another, never a merge of both. An expression resolves to the
-objects that may have built it (the allocation sites the evaluator finds) and, when those
-are unknown, to its text in the scope that binds its first name.
+objects that may have built it (the allocation sites the evaluator finds; two calls of one
+factory function are two sites) and, when those are unknown, to its text in the scope that
+binds its first name.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ class Key:
     def text(self) -> str | None:
         return self.ident[1] if self.ident[0] == "t" else None  # type: ignore[return-value]
 
+    def built_at(self, node: cst.CSTNode) -> bool:
+        """The object may have been constructed by ``node`` (directly or in a factory)."""
+        return id(node) in _constructors(self.sites)
+
     def is_part_of(self, other: Key) -> bool:
         """``model.backbone`` is part of ``model`` (by their paths from the same root)."""
         mine, theirs = self.text, other.text
@@ -70,8 +75,8 @@ def relation(a: Key, b: Key) -> Relation:
     if _copy(a) != _copy(b):
         return Relation.DIFFERENT  # a deep copy (an EMA model) is no other object
     if a.sites and b.sites:
-        if a.sites & b.sites:
-            return Relation.MAYBE
+        if a.sites & b.sites or _constructors(_plain(a.sites)) & _constructors(b.sites) or _constructors(_plain(b.sites)) & _constructors(a.sites):
+            return Relation.MAYBE  # one constructor, and not two calls of a factory known apart
         return Relation.MAYBE if _same_class(a, b) else Relation.DIFFERENT
     return Relation.MAYBE
 
@@ -82,6 +87,15 @@ def _scope(text: str) -> str:
 
 def _copy(key: Key) -> frozenset[object]:
     return frozenset(site for site in key.sites if isinstance(site, tuple) and site[0] == "copy")
+
+
+def _plain(sites: frozenset[object]) -> frozenset[object]:
+    return frozenset(site for site in sites if not (isinstance(site, tuple) and site[0] == "via"))
+
+
+def _constructors(sites: frozenset[object]) -> frozenset[object]:
+    """The constructor calls of allocation sites, whichever factory call built them."""
+    return frozenset(site[1] if isinstance(site, tuple) and site[0] == "via" else site for site in sites)
 
 
 def _same_class(a: Key, b: Key) -> bool:
@@ -273,14 +287,19 @@ def _sites(values: tuple[Value, ...]) -> frozenset[object] | None:
     sites: set[object] = set()
     for value in values:
         if isinstance(value, Obj):
-            sites.add(id(value.call))
+            sites.add(_site(id(value.call), value))
         elif isinstance(value, Instance):
-            sites.add(id(value.site) if value.site is not None else ("class", id(value.cls.node)))
+            sites.add(_site(id(value.site), value) if value.site is not None else ("class", id(value.cls.node)))
         elif isinstance(value, ClassRef):
             return None
         else:
             continue  # a literal None (``scaler = None if ... else GradScaler()``) is no object
     return frozenset(sites) if sites else None
+
+
+def _site(constructor: int, value: Obj | Instance) -> object:
+    """An allocation site; objects a factory returns are told apart by the factory's call."""
+    return ("via", constructor, id(value.via.call)) if value.via is not None else constructor
 
 
 def _kind(values: tuple[Value, ...], name: str | None, ev: Evaluator) -> Kind | None:

@@ -119,7 +119,7 @@ class ValueOps:
         items: list[Item] = []
         value = assign.value
         for target in (t.target for t in assign.targets):
-            if isinstance(target, cst.Subscript):
+            if isinstance(target, cst.Subscript) and not _fixed_key(target):
                 items.extend(self._stores(assign, target.value, [value]))
             for name in target_names(target):
                 if name.value in self.tracked.recurrent:
@@ -308,6 +308,13 @@ def _container_root(expr: cst.BaseExpression) -> str | None:
     if isinstance(expr, cst.Subscript):
         expr = expr.value
     return expr.value if isinstance(expr, cst.Name) else None
+
+
+def _fixed_key(target: cst.Subscript) -> bool:
+    """``logs["d_loss"] = ...``: every iteration replaces the same entry, so the container
+    keeps one value, not one per iteration."""
+    index = target.slice[0].slice if len(target.slice) == 1 else None
+    return isinstance(index, cst.Index) and literal_value(index.value) is not ...
 
 
 def _unpacked(value: cst.BaseExpression | None, path: tuple[int, ...]) -> cst.BaseExpression | None:

@@ -86,6 +86,33 @@ def _used_as_model(name: str, module: ModuleModel) -> bool:
     return name in module.receivers_of(MODULE_METHODS)
 
 
+def share_modules(a: tuple[Value, ...], b: tuple[Value, ...], ev: Evaluator) -> bool:
+    """Whether two models may hold the same modules because one was built over the other,
+    or both over a third: ``Tokenizer(decoder)`` and ``LossWrapper(decoder)`` both train
+    ``decoder``'s parameters."""
+    return bool(_built_from(a, ev, 0) & _built_from(b, ev, 0))
+
+
+def _built_from(values: Iterable[Value], ev: Evaluator, depth: int) -> set[tuple[int, int | None]]:
+    """The constructor calls (with the factory call that made them, if any) of models and,
+    recursively, of the models passed to them."""
+    found: set[tuple[int, int | None]] = set()
+    for value in values:
+        if isinstance(value, Instance):
+            site, module = value.site, value.where
+        elif isinstance(value, Obj):
+            site, module = value.call, value.module
+        else:
+            continue
+        if site is None or module is None or not is_model_value(value, ev):
+            continue
+        found.add((id(site), id(value.via.call) if value.via is not None else None))
+        if depth < MAX_DEPTH:
+            for arg in site.args:
+                found |= _built_from(ev.eval(arg.value, module), ev, depth + 1)
+    return found
+
+
 @dataclass(frozen=True)
 class LayerQuestion:
     """A yes/no question about a model's layers: ``layer`` answers it for one torch layer,

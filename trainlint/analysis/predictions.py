@@ -118,7 +118,7 @@ def _assignments(name: cst.Name, module: ModuleModel, engine: Engine) -> list[Bi
 
 def _unwrap(expr: cst.BaseExpression, module: ModuleModel, engine: Engine) -> cst.BaseExpression | None:
     """What ``expr`` carries through unchanged axes: ``x`` of ``x.detach()``, of
-    ``F.softmax(x, 1)``, of ``x.logits``."""
+    ``F.softmax(x, 1)``, of ``torch.exp(x)``, of ``x.logits``."""
     if isinstance(expr, cst.Attribute) and expr.attr.value in ("logits", "data"):
         return expr.value
     if isinstance(expr, cst.Subscript) and _string_index(expr) == "logits":
@@ -126,11 +126,11 @@ def _unwrap(expr: cst.BaseExpression, module: ModuleModel, engine: Engine) -> cs
     if not isinstance(expr, cst.Call):
         return None
     func = expr.func
-    if isinstance(func, cst.Attribute) and (func.attr.value in KEEPS_AXES or func.attr.value in T.TENSOR_METHOD_KINDS):
+    if isinstance(func, cst.Attribute) and (func.attr.value in KEEPS_AXES | ELEMENTWISE_METHODS or func.attr.value in T.TENSOR_METHOD_KINDS):
         # ``outputs.softmax(1)``, but not ``F.softmax(outputs, 1)``.
         if not any(isinstance(v, (LibRef, ClassRef, Instance)) for v in engine.ev.eval(func.value, module)):
             return func.value
-    if engine.ev.callee(expr, module) & ACTIVATIONS:
+    if engine.ev.callee(expr, module) & (ACTIVATIONS | ELEMENTWISE_FUNCTIONS):
         return call_arg(expr, 0, "input")
     if isinstance(func, cst.Call) and expr.args and any(
         isinstance(v, Obj) and v.qualname in T.MODULE_CLASS_KINDS for v in engine.ev.eval(func, module)

@@ -131,9 +131,11 @@ def _own_nodes(function: cst.FunctionDef) -> list[cst.CSTNode]:
 
 
 def output_loss(expr: cst.BaseExpression) -> bool:
-    """``outputs.loss`` / ``outputs["loss"]`` of a model output (Hugging Face style)."""
+    """``outputs.loss`` / ``outputs["loss"]`` / ``model(**batch).loss`` of a model output
+    (Hugging Face style)."""
     if isinstance(expr, cst.Attribute):
-        return expr.attr.value in HF.OUTPUT_LOSS_ATTRIBUTES and isinstance(expr.value, cst.Name) and expr.value.value not in NOT_OUTPUTS
+        owner = expr.value
+        return expr.attr.value in HF.OUTPUT_LOSS_ATTRIBUTES and (isinstance(owner, cst.Call) or (isinstance(owner, cst.Name) and owner.value not in NOT_OUTPUTS))
     if isinstance(expr, cst.Subscript) and len(expr.slice) == 1:
         index = expr.slice[0].slice
         return (

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import libcst as cst
 
+from trainlint.analysis.brains import accelerate as ACCELERATE
+from trainlint.analysis.brains import lightning as PL
 from trainlint.analysis.engine import Engine, LoopFacts, Occurrence, Snapshot
 from trainlint.analysis.ir import ITERATION_WRAPPERS, Flag, Invoke, Loop, Op, OpKind, Region, RegionKind, iterated, object_kind, walk_items
 from trainlint.analysis.keys import Frame, Key, Relation, relation, variable
@@ -524,6 +526,25 @@ def kept_loss(engine: Engine, occurrence: Occurrence) -> cst.BaseExpression | No
     if op.name in backpropagated_names(engine, loop):
         return None  # the total is the loss (gradient accumulation written by hand)
     return graph_part(op.operand, op.module, engine.ev, lambda name: occurrence.state.totals.get(variable(occurrence.frame, name), frozenset()))
+
+
+def divides_by_accumulation(engine: Engine, backward: Op) -> bool:
+    """Whether a framework's ``backward`` divides the loss by the accumulation count itself
+    (DeepSpeed's engine, an Accelerator built with gradient accumulation); a plain
+    ``backward()``, Lightning's ``manual_backward`` and an Accelerator built without
+    accumulation divide by nothing."""
+    node = backward.node
+    if not backward.has(Flag.FRAMEWORK) or not isinstance(node, cst.Call):
+        return False
+    if terminal_name(node.func) == PL.MANUAL_BACKWARD:
+        return False
+    if not isinstance(node.func, cst.Attribute):
+        return True
+    found = engine.ev.eval(node.func.value, backward.module)
+    accelerators = [v for v in found if isinstance(v, Obj) and v.qualname in ACCELERATE.ACCELERATORS]
+    if not accelerators or len(accelerators) != len(found):
+        return True
+    return any(arg.star or (arg.keyword is not None and arg.keyword.value in ACCELERATE.ACCUMULATION_ARGUMENTS) for v in accelerators for arg in v.call.args)
 
 
 # Tensor methods that scale their receiver, and those that pass its scale through.

@@ -11,7 +11,7 @@ loss values). Anything else is unknown, and rules stay silent on unknowns.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Union
 
 import libcst as cst
@@ -34,12 +34,22 @@ class LibRef:
 
 
 @dataclass(frozen=True, eq=False)
+class Via:
+    """The outermost call of a user function that built and returned an object: a factory
+    called twice (``teacher = resnet18()``, ``student = resnet18()``) builds two objects."""
+
+    call: cst.Call
+    module: ModuleModel
+
+
+@dataclass(frozen=True, eq=False)
 class Obj:
     """The result of calling a library callable: ``nn.CrossEntropyLoss()``, ``SGD(...)``."""
 
     qualname: str
     call: cst.Call
     module: ModuleModel
+    via: Via | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +66,7 @@ class Instance:
     cls: ClassRef
     site: cst.Call | None = None
     where: ModuleModel | None = None  # the module of ``site``
+    via: Via | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -490,7 +501,7 @@ class Evaluator:
         elif isinstance(callee, ClassRef):
             yield Instance(callee, call, module)
         elif isinstance(callee, FuncRef):
-            yield from self.returns(callee)
+            yield from (_built_by(value, callee, call, module) for value in self.returns(callee))
         elif isinstance(callee, Instance):
             forward = self.method(callee.cls, "forward")
             if forward is not None:
@@ -554,6 +565,20 @@ class Evaluator:
         elif obj.qualname in T.MODEL_WRAPPERS:
             for inner in self._wrapped(obj):
                 yield from self._apply(inner, call, module)
+
+
+def _built_by(value: Value, factory: FuncRef, call: cst.Call, module: ModuleModel) -> Value:
+    """An object ``factory`` constructs and returns is a new one at every call of it: it
+    keeps its constructor call and records ``call`` as the one that built it."""
+    if isinstance(value, Instance) and value.site is not None and value.where is not None:
+        inner = value.via or Via(value.site, value.where)
+    elif isinstance(value, Obj):
+        inner = value.via or Via(value.call, value.module)
+    else:
+        return value
+    if inner.module is not factory.module or not factory.module.is_within(inner.call, factory.node):
+        return value  # passed in, or a global: the same object at every call
+    return replace(value, via=Via(call, module))
 
 
 def _manual_log(values: Iterable[Value], call: cst.Call, module: ModuleModel) -> Iterator[Value]:
@@ -681,12 +706,13 @@ def _training_returned_before(block: cst.IndentedBlock, child: cst.CSTNode) -> b
 def _identity(value: Value) -> object:
     if isinstance(value, (LibRef, Lit)):
         return value
+    via = id(value.via.call) if isinstance(value, (Obj, Instance)) and value.via is not None else None
     if isinstance(value, Obj):
-        return ("obj", id(value.call))
+        return ("obj", id(value.call), via)
     if isinstance(value, ClassRef):
         return ("class", id(value.node))
     if isinstance(value, Instance):
-        return ("instance", id(value.cls.node), id(value.site) if value.site is not None else None)
+        return ("instance", id(value.cls.node), id(value.site) if value.site is not None else None, via)
     if isinstance(value, FuncRef):
         return ("function", id(value.node), id(value.bound.cls.node) if value.bound else None)
     if isinstance(value, TensorV):

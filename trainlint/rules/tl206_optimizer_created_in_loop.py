@@ -53,8 +53,8 @@ def _rebuilt_each_iteration(engine: Engine, occurrence: Occurrence, loop: LoopFa
         return False
     if not _keeps_state(occurrence.op.node) or not runs_every_iteration(engine, occurrence, loop):
         return False
-    built = id(occurrence.op.node)
-    return any(built in key.sites for key in (target(engine, step) for step in stepped_optimizers(engine, loop)) if key is not None)
+    built = occurrence.op.node
+    return any(key.built_at(built) for key in (target(engine, step) for step in stepped_optimizers(engine, loop)) if key is not None)
 
 
 def _counts(loop: LoopFacts) -> bool:

@@ -5,8 +5,8 @@ from collections.abc import Iterator
 import libcst as cst
 
 from trainlint.analysis.engine import Engine, Occurrence
-from trainlint.analysis.ir import Flag, OpKind
-from trainlint.analysis.training import call_text, innermost_loop, loss_scaled_down, runs_every_iteration, stepped_optimizers, target
+from trainlint.analysis.ir import OpKind
+from trainlint.analysis.training import call_text, divides_by_accumulation, innermost_loop, loss_scaled_down, runs_every_iteration, stepped_optimizers, target
 from trainlint.diagnostics import Severity
 from trainlint.rule import Context, Report, Rule
 
@@ -24,8 +24,8 @@ class AccumulatedLossNotAveraged(Rule):
         reported: set[int] = set()
         for occurrence in ctx.engine.occurrences(ctx.model, OpKind.BACKWARD):
             op = occurrence.op
-            if op.has(Flag.FRAMEWORK) or occurrence.state.gated or op.operand is None:
-                continue  # accelerate, DeepSpeed and Lightning divide by the accumulation steps themselves
+            if divides_by_accumulation(ctx.engine, op) or occurrence.state.gated or op.operand is None:
+                continue
             if not _accumulates(ctx.engine, occurrence):
                 continue
             operand = _unscaled(op.operand)

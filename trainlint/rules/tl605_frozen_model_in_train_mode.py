@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 from trainlint.analysis.engine import Engine, LoopFacts, Snapshot
 from trainlint.analysis.keys import Key, Relation, relation
-from trainlint.analysis.models import has_mode_layers
+from trainlint.analysis.models import has_mode_layers, share_modules
 from trainlint.analysis.training import (
     ModelCall,
     frozen_at,
@@ -51,21 +51,24 @@ def _frozen_in_train_mode(engine: Engine, loop: LoopFacts, call: ModelCall, trai
     key = engine.key(expression, call.module, snapshots[0].frame)
     if any(relation(key, model) is not Relation.DIFFERENT or key.is_part_of(model) for model in trained or []):
         return None
-    if not all(_frozen(engine, call, snapshot, trained is not None) and _in_train_mode(engine, call, snapshot) for snapshot in snapshots):
+    # ``no_grad`` says the model is frozen only next to optimizers known to train other
+    # models, none of them built over its modules (a tokenizer wrapping the trained LM).
+    others = trained is not None and not any(share_modules(key.values, model.values, engine.ev) for model in trained)
+    if not all(_frozen(engine, call, snapshot, others) and _in_train_mode(engine, call, snapshot) for snapshot in snapshots):
         return None
     if has_mode_layers(key.values, engine.ev) is not True or weights_written(engine, loop, key):
         return None
     return key
 
 
-def _frozen(engine: Engine, call: ModelCall, snapshot: Snapshot, owners_known: bool) -> bool:
-    """``requires_grad_(False)`` on it, or run under ``no_grad`` next to optimizers known
-    to train other models."""
+def _frozen(engine: Engine, call: ModelCall, snapshot: Snapshot, others_trained: bool) -> bool:
+    """``requires_grad_(False)`` on it, or run under ``no_grad`` while the optimizers train
+    other models."""
     expression = model_expression(call.call)
     assert expression is not None
     if frozen_at(engine, expression, call.module, snapshot) == frozenset({True}):
         return True
-    return owners_known and snapshot.state.grad == frozenset({"off"})
+    return others_trained and snapshot.state.grad == frozenset({"off"})
 
 
 def _in_train_mode(engine: Engine, call: ModelCall, snapshot: Snapshot) -> bool:

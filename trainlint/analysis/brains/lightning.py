@@ -18,6 +18,9 @@ EVALUATION_HOOKS = frozenset({"validation_step", "test_step", "predict_step"})
 FABRIC = frozenset({"lightning.Fabric", "lightning.fabric.Fabric", "lightning_fabric.Fabric"})
 # ``self.manual_backward(loss)`` / ``fabric.backward(loss)`` scale the loss themselves.
 BACKWARD_METHODS = frozenset({"manual_backward", "backward"})
+# Under manual optimization nothing divides the loss for gradient accumulation: the
+# module's own ``training_step`` must.
+MANUAL_BACKWARD = "manual_backward"
 # Inside a LightningModule, ``self.trainer.model`` is the module itself (possibly wrapped by
 # the strategy): its ``parameters()`` are the whole network.
 SELF_MODEL_ATTRIBUTES = frozenset({"self.trainer.model", "self.trainer.lightning_module"})
