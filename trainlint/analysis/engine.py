@@ -12,8 +12,9 @@ before every statement and op, per frame, which is all the rules ever look at.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import libcst as cst
 
@@ -46,7 +47,7 @@ from trainlint.analysis.ir import (
 from trainlint.analysis.keys import Frame, Key, Relation, Resolver, variable
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.names import dotted, terminal_name
-from trainlint.analysis.state import MAX_FACTS, Iteration, ModeV, State, Total, initial_state, join
+from trainlint.analysis.state import MAX_FACTS, Interner, Iteration, ModeV, OpTable, State, Total, initial_state, join
 from trainlint.analysis.tensors import holds_graph
 from trainlint.analysis.transfer import Transfer
 from trainlint.analysis.walk import iter_children
@@ -58,6 +59,8 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9.]*")
 _ROOT = re.compile(r"([A-Za-z_][A-Za-z_0-9]*)(?![A-Za-z_0-9(])")
 MAX_FIXPOINT = 6
 MAX_CALLER_DEPTH = 3
+T = TypeVar("T")
+_MISSING = object()
 
 
 @dataclass(eq=False)
@@ -119,6 +122,7 @@ class LoopFacts:
     """What the engine saw of a loop, over every activation."""
 
     loop: Loop
+    table: OpTable = field(default_factory=OpTable)  # bits of the ops its iterations ran
     frames: list[Frame] = field(default_factory=list)
     direct: set[Op] = field(default_factory=set)  # ops whose innermost loop this is
     children: set[int] = field(default_factory=set)  # loops run inside an iteration
@@ -141,7 +145,8 @@ class Engine:
         self.ev = evaluator
         self.ir = IRBuilder(evaluator)
         self.keys = Resolver(evaluator)
-        self.transfer = Transfer(self._target, self.owners, self._scheduled, self._graph, self.mode_initial)
+        self.values = Interner()
+        self.transfer = Transfer(self._target, self.owners, self._scheduled, self._graph, self.mode_initial, self.values)
         self._snapshots: dict[int, dict[tuple[object, ...], Snapshot]] = {}
         self._occurrences: dict[int, dict[tuple[object, ...], Occurrence]] = {}
         self._by_home: dict[int, list[Occurrence]] = {}
@@ -163,6 +168,10 @@ class Engine:
         self._relevant: dict[int, bool] = {}
         self._loop_stack: list[tuple[Loop, Frame]] = []
         self._root_frame: Frame | None = None
+        # Answers to queries, valid while no root runs (the recorded states change only then).
+        self._generation = 0
+        self._memo: dict[tuple[object, ...], Any] = {}
+        self._memo_generation = 0
 
     # -- which code runs ----------------------------------------------------------------
 
@@ -210,6 +219,7 @@ class Engine:
         if key in self._roots:
             return
         self._roots.add(key)
+        self._generation += 1
         frame = Frame(function, module)
         block = self.ir.function(function, module) if function is not None else self.ir.module_code(module)
         state = initial_state()
@@ -311,16 +321,35 @@ class Engine:
 
     # -- queries ------------------------------------------------------------------------
 
+    def memo(self, key: tuple[object, ...], compute: Callable[[], T]) -> T:
+        """``compute()``, remembered until a root runs: rules ask the same question about
+        one loop or one occurrence many times (once per call site, once per rule), and the
+        recorded states it is answered from change only when a root runs."""
+        if self._memo_generation != self._generation:
+            self._memo.clear()
+            self._memo_generation = self._generation
+        found = self._memo.get(key, _MISSING)
+        if found is not _MISSING:
+            return found  # type: ignore[no-any-return]
+        generation = self._generation
+        value = compute()
+        if generation == self._generation:
+            self._memo[key] = value
+        return value
+
     def occurrences(self, module: ModuleModel, *kinds: OpKind, home_only: bool = False) -> list[Occurrence]:
         """Ops that ran with their home (innermost loop, else root) in ``module``, and, unless
         ``home_only``, ops written in ``module`` wherever they ran (a scaler helper's
         ``__call__`` run from another file's loop), in source order."""
         self.analyse(module)
+        return list(self.memo(("occurrences", id(module), kinds, home_only), lambda: self._occurrences_in(module, kinds, home_only)))
+
+    def _occurrences_in(self, module: ModuleModel, kinds: tuple[OpKind, ...], home_only: bool) -> tuple[Occurrence, ...]:
         found = {id(o): o for o in self._by_home.get(id(module), [])}
         if not home_only:
             found.update((id(o), o) for o in self._by_op_module.get(id(module), []))
         chosen = [o for o in found.values() if not kinds or o.op.kind in kinds]
-        return sorted(chosen, key=lambda o: module.order_of(o.node_in(module), 0))
+        return tuple(sorted(chosen, key=lambda o: module.order_of(o.node_in(module), 0)))
 
     def all_occurrences(self, kind: OpKind) -> list[Occurrence]:
         """Every recorded occurrence of ``kind``, whatever its home (call ``analyse`` first)."""
@@ -402,14 +431,17 @@ class Engine:
                 ops |= self._loops[child].direct
         return ops
 
-    def iteration_ops(self, facts: LoopFacts) -> set[Op]:
+    def iteration_ops(self, facts: LoopFacts) -> frozenset[Op]:
         """Every op some iteration of the loop ran (nested loops and calls included)."""
-        found: set[Op] = set()
+        return self.memo(("iteration_ops", id(facts)), lambda: frozenset(self._iteration_ops(facts)))
+
+    def _iteration_ops(self, facts: LoopFacts) -> frozenset[Op]:
+        bits = 0
         for end in facts.ends:
             for level in end.state.loops:
                 if level.loop == id(facts.loop.node):
-                    found |= level.may
-        return found | self._visited(facts)
+                    bits |= level.may_bits
+        return facts.table.decode(bits) | self._visited(facts)
 
     def iterates_data(self, loop: Loop) -> bool:
         node = loop.node
@@ -723,7 +755,7 @@ class _Run:
                 self.engine.remember(key, done)
             results.extend(done.normal)
             outcome.add_exit("raise", done.exits.get("raise", []))
-        outcome.normal = join(results, self.engine.mode_initial)
+        outcome.normal = join(results, self.engine.mode_initial, self.engine.values)
         return outcome
 
     # -- branches -------------------------------------------------------------------------
@@ -748,7 +780,7 @@ class _Run:
             normal.extend(result.normal)
             for kind, exited in result.exits.items():
                 outcome.add_exit(kind, exited)
-        outcome.normal = join(normal, self.engine.mode_initial)
+        outcome.normal = join(normal, self.engine.mode_initial, self.engine.values)
         return outcome
 
     def _feasible(self, branch: Branch, test: tuple[str, bool] | None, state: State, frame: Frame) -> list[int]:
@@ -802,9 +834,9 @@ class _Run:
             self.engine.leave_loop()
 
     def _iterate(self, loop: Loop, facts: LoopFacts, states: list[State], frame: Frame) -> _Outcome:
-        mode_initial = self.engine.mode_initial
+        mode_initial, values = self.engine.mode_initial, self.engine.values
         outcome = _Outcome([])
-        head = [_enter(state, loop, first=True) for state in states]
+        head = [_enter(state, facts, True, values) for state in states]
         finished: list[State] = []
         seen: set[tuple[object, ...]] = set()
         for _ in range(MAX_FIXPOINT):
@@ -816,12 +848,12 @@ class _Run:
             finished.extend(result.exits.get("break", []))
             for kind in ("return", "raise"):
                 outcome.add_exit(kind, [_leave(s) for s in result.exits.get(kind, [])])
-            head = join([_enter(state, loop, first=False) for state in ends], mode_initial)
+            head = join([_enter(state, facts, False, values) for state in ends], mode_initial, values)
             identities = {s.identity() for s in head}
             if identities <= seen:
                 break
             seen |= identities
-        normal = join([_leave(s) for s in finished], mode_initial)
+        normal = join([_leave(s) for s in finished], mode_initial, values)
         if loop.orelse is not None and normal:
             after = self.block(loop.orelse, normal, frame)
             for kind, exited in after.exits.items():
@@ -842,7 +874,7 @@ class _Run:
         def restore(state: State) -> State:
             return state.with_(grad=grad, autocast=autocast, gated=gated)
 
-        outcome = _Outcome(join([restore(s) for s in result.normal], self.engine.mode_initial))
+        outcome = _Outcome(join([restore(s) for s in result.normal], self.engine.mode_initial, self.engine.values))
         for kind, exited in result.exits.items():
             outcome.add_exit(kind, [restore(s) for s in exited])
         return outcome
@@ -873,13 +905,13 @@ class _Run:
             normal = after.normal
             for kind, exited in after.exits.items():
                 outcome.add_exit(kind, exited)
-        caught = join(states + body.normal + body.exits.get("raise", []), self.engine.mode_initial)
+        caught = join(states + body.normal + body.exits.get("raise", []), self.engine.mode_initial, self.engine.values)
         for handler in statement.handlers:
             result = self.block(handler, caught, frame)
             normal = normal + result.normal
             for kind, exited in result.exits.items():
                 outcome.add_exit(kind, exited)
-        normal = join(normal, self.engine.mode_initial)
+        normal = join(normal, self.engine.mode_initial, self.engine.values)
         if statement.finalbody is not None and normal:
             final = self.block(statement.finalbody, normal, frame)
             normal = final.normal
@@ -892,19 +924,24 @@ class _Run:
 # -- loop entry and exit ------------------------------------------------------------------
 
 
-def _enter(state: State, loop: Loop, first: bool) -> State:
+def _enter(state: State, seen: LoopFacts, first: bool, values: Interner) -> State:
     """The state at the head of an iteration: a fresh iteration record; on later
     iterations, what was assigned in the body is from an earlier iteration and conditions
     on it no longer hold."""
+    loop = seen.loop
     key = id(loop.node)
     stepped = frozenset(entry for entry in state.stepped if entry[1] != key)
     schedules = frozenset(entry for entry in state.schedules if entry[2] != key)
     if first:
-        return state.with_(loops=(*state.loops, Iteration(key, True)), stepped=stepped, schedules=schedules)
-    loops = (*state.loops[:-1], Iteration(key, False))
+        return state.with_(loops=(*state.loops, Iteration(key, True, seen.table)), stepped=stepped, schedules=schedules)
+    loops = (*state.loops[:-1], Iteration(key, False, seen.table))
     facts = frozenset(fact for fact in state.facts if not (_words(fact[0]) & loop.assigned))
-    totals = {name: frozenset(t._replace(carried=True) for t in values) for name, values in state.totals.items()}
+    totals = values.each(state.totals, "carried", _carried)
     return state.with_(loops=loops, facts=facts, totals=totals, stepped=stepped, schedules=schedules)
+
+
+def _carried(total: Total) -> Total:
+    return total._replace(carried=True)
 
 
 def _leave(state: State) -> State:

@@ -181,6 +181,10 @@ class Try:
 
 Item = Union[Op, Invoke, Stmt, Block, Branch, Loop, Exit, Region, Try]
 
+# Exact node types (libcst's classes are ABCs: ``isinstance`` against them is slow).
+_DEFINITIONS = frozenset({cst.FunctionDef, cst.ClassDef, cst.Lambda})
+_TARGETED = frozenset({cst.AugAssign, cst.AnnAssign, cst.For, cst.NamedExpr})
+
 # Terminal names of calls that can be training ops; anything else is only followed when it
 # may enter user code.
 _ACTION_NAMES = frozenset(
@@ -687,16 +691,13 @@ def _assigned_names(loop: cst.For | cst.While) -> frozenset[str]:
     pending: list[cst.CSTNode] = [loop.body]
     while pending:
         node = pending.pop()
-        if isinstance(node, (cst.Assign,)):
-            for target in node.targets:
+        kind = type(node)  # exact types: ``isinstance`` against libcst's ABCs is slow
+        if kind is cst.Assign:
+            for target in node.targets:  # type: ignore[attr-defined]
                 names.update(_target_names(target.target))
-        elif isinstance(node, (cst.AugAssign, cst.AnnAssign)):
-            names.update(_target_names(node.target))
-        elif isinstance(node, cst.For):
-            names.update(_target_names(node.target))
-        elif isinstance(node, cst.NamedExpr):
-            names.update(_target_names(node.target))
-        elif isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+        elif kind in _TARGETED:
+            names.update(_target_names(node.target))  # type: ignore[attr-defined]
+        elif kind in _DEFINITIONS:
             continue
         pending.extend(iter_children(node))
     return frozenset(names)
@@ -747,12 +748,16 @@ def _accumulators(body: cst.CSTNode) -> frozenset[str]:
     pending: list[cst.CSTNode] = [body]
     while pending:
         node = pending.pop()
-        if isinstance(node, cst.AugAssign) and isinstance(node.target, cst.Name) and isinstance(node.operator, cst.AddAssign):
-            names.add(node.target.value)
-        elif isinstance(node, cst.Assign) and isinstance(node.value, cst.BinaryOperation) and isinstance(node.value.left, cst.Name):
-            if isinstance(node.value.operator, cst.Add):
+        kind = type(node)  # exact types: ``isinstance`` against libcst's ABCs is slow
+        if kind is cst.AugAssign:
+            assert isinstance(node, cst.AugAssign)
+            if isinstance(node.target, cst.Name) and isinstance(node.operator, cst.AddAssign):
+                names.add(node.target.value)
+        elif kind is cst.Assign:
+            assert isinstance(node, cst.Assign)
+            if isinstance(node.value, cst.BinaryOperation) and isinstance(node.value.left, cst.Name) and isinstance(node.value.operator, cst.Add):
                 names.update(t.target.value for t in node.targets if isinstance(t.target, cst.Name) and t.target.value == node.value.left.value)  # type: ignore[union-attr]
-        elif isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)) and node is not body:
+        elif kind in _DEFINITIONS and node is not body:
             continue
         pending.extend(iter_children(node))
     return frozenset(names)

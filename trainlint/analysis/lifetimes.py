@@ -39,6 +39,7 @@ _GENERATOR_METHODS = frozenset(
     {"parameters", "named_parameters", "buffers", "named_buffers", "children", "named_children", "modules", "named_modules"}
 )
 _LAZY_BUILTINS = frozenset({"filter", "map", "zip"})
+_DEFINITIONS = frozenset({cst.FunctionDef, cst.ClassDef, cst.Lambda})
 _CHAINS = frozenset({"chain", "itertools.chain", "chain.from_iterable", "itertools.chain.from_iterable"})
 # Builtins that iterate their argument to the end.
 _CONSUMING_BUILTINS = frozenset({"list", "tuple", "set", "frozenset", "sorted", "sum", "any", "all", "max", "min", "dict"})
@@ -68,13 +69,17 @@ def tracked_names(body: cst.CSTNode) -> Tracked:
     pending: list[cst.CSTNode] = [body]
     while pending:
         node = pending.pop()
-        if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)) and node is not body:
+        kind = type(node)  # exact types: ``isinstance`` against libcst's ABCs is slow
+        if kind in _DEFINITIONS and node is not body:
             continue
-        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in STORING:
-            name = _container_root(node.func.value)
-            if name is not None:
-                containers.add(name)
-        elif isinstance(node, cst.Assign):
+        if kind is cst.Call:
+            func = node.func  # type: ignore[attr-defined]
+            if type(func) is cst.Attribute and func.attr.value in STORING:
+                name = _container_root(func.value)
+                if name is not None:
+                    containers.add(name)
+        elif kind is cst.Assign:
+            assert isinstance(node, cst.Assign)
             targets = [t.target for t in node.targets]
             containers.update(name for t in targets if isinstance(t, cst.Subscript) for name in [_container_root(t.value)] if name)
             names = {n.value for t in targets for n in target_names(t)}
@@ -82,8 +87,8 @@ def tracked_names(body: cst.CSTNode) -> Tracked:
                 recurrent.update(names & _argument_names(node.value))
             if len(targets) == 1 and isinstance(targets[0], cst.Name) and one_shot(node.value):
                 iterators.add(targets[0].value)
-        elif isinstance(node, (cst.For, cst.CompFor)):
-            rebound.update(n.value for n in target_names(node.target))
+        elif kind is cst.For or kind is cst.CompFor:
+            rebound.update(n.value for n in target_names(node.target))  # type: ignore[attr-defined]
         pending.extend(iter_children(node))
     return Tracked(frozenset(containers), frozenset(recurrent - rebound), frozenset(iterators))
 

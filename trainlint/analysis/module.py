@@ -158,16 +158,25 @@ class ModuleModel:
         return chain
 
     def scope_of(self, node: cst.CSTNode) -> Scope:
-        for ancestor in self.ancestors(node):
-            scope = self.scopes.get(ancestor)
-            if scope is not None and not isinstance(ancestor, cst.ClassDef):
-                return scope
+        parents, scopes = self._parents, self.scopes
+        current = parents.get(id(node))
+        while current is not None:
+            if type(current) in _SCOPE_NODES:
+                scope = scopes.get(current)
+                if scope is not None:
+                    return scope
+            current = parents.get(id(current))
         return self.module_scope
 
     def enclosing_function(self, node: cst.CSTNode) -> cst.FunctionDef | None:
-        for ancestor in self.ancestors(node):
-            if isinstance(ancestor, cst.FunctionDef):
-                return ancestor
+        # Exact types and parent links directly: asked for nearly every node an analysis
+        # looks at, and ``isinstance`` against libcst's classes (ABCs) is slow.
+        parents = self._parents
+        current = parents.get(id(node))
+        while current is not None:
+            if type(current) is cst.FunctionDef:
+                return current  # type: ignore[return-value]
+            current = parents.get(id(current))
         return None
 
     def enclosing_loops(self, node: cst.CSTNode) -> list[Loop]:
@@ -201,9 +210,10 @@ class ModuleModel:
         """Branch bodies and loops between ``node`` and ``stop`` (or its scope)."""
         found: list[cst.CSTNode] = []
         for ancestor in self.ancestors(node):
-            if ancestor is stop or isinstance(ancestor, (cst.FunctionDef, cst.Lambda, cst.ClassDef)):
+            kind = type(ancestor)
+            if ancestor is stop or kind in _DEFINITIONS:
                 break
-            if isinstance(ancestor, CONDITIONAL):
+            if kind in _CONDITIONAL_TYPES:
                 found.append(ancestor)
         return found
 
@@ -215,6 +225,13 @@ class ModuleModel:
     def method_class(self, function: cst.FunctionDef | None) -> cst.ClassDef | None:
         return self.class_of_method.get(function) if function is not None else None
 
+
+# Exact node types (libcst's classes are ABCs: ``isinstance`` against them is slow).
+_CONDITIONAL_TYPES = frozenset(CONDITIONAL)
+_DEFINITIONS = frozenset({cst.FunctionDef, cst.Lambda, cst.ClassDef})
+# Nodes that may own a scope a name is looked up in (a class body's names are not visible
+# in its methods).
+_SCOPE_NODES = frozenset({cst.Module, cst.FunctionDef, cst.Lambda})
 
 _INDEXED = frozenset(
     {cst.Call, cst.For, cst.While, cst.Assign, cst.AnnAssign, cst.AugAssign, cst.NamedExpr, cst.WithItem,

@@ -9,13 +9,16 @@ import libcst as cst
 
 def dotted(expr: cst.BaseExpression) -> str | None:
     """``torch.nn.functional`` for a Name/Attribute chain, else ``None``."""
+    # Exact types: libcst's classes are ABCs, against which ``isinstance`` is slow.
+    if type(expr) is cst.Name:
+        return expr.value  # type: ignore[attr-defined,no-any-return]
     parts: list[str] = []
-    while isinstance(expr, cst.Attribute):
-        parts.append(expr.attr.value)
-        expr = expr.value
-    if not isinstance(expr, cst.Name):
+    while type(expr) is cst.Attribute:
+        parts.append(expr.attr.value)  # type: ignore[attr-defined]
+        expr = expr.value  # type: ignore[attr-defined]
+    if type(expr) is not cst.Name:
         return None
-    parts.append(expr.value)
+    parts.append(expr.value)  # type: ignore[attr-defined]
     return ".".join(reversed(parts))
 
 
@@ -36,12 +39,13 @@ def root_name(expr: cst.BaseExpression) -> str | None:
 
 def terminal_name(expr: cst.BaseExpression) -> str | None:
     """The rightmost identifier: ``optimizer`` for ``self.optimizer``, ``step`` for ``opt.step``."""
-    if isinstance(expr, cst.Name):
-        return expr.value
-    if isinstance(expr, cst.Attribute):
-        return expr.attr.value
-    if isinstance(expr, cst.Subscript):
-        return terminal_name(expr.value)
+    kind = type(expr)
+    if kind is cst.Name:
+        return expr.value  # type: ignore[attr-defined,no-any-return]
+    if kind is cst.Attribute:
+        return expr.attr.value  # type: ignore[attr-defined,no-any-return]
+    if kind is cst.Subscript:
+        return terminal_name(expr.value)  # type: ignore[attr-defined]
     return None
 
 

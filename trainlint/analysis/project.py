@@ -54,6 +54,7 @@ class Project:
         # "does it mention f(" costs a set lookup, not a scan of the text per function.
         self._called: dict[Path, set[str]] = {}
         self._mentions: dict[tuple[Path, str], bool] = {}
+        self._candidates: dict[tuple[str, Path], tuple[Path, ...]] = {}
         self._symbols: dict[tuple[Path, str], tuple[ModuleModel, str] | None] = {}
         self._accessed: set[Path] = set()
         self._imports: dict[Path, set[Path]] = {}  # importer -> local modules it resolved to
@@ -144,20 +145,32 @@ class Project:
         ``tools/train.py`` calls it), and the answer must not depend on which files a run
         happened to load before: only the files' texts decide.
         """
-        hints = (near.path.stem, near.path.parent.name)
         found = [near]
         siblings = self._siblings(near.path.parent)
         # A sibling's text decides whether it is loaded, so it is a dependency either way;
         # the rest of the project counts only when it holds a caller.
         self._accessed.update(path for path, _ in siblings)
-        for path, text in (*siblings, *_project_texts(self._root_for(near.path.parent))):
-            # Parsing every file that mentions ``forward(`` would cost a parse per file.
-            if path != near.path and self._calls(path, text, function) and any(self._mentions_name(path, text, hint) for hint in hints):
-                model = self.load(path)
-                if model is not None and model not in found:
-                    found.append(model)
+        key = (function, near.path)
+        candidates = self._candidates.get(key)
+        if candidates is None:
+            candidates = self._candidates[key] = self._calling(function, near, siblings)
+        for path in candidates:
+            model = self.load(path)
+            if model is not None and model not in found:
+                found.append(model)
         self._accessed.update(model.path for model in found)
         return found
+
+    def _calling(self, function: str, near: ModuleModel, siblings: list[tuple[Path, str]]) -> tuple[Path, ...]:
+        """The files whose text calls ``function`` and names ``near``'s module, in search
+        order (the texts of a project do not change during a run: searched once per name)."""
+        hints = (near.path.stem, near.path.parent.name)
+        return tuple(
+            path
+            for path, text in (*siblings, *_project_texts(self._root_for(near.path.parent)))
+            # Parsing every file that mentions ``forward(`` would cost a parse per file.
+            if path != near.path and self._calls(path, text, function) and any(self._mentions_name(path, text, hint) for hint in hints)
+        )
 
     def _calls(self, path: Path, text: str, function: str) -> bool:
         """``f"{function}(" in text``, without scanning the text for every function."""

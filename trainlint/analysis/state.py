@@ -11,8 +11,8 @@ kept apart instead of joined.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypeVar
 
 from trainlint.analysis.ir import Op
 from trainlint.analysis.keys import Key
@@ -50,15 +50,51 @@ class Total(NamedTuple):
     stepped: bool = False  # an optimizer step ran since it was last assigned
 
 
+class OpTable:
+    """The ops one loop's iterations ran, each with a bit of its own: what an iteration ran
+    is kept as bit sets (ints), so that one more op costs no copy of a set of ops, and the
+    states recorded along a long loop body do not each hold one."""
+
+    __slots__ = ("ops", "bits", "_decoded")
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.bits: dict[int, int] = {}  # id(op) -> its bit
+        self._decoded: dict[int, frozenset[Op]] = {}
+
+    def bit(self, op: Op) -> int:
+        found = self.bits.get(id(op))
+        if found is None:
+            found = self.bits[id(op)] = 1 << len(self.ops)
+            self.ops.append(op)
+        return found
+
+    def decode(self, bits: int) -> frozenset[Op]:
+        found = self._decoded.get(bits)
+        if found is None:
+            ops = self.ops
+            found = self._decoded[bits] = frozenset(ops[i] for i, digit in enumerate(reversed(bin(bits)[2:])) if digit == "1")
+        return found
+
+
 @dataclass(frozen=True)
 class Iteration:
     """One level of the loop stack: which ops the current iteration ran, on some path
-    (``may``) and on every path (``must``)."""
+    (``may``) and on every path (``must``), as bits of the loop's :class:`OpTable`."""
 
     loop: int  # id of the loop node
     first: bool
-    may: frozenset[Op] = frozenset()
-    must: frozenset[Op] = frozenset()
+    table: OpTable = field(compare=False, repr=False)
+    may_bits: int = 0
+    must_bits: int = 0
+
+    @property
+    def may(self) -> frozenset[Op]:
+        return self.table.decode(self.may_bits)
+
+    @property
+    def must(self) -> frozenset[Op]:
+        return self.table.decode(self.must_bits)
 
 
 GRAD_ON = frozenset({"on"})
@@ -70,6 +106,8 @@ MAX_PARTITIONS = 8
 # Known conditions one state carries at most.
 MAX_FACTS = 4
 MAX_DEPTH_FORGOTTEN = 8
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 
@@ -115,7 +153,14 @@ class State:
         return (self.facts, tuple((it.loop, it.first) for it in self.loops), self.gated)
 
     def with_(self, **changes: object) -> State:
-        return replace(self, **changes)  # type: ignore[arg-type]
+        """A copy with ``changes`` (``dataclasses.replace`` without re-running ``__init__``:
+        states are copied on every op)."""
+        state = object.__new__(State)
+        fields = state.__dict__
+        fields.update(self.__dict__)
+        fields.pop("_identity", None)
+        fields.update(changes)
+        return state
 
     def grad_of(self, key: Key) -> frozenset[Grad]:
         return self.grads.get(key, self.grads_default)
@@ -123,8 +168,39 @@ class State:
     def visit(self, op: Op) -> State:
         if not self.loops:
             return self
-        loops = tuple(Iteration(it.loop, it.first, it.may | {op}, it.must | {op}) for it in self.loops)
-        return self.with_(loops=loops)
+        loops = []
+        for it in self.loops:
+            bit = it.table.bit(op)
+            loops.append(it if it.must_bits & bit else Iteration(it.loop, it.first, it.table, it.may_bits | bit, it.must_bits | bit))
+        return self.with_(loops=tuple(loops))
+
+
+class Interner:
+    """One shared copy of each set of values. States are copied on every op and recorded
+    before every statement, and transfer functions rebuild the values of every object
+    (``carried``, ``stepped``, ``trained``): without sharing, a long script's recorded
+    states would hold millions of copies of a few hundred distinct sets."""
+
+    def __init__(self) -> None:
+        self._sets: dict[frozenset[Any], frozenset[Any]] = {}
+        self._mapped: dict[tuple[str, frozenset[Any]], frozenset[Any]] = {}
+
+    def one(self, values: frozenset[V]) -> frozenset[V]:
+        return self._sets.setdefault(values, values)
+
+    def each(self, table: Mapping[K, frozenset[V]], how: str, function: Callable[[V], V]) -> Mapping[K, frozenset[V]]:
+        """``function`` applied to every value of every object (``how`` names it); the
+        same table when that changes nothing."""
+        changed: dict[K, frozenset[V]] | None = None
+        for key, values in table.items():
+            new = self._mapped.get((how, values))
+            if new is None:
+                new = self._mapped[(how, values)] = self.one(frozenset(map(function, values)))
+            if new is not values:
+                if changed is None:
+                    changed = dict(table)
+                changed[key] = new
+        return table if changed is None else changed
 
 
 def _frozen(table: Mapping[Any, frozenset[Any]]) -> frozenset[Any]:
@@ -138,7 +214,7 @@ def initial_state() -> State:
     return State(grads={}, grads_default=frozenset({Grad()}), modes={}, totals={})
 
 
-def join(states: Iterable[State], mode_initial: ModeInitial) -> list[State]:
+def join(states: Iterable[State], mode_initial: ModeInitial, values: Interner) -> list[State]:
     """Merge states of the same partition (union of every object's values). Past
     :data:`MAX_PARTITIONS`, known conditions are forgotten, those of outer loops first:
     the conditions of the loop being run are the ones that keep its paths apart."""
@@ -152,7 +228,7 @@ def join(states: Iterable[State], mode_initial: ModeInitial) -> list[State]:
         if depth > MAX_DEPTH_FORGOTTEN:
             states = [s.with_(facts=frozenset()) for s in states]
             groups = _partitions(states)
-    return [_join_group(group, mode_initial) for group in groups.values()]
+    return [_join_group(group, mode_initial, values) for group in groups.values()]
 
 
 def _partitions(states: list[State]) -> dict[tuple[object, ...], list[State]]:
@@ -162,7 +238,7 @@ def _partitions(states: list[State]) -> dict[tuple[object, ...], list[State]]:
     return groups
 
 
-def _join_group(group: list[State], mode_initial: ModeInitial) -> State:
+def _join_group(group: list[State], mode_initial: ModeInitial, values: Interner) -> State:
     unique: dict[tuple[object, ...], State] = {}
     for state in group:
         unique.setdefault(state.identity(), state)
@@ -171,10 +247,10 @@ def _join_group(group: list[State], mode_initial: ModeInitial) -> State:
     states = list(unique.values())
     first = states[0]
     return State(
-        grads=_union([s.grads for s in states], [s.grads_default for s in states]),
+        grads=_union([s.grads for s in states], [s.grads_default for s in states], values),
         grads_default=frozenset().union(*(s.grads_default for s in states)),
-        modes=_union([s.modes for s in states], [mode_initial] * len(states)),
-        totals=_union([s.totals for s in states], [frozenset()] * len(states)),
+        modes=_union([s.modes for s in states], [mode_initial] * len(states), values),
+        totals=_union([s.totals for s in states], [frozenset()] * len(states), values),
         grad=frozenset().union(*(s.grad for s in states)),
         autocast=frozenset().union(*(s.autocast for s in states)),
         gated=first.gated,
@@ -184,12 +260,12 @@ def _join_group(group: list[State], mode_initial: ModeInitial) -> State:
         stepped=frozenset().union(*(s.stepped for s in states)),
         loops=tuple(_join_iterations([s.loops[level] for s in states]) for level in range(len(first.loops))),
         facts=first.facts,
-        frozen=_union([s.frozen for s in states], [NOT_FROZEN] * len(states)),
-        iterators=_union([s.iterators for s in states], [frozenset()] * len(states)),
+        frozen=_union([s.frozen for s in states], [NOT_FROZEN] * len(states), values),
+        iterators=_union([s.iterators for s in states], [frozenset()] * len(states), values),
     )
 
 
-def _union(tables: list[Mapping[Any, frozenset[Any]]], defaults: list[Any]) -> dict[Any, frozenset[Any]]:
+def _union(tables: list[Mapping[Any, frozenset[Any]]], defaults: list[Any], interner: Interner) -> dict[Any, frozenset[Any]]:
     """Per key, the union of the values; a state that has not met a key yet contributes
     its default for it (a frozenset, or a function of the key)."""
     keys = {key for table in tables for key in table}
@@ -201,13 +277,14 @@ def _union(tables: list[Mapping[Any, frozenset[Any]]], defaults: list[Any]) -> d
             if found is None:
                 found = default(key) if callable(default) else default
             values = values | found
-        merged[key] = values
+        merged[key] = interner.one(values)
     return merged
 
 
 def _join_iterations(levels: list[Iteration]) -> Iteration:
     first = levels[0]
-    must = first.must
+    may, must = first.may_bits, first.must_bits
     for level in levels[1:]:
-        must &= level.must
-    return Iteration(first.loop, first.first, frozenset().union(*(l.may for l in levels)), must)
+        may |= level.may_bits
+        must &= level.must_bits
+    return Iteration(first.loop, first.first, first.table, may, must)

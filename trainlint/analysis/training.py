@@ -117,22 +117,35 @@ def compatible(a: frozenset[Fact], b: frozenset[Fact]) -> bool:
     return not any((text, not value) in known for text, value, _ in a)
 
 
-def iteration_ends(loop: LoopFacts, occurrence: Occurrence) -> list[Iteration]:
+def iteration_ends(engine: Engine, loop: LoopFacts, occurrence: Occurrence) -> tuple[Iteration, ...]:
     """The loop's iteration records at the end of iterations that can run with what was
     known at ``occurrence`` (``if use_amp:`` keeps the AMP iterations apart)."""
-    return [
+    facts = occurrence.state.facts
+    return engine.memo(("iteration_ends", id(loop), facts), lambda: _iteration_ends(loop, facts))
+
+
+def _iteration_ends(loop: LoopFacts, facts: frozenset[Fact]) -> tuple[Iteration, ...]:
+    return tuple(
         level
         for end in loop.ends
-        if compatible(end.state.facts, occurrence.state.facts)
+        if compatible(end.state.facts, facts)
         for level in end.state.loops
         if level.loop == id(loop.loop.node)
-    ]
+    )
 
 
 def runs_every_iteration(engine: Engine, occurrence: Occurrence, loop: LoopFacts) -> bool:
     """Every iteration of ``loop`` that backpropagates also runs the occurrence's op."""
-    training = [level for level in iteration_ends(loop, occurrence) if any(o.kind is OpKind.BACKWARD for o in level.may)]
-    return bool(training) and all(occurrence.op in level.must for level in training)
+    op = occurrence.op
+    return engine.memo(
+        ("runs_every_iteration", id(loop), occurrence.state.facts, id(op)),
+        lambda: _runs_every_iteration(iteration_ends(engine, loop, occurrence), op),
+    )
+
+
+def _runs_every_iteration(ends: tuple[Iteration, ...], op: Op) -> bool:
+    training = [level for level in ends if any(o.kind is OpKind.BACKWARD for o in level.may)]
+    return bool(training) and all(op in level.must for level in training)
 
 
 def evaluates_after(engine: Engine, switch: Op) -> bool:
@@ -170,6 +183,10 @@ def _evaluates(engine: Engine, item: object, module: ModuleModel) -> bool:
 def is_evaluation_loop(engine: Engine, loop: LoopFacts) -> bool:
     """A loop whose iterations neither backpropagate nor step, run with gradients off or
     over held-out data, and call a model."""
+    return engine.memo(("is_evaluation_loop", id(loop)), lambda: _is_evaluation_loop(engine, loop))
+
+
+def _is_evaluation_loop(engine: Engine, loop: LoopFacts) -> bool:
     kinds = {op.kind for op in engine.iteration_ops(loop)}
     if kinds & {OpKind.BACKWARD, OpKind.STEP} or not model_calls(engine, loop):
         return False
@@ -259,9 +276,13 @@ class ModelCall:
     anchor: cst.Call
 
 
-def model_calls(engine: Engine, loop: LoopFacts) -> list[ModelCall]:
+def model_calls(engine: Engine, loop: LoopFacts) -> tuple[ModelCall, ...]:
     """Calls of a model (``model(x)``, ``self.net(x)``, ``model.forward(x)``) in the loop
     body, else in the helpers it calls (``self._loss_step(batch)``), in source order."""
+    return engine.memo(("model_calls", id(loop)), lambda: tuple(_model_calls(engine, loop)))
+
+
+def _model_calls(engine: Engine, loop: LoopFacts) -> list[ModelCall]:
     node, module = loop.loop.node, loop.loop.module
     body = node.body if isinstance(node, (cst.For, cst.While, cst.FunctionDef)) else node
     function = module.enclosing_function(node) if not isinstance(node, cst.FunctionDef) else node
@@ -353,9 +374,13 @@ def frozen_at(engine: Engine, expr: cst.BaseExpression, module: ModuleModel, sna
         current = current.value
 
 
-def trained_models(engine: Engine, loop: LoopFacts) -> list[Key] | None:
+def trained_models(engine: Engine, loop: LoopFacts) -> tuple[Key, ...] | None:
     """The models whose parameters the optimizers stepped in the loop were built over;
     ``None`` when that is unknown for one of them."""
+    return engine.memo(("trained_models", id(loop)), lambda: _trained_models(engine, loop))
+
+
+def _trained_models(engine: Engine, loop: LoopFacts) -> tuple[Key, ...] | None:
     owners: list[Key] = []
     for step in stepped_optimizers(engine, loop):
         optimizer = target(engine, step)
@@ -363,7 +388,7 @@ def trained_models(engine: Engine, loop: LoopFacts) -> list[Key] | None:
         if not found:
             return None
         owners.extend(found)
-    return owners
+    return tuple(owners)
 
 
 def weights_written(engine: Engine, loop: LoopFacts, key: Key) -> bool:
@@ -379,8 +404,11 @@ def weights_written(engine: Engine, loop: LoopFacts, key: Key) -> bool:
     return False
 
 
-def stepped_optimizers(engine: Engine, loop: LoopFacts) -> list[Occurrence]:
-    return [o for op in engine.iteration_ops(loop) if op.kind is OpKind.STEP for o in engine.occurrences_of(op)]
+def stepped_optimizers(engine: Engine, loop: LoopFacts) -> tuple[Occurrence, ...]:
+    return engine.memo(
+        ("stepped_optimizers", id(loop)),
+        lambda: tuple(o for op in engine.iteration_ops(loop) if op.kind is OpKind.STEP for o in engine.occurrences_of(op)),
+    )
 
 
 def is_zero_grad(op: Op) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from trainlint.analysis.brains import Kind
 from trainlint.analysis.ir import Flag, Op, OpKind
 from trainlint.analysis.keys import Frame, Key, Relation, relation, variable
-from trainlint.analysis.state import Grad, ModeV, State, Total
+from trainlint.analysis.state import Grad, Interner, ModeV, State, Total
 
 # Resolves an op's expression in the frame it runs in.
 KeyOf = Callable[[Op, Frame], "Key | None"]
@@ -31,12 +31,14 @@ class Transfer:
         scheduled: Callable[[Op, Frame], Key | None],
         graph: Callable[[Op, Frame, State], bool],
         mode_initial: Callable[[Key], frozenset[ModeV]],
+        values: Interner,
     ) -> None:
         self.target = target
         self.owners = owners
         self.scheduled = scheduled
         self.graph = graph
         self.mode_initial = mode_initial
+        self.values = values
 
     def apply(self, op: Op, state: State, frame: Frame) -> State:
         state = state.visit(op)
@@ -61,7 +63,7 @@ class Transfer:
         return state.with_(
             grads={key: frozenset(map(fed, values)) for key, values in state.grads.items()},
             grads_default=frozenset(map(fed, state.grads_default)),
-            modes={key: frozenset(v._replace(trained=True) for v in values) for key, values in state.modes.items()},
+            modes=self.values.each(state.modes, "trained", _trained),
             group=group,
             group_open=True,
         )
@@ -125,7 +127,7 @@ class Transfer:
             entry for entry in state.schedules if entry[1] is not None and relation(entry[1], target) is Relation.DIFFERENT
         )
         stepped = state.stepped | {(target, level.loop) for level in state.loops}
-        totals = {name: frozenset(t._replace(stepped=True) for t in values) for name, values in state.totals.items()}
+        totals = self.values.each(state.totals, "stepped", _stepped)
         return state.with_(grads=grads, group_open=False, schedules=schedules, stepped=stepped, totals=totals)
 
     def unscale(self, op: Op, state: State, frame: Frame) -> State:
@@ -181,9 +183,9 @@ class Transfer:
         key = variable(frame, op.name)
         totals = dict(state.totals)
         if op.has(Flag.AUGMENTED):
-            totals[key] = _added(state.totals.get(key, frozenset()), graph, op)
+            totals[key] = self.values.one(_added(state.totals.get(key, frozenset()), graph, op))
         else:
-            totals[key] = frozenset({Total(graph, False, op)})
+            totals[key] = self.values.one(frozenset({Total(graph, False, op)}))
         return state.with_(totals=totals)
 
     def store(self, op: Op, state: State, frame: Frame) -> State:
@@ -195,9 +197,9 @@ class Transfer:
         key = variable(frame, op.name)
         totals = dict(state.totals)
         if op.has(Flag.CLEARS):
-            totals[key] = frozenset({Total(False, False, op)})
+            totals[key] = self.values.one(frozenset({Total(False, False, op)}))
         else:
-            totals[key] = _added(state.totals.get(key, frozenset()), False, op)
+            totals[key] = self.values.one(_added(state.totals.get(key, frozenset()), False, op))
         return state.with_(totals=totals)
 
     def carry(self, op: Op, state: State, frame: Frame) -> State:
@@ -239,6 +241,14 @@ class Transfer:
 def _added(old: frozenset[Total], graph: bool, op: Op) -> frozenset[Total]:
     """A total (or container) after ``op`` adds a value that may hold a graph."""
     return frozenset(t._replace(graph=t.graph or graph, origin=op if graph else t.origin) for t in old) or frozenset({Total(graph, False, op)})
+
+
+def _trained(value: ModeV) -> ModeV:
+    return value._replace(trained=True)
+
+
+def _stepped(total: Total) -> Total:
+    return total._replace(stepped=True)
 
 
 def _model_clear(op: Op, target: Key | None) -> bool:

@@ -54,7 +54,7 @@ def _clears_in_iteration(step: Occurrence, ctx: Context) -> list[Op]:
         return []
     optimizer = target(ctx.engine, step)
     found = []
-    for op in {op for level in iteration_ends(loop, step) for op in level.may}:
+    for op in {op for level in iteration_ends(ctx.engine, loop, step) for op in level.may}:
         if op.kind is not OpKind.CLEAR:
             continue
         # Judged where the optimizer was already met: before, every clear may be its own.

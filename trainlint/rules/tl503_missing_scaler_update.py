@@ -43,5 +43,5 @@ def _updates(step: Occurrence, ctx: Context) -> bool:
     if loop is not None:
         # Iterations that can run with what held at the step: the update of an AMP branch
         # does not cover its fp32 twin.
-        return any(op.kind is OpKind.SCALER_UPDATE for level in iteration_ends(loop, step) for op in level.may)
+        return any(op.kind is OpKind.SCALER_UPDATE for level in iteration_ends(ctx.engine, loop, step) for op in level.may)
     return any(o.home is step.home for o in ctx.engine.occurrences(step.home.module, OpKind.SCALER_UPDATE))

@@ -43,21 +43,21 @@ def _opens_with(call: cst.Call, ctx: Context) -> bool:
     return isinstance(item, cst.WithItem) and item.item is call
 
 
-def _iterations(call: cst.Call, ctx: Context) -> list[set[Op]]:
+def _iterations(call: cst.Call, ctx: Context) -> list[frozenset[Op]]:
     """What the iteration around the autocast region runs (its loop's iterations, or its
     function when that backpropagates and steps outside any loop), per activation."""
-    found: list[set[Op]] = []
+    found: list[frozenset[Op]] = []
     for snapshot in ctx.engine.snapshots(call, ctx.model):
         if snapshot.state.loops:
             loop: LoopFacts | None = ctx.engine._loops.get(snapshot.state.loops[-1].loop)
             if loop is not None:
                 found.append(ctx.engine.iteration_ops(loop))
         else:
-            found.append({o.op for o in ctx.engine.occurrences(ctx.model) if o.frame is snapshot.frame})
+            found.append(frozenset(o.op for o in ctx.engine.occurrences(ctx.model) if o.frame is snapshot.frame))
     return found
 
 
-def _unscaled_training(ops: set[Op], ctx: Context) -> bool:
+def _unscaled_training(ops: frozenset[Op], ctx: Context) -> bool:
     """The iteration backpropagates and steps, and nothing in it scales the loss (a scaler,
     a framework's backward, timm's loss-scaler call)."""
     kinds = {op.kind for op in ops}

@@ -4,9 +4,10 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from trainlint.analysis.engine import Engine, Occurrence
+from trainlint.analysis.engine import Engine, LoopFacts, Occurrence
 from trainlint.analysis.ir import Op, OpKind
-from trainlint.analysis.keys import Key, Relation, relation
+from trainlint.analysis.keys import Key
+from trainlint.analysis.state import ModeV
 from trainlint.analysis.names import dotted
 from trainlint.analysis.training import evaluates_after, innermost_loop, model_calls, model_expression, stepped_optimizers, target
 from trainlint.diagnostics import Severity
@@ -27,13 +28,18 @@ class TrainModeNotRestored(Rule):
         engine.analyse(ctx.model)
         reported: set[int] = set()
         for backward in engine.all_occurrences(OpKind.BACKWARD):
+            # Reports land at a switch written in this file (see _report_node): modes set
+            # elsewhere are left to the files that hold them.
+            candidates = [(key, values) for key, values in backward.state.modes.items() if any(_switched_here(v, ctx) for v in values)]
+            if not candidates:
+                continue
             trained = _trained_models(engine, backward)
-            for key, values in backward.state.modes.items():
-                if not any(_may_be(key, model) for model in trained) or _restored_somewhere(engine, backward.op, key):
+            for key, values in candidates:
+                if key not in trained or _restored_somewhere(engine, backward.op, key):
                     continue
                 for value in values:
                     switch = value.origin
-                    if value.mode != "eval" or not value.certain or switch is None or not evaluates_after(engine, switch):
+                    if not _switched_here(value, ctx) or switch is None or not _evaluates_after(engine, switch):
                         continue
                     if _trains_in_eval_on_purpose(engine, switch, backward):
                         continue
@@ -43,21 +49,26 @@ class TrainModeNotRestored(Rule):
                         yield Report(where[0], message=_message(switch, where[1]))
 
 
-def _may_be(key: Key, model: Key) -> bool:
-    """The switched module is the trained one: two names of one scope are two models
-    (``teacher`` is not ``student``), an unresolved attribute (``model_ema.ema``) is not
-    the model either."""
-    return relation(key, model) is Relation.SAME
+def _switched_here(value: ModeV, ctx: Context) -> bool:
+    """Certainly put in eval mode by a switch written in this file."""
+    return value.mode == "eval" and value.certain and value.origin is not None and value.origin.module is ctx.model
+
+
+def _evaluates_after(engine: Engine, switch: Op) -> bool:
+    return engine.memo(("evaluates_after", id(switch)), lambda: evaluates_after(engine, switch))
 
 
 def _restored_somewhere(engine: Engine, backward: Op, key: Key) -> bool:
     """Some way to this backward switches the model back to training mode: the code
     manages the mode itself, and a way that does not is most likely one that cannot
     happen (``if weights == "finetune": model.train() elif weights == "freeze": ...``)."""
-    return any(
-        v.mode == "train" and v.origin is not None and v.certain
-        for occurrence in engine.occurrences_of(backward)
-        for v in occurrence.state.modes.get(key, frozenset())
+    return engine.memo(
+        ("restored_somewhere", id(backward), key),
+        lambda: any(
+            v.mode == "train" and v.origin is not None and v.certain
+            for occurrence in engine.occurrences_of(backward)
+            for v in occurrence.state.modes.get(key, frozenset())
+        ),
     )
 
 
@@ -76,12 +87,19 @@ def _trains_in_eval_on_purpose(engine: Engine, switch: Op, backward: Occurrence)
     )
 
 
-def _trained_models(engine: Engine, backward: Occurrence) -> list[Key]:
+def _trained_models(engine: Engine, backward: Occurrence) -> frozenset[Key]:
     """The models the loop around a backward trains: those its optimizers were built over,
-    else those it calls with gradients on (a frozen teacher runs under no_grad)."""
+    else those it calls with gradients on (a frozen teacher runs under no_grad). A module
+    is one of them only when it is certainly the same object (keys are equal): two names
+    of one scope are two models (``teacher`` is not ``student``), an unresolved attribute
+    (``model_ema.ema``) is not the model either."""
     loop = innermost_loop(engine, backward)
     if loop is None:
-        return []
+        return frozenset()
+    return engine.memo(("tl603_trained", id(loop)), lambda: frozenset(_trained_by(engine, loop)))
+
+
+def _trained_by(engine: Engine, loop: LoopFacts) -> list[Key]:
     owners: list[Key] = []
     for step in stepped_optimizers(engine, loop):
         optimizer = target(engine, step)

@@ -40,7 +40,7 @@ class FrozenModelInTrainMode(Rule):
                     yield Report(call.anchor, message=_message(call))
 
 
-def _frozen_in_train_mode(engine: Engine, loop: LoopFacts, call: ModelCall, trained: list[Key] | None) -> Key | None:
+def _frozen_in_train_mode(engine: Engine, loop: LoopFacts, call: ModelCall, trained: tuple[Key, ...] | None) -> Key | None:
     """The called model, when on every way to the call it is frozen and in training mode
     (not put there on purpose by its own ``.train()``), has dropout or batch norm, and
     the loop neither trains it nor moves its weights (an EMA teacher)."""
