@@ -591,6 +591,19 @@ def test_teacher_and_student_built_by_one_factory() -> None:
     _check(FACTORY_KD.replace("EVAL", "teacher.eval()").replace("  # expect: TL605", ""))
 
 
+def test_a_train_function_is_not_called_by_model_train() -> None:
+    # Knowledge-Distillation-Zoo: `def train(...)` calls `snet.train()`; that method call
+    # is no caller of the script's `train`, whose parameters stay bound to main's models.
+    frozen_by_flag = (
+        FACTORY_KD.replace("EVAL", "pass")
+        .replace("train_kd(", "train(")
+        .replace('student = build(18)', 'for p in teacher.parameters():\n    p.requires_grad = False\nstudent = build(18)')
+        .replace("        with torch.no_grad():\n            t = teacher(x)", "        t = teacher(x)")
+    )
+    assert "p.requires_grad = False" in frozen_by_flag and "no_grad" not in frozen_by_flag
+    _check(frozen_by_flag)
+
+
 # -- TL803 ddp-wrapper-bypassed -----------------------------------------------------------
 
 
