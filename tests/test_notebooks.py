@@ -87,6 +87,24 @@ def test_ipython_syntax_keeps_line_numbers(tmp_path: Path) -> None:
     assert found == [("TL801", 2, 10)]
 
 
+def test_percent_and_bang_inside_open_brackets_and_strings_are_python(tmp_path: Path) -> None:
+    # 3-min-pytorch: a `%` formatting operator starting a continuation line is no magic.
+    lines = [
+        'print("train: %d, test: %d"\n',
+        "      % (len(trainset), len(testset)))\n",
+        'usage = """\n',
+        "!not a shell line\n",
+        '"""\n',
+        "total = 7 \\\n",
+        "    % 4\n",
+        "%matplotlib inline\n",
+        "import torch\n",
+        "torch.load('x.pt', weights_only=False)\n",
+    ]
+    path = _notebook(tmp_path, _code(lines))
+    assert [(d.code, d.cell, d.line) for d in _lint(path)] == [("TL801", 1, 10)]
+
+
 def test_cell_magics(tmp_path: Path) -> None:
     bash = _code("%%bash\necho $((1 + (2))\n")
     timed = _code("%%time\nimport torch\nstate = torch.load('x.pt', weights_only=False)\n")

@@ -127,6 +127,48 @@ def counted_then_used(model):
     )
 
 
+def test_iterators_consumed_in_the_functions_they_are_handed_to() -> None:
+    _check(
+        """
+import torch
+import torch.nn as nn
+
+net = Net()
+params = net.parameters()
+optimizer = torch.optim.SGD(params, lr=0.1)
+kept = list(net.parameters())
+
+def train(loader):
+    for x, y in loader:
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        nn.utils.clip_grad_norm_(params, 1.0)  # expect: TL207
+        nn.utils.clip_grad_norm_(kept, 1.0)
+        optimizer.step()
+
+def train_epoch(model, opt, parameters, loader):
+    for x, y in loader:
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        nn.utils.clip_grad_norm_(parameters, 1.0)  # expect: TL207
+        opt.step()
+
+def main(model):
+    trainable = filter(lambda p: p.requires_grad, model.parameters())
+    opt = torch.optim.Adam(trainable, lr=1e-3)
+    materialised = list(filter(lambda p: p.requires_grad, model.parameters()))
+    opt2 = torch.optim.Adam(materialised, lr=1e-3)
+    for epoch in range(10):
+        train_epoch(model, opt, trainable, train_loader)
+        train_epoch(model, opt2, materialised, train_loader)
+        train_epoch(model, opt, model.parameters(), train_loader)
+
+for epoch in range(10):
+    train(train_loader)
+"""
+    )
+
+
 # -- TL208 optimizer-stepped-twice --------------------------------------------------------
 
 
@@ -547,6 +589,19 @@ def test_teacher_and_student_built_by_one_factory() -> None:
     # factory, so they are two models.
     _check(FACTORY_KD.replace("EVAL", "pass"))
     _check(FACTORY_KD.replace("EVAL", "teacher.eval()").replace("  # expect: TL605", ""))
+
+
+def test_a_train_function_is_not_called_by_model_train() -> None:
+    # Knowledge-Distillation-Zoo: `def train(...)` calls `snet.train()`; that method call
+    # is no caller of the script's `train`, whose parameters stay bound to main's models.
+    frozen_by_flag = (
+        FACTORY_KD.replace("EVAL", "pass")
+        .replace("train_kd(", "train(")
+        .replace('student = build(18)', 'for p in teacher.parameters():\n    p.requires_grad = False\nstudent = build(18)')
+        .replace("        with torch.no_grad():\n            t = teacher(x)", "        t = teacher(x)")
+    )
+    assert "p.requires_grad = False" in frozen_by_flag and "no_grad" not in frozen_by_flag
+    _check(frozen_by_flag)
 
 
 # -- TL803 ddp-wrapper-bypassed -----------------------------------------------------------

@@ -344,17 +344,59 @@ def _lines(code: str) -> list[str]:
 
 def _blank_ipython(lines: list[str]) -> Iterator[str]:
     continued = False
+    inside = _Open()  # brackets and strings a Python line left open
     for line in lines:
         if continued:
             # A line swallowed by a continued shell line (``!pip install \``).
             yield ""
-        elif _is_ipython_line(line):
-            # ``pass`` at the same indentation keeps an enclosing block non-empty.
+        elif not inside.any() and _is_ipython_line(line):
+            # ``pass`` at the same indentation keeps an enclosing block non-empty. Inside an
+            # open bracket or string a leading ``%`` or ``!`` is Python (``"..."\n % args``).
             yield f"{line[: len(line) - len(line.lstrip())]}pass"
         else:
+            inside.scan(line)
             yield line
             continue
         continued = line.rstrip().endswith("\\")
+
+
+class _Open:
+    """What a run of Python lines leaves open: brackets, a string, a backslash continuation."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.quote = ""  # the delimiter of an open (triple-quoted) string
+        self.backslash = False
+
+    def any(self) -> bool:
+        return self.depth > 0 or bool(self.quote) or self.backslash
+
+    def scan(self, line: str) -> None:
+        i = 0
+        while i < len(line):
+            char = line[i]
+            if self.quote:
+                if char == "\\":
+                    i += 2
+                    continue
+                if line.startswith(self.quote, i):
+                    i += len(self.quote)
+                    self.quote = ""
+                    continue
+            elif char == "#":
+                break
+            elif char in "\"'":
+                self.quote = line[i : i + 3] if line[i : i + 3] in ('"""', "'''") else char
+                i += len(self.quote)
+                continue
+            elif char in "([{":
+                self.depth += 1
+            elif char in ")]}":
+                self.depth = max(0, self.depth - 1)
+            i += 1
+        if len(self.quote) == 1:
+            self.quote = ""  # a one-quote string cannot span lines
+        self.backslash = line.rstrip().endswith("\\") and not self.quote
 
 
 def _is_ipython_line(line: str) -> bool:

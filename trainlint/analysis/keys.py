@@ -137,6 +137,24 @@ def variable(frame: Frame, name: str) -> str:
     return f"{id(frame)}:{name}"
 
 
+def home(frame: Frame, name: str, depth: int = 0) -> str:
+    """The variable ``name`` denotes in one activation, followed to where it lives: a
+    parameter given a plain name is the caller's variable; a module-level name a function
+    reads is the module code's (when that code is the caller)."""
+    if frame.function is not None and depth < MAX_ALIAS_DEPTH:
+        scope = frame.module.scopes.get(frame.function)
+        bindings = scope.bindings.get(name) if scope is not None else None
+        if not bindings:
+            outer = next((f for f in frame.chain() if f.function is None and f.module is frame.module), None)
+            if outer is not None:
+                return variable(outer, name)
+        elif all(b.kind == "param" for b in bindings):
+            bound = frame.bindings.get(name)
+            if bound is not None and isinstance(bound[0], cst.Name) and bound[2] is not None:
+                return home(bound[2], bound[0].value, depth + 1)
+    return variable(frame, name)
+
+
 class Resolver:
     """Expressions to keys, per frame; memoized for unbound (context-free) expressions."""
 

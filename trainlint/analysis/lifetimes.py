@@ -66,6 +66,8 @@ def tracked_names(body: cst.CSTNode) -> Tracked:
     recurrent: set[str] = set()
     iterators: set[str] = set()
     rebound: set[str] = set()  # loop variables are rebound by their loop, not carried
+    assigned: set[str] = set()
+    consumed: set[str] = set()  # names handed to what may consume an iterator
     pending: list[cst.CSTNode] = [body]
     while pending:
         node = pending.pop()
@@ -83,14 +85,27 @@ def tracked_names(body: cst.CSTNode) -> Tracked:
             targets = [t.target for t in node.targets]
             containers.update(name for t in targets if isinstance(t, cst.Subscript) for name in [_container_root(t.value)] if name)
             names = {n.value for t in targets for n in target_names(t)}
+            assigned.update(names)
             if isinstance(node.value, cst.Call):
                 recurrent.update(names & _argument_names(node.value))
             if len(targets) == 1 and isinstance(targets[0], cst.Name) and one_shot(node.value):
                 iterators.add(targets[0].value)
         elif kind is cst.For or kind is cst.CompFor:
             rebound.update(n.value for n in target_names(node.target))  # type: ignore[attr-defined]
+            consumed.update(n.value for n in target_names(node.iter))  # type: ignore[attr-defined]
+        if kind is cst.Call and _may_consume(node):  # type: ignore[arg-type]
+            consumed.update(n.value for arg in node.args for n in target_names(arg.value))  # type: ignore[attr-defined]
         pending.extend(iter_children(node))
-    return Tracked(frozenset(containers), frozenset(recurrent - rebound), frozenset(iterators))
+    # A parameter or a global handed to a consumer may be an iterator its caller (or the
+    # module's code) bound: the consumption is recorded where that name lives.
+    borrowed = consumed - assigned - rebound if not isinstance(body, cst.Module) else set()
+    return Tracked(frozenset(containers), frozenset(recurrent - rebound), frozenset(iterators | borrowed))
+
+
+def _may_consume(call: cst.Call) -> bool:
+    """By its name, a call that may walk an iterator to its end (see ``ValueOps._consumer``)."""
+    name = terminal_name(call.func)
+    return name is not None and (name in _CONSUMING_BUILTINS or name in _CONSUMING_METHODS or name[:1].isupper())
 
 
 def one_shot(expr: cst.BaseExpression) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from trainlint.analysis.brains import Kind
 from trainlint.analysis.ir import Flag, Op, OpKind
-from trainlint.analysis.keys import Frame, Key, Relation, relation, variable
+from trainlint.analysis.keys import Frame, Key, Relation, home, relation, variable
 from trainlint.analysis.state import Grad, Interner, ModeV, State, Total
 
 # Resolves an op's expression in the frame it runs in.
@@ -215,14 +215,14 @@ class Transfer:
     def iterator(self, op: Op, state: State, frame: Frame) -> State:
         if op.name is None:
             return state
-        key = variable(frame, op.name)
+        key = home(frame, op.name)
         iterators = {name: values for name, values in state.iterators.items() if name != key}
         if op.operand is not None:
             iterators[key] = frozenset({None})
         return state.with_(iterators=iterators)
 
     def consume(self, op: Op, state: State, frame: Frame) -> State:
-        key = variable(frame, op.name or "")
+        key = home(frame, op.name or "")
         values = state.iterators.get(key)
         if values is None:
             return state

@@ -388,11 +388,7 @@ class Evaluator:
         defining module."""
         targets = self.eval(call.func, caller)
         if not targets:
-            # ``loss.backward()`` never calls a module-level ``def backward``: a plain
-            # function is reached through an attribute only as ``module.backward()``, which
-            # evaluates.
-            is_method = module.method_class(function) is not None
-            return caller is module and (is_method or not isinstance(call.func, cst.Attribute))
+            return caller is module and not _method_call(call, function, module)
         for target in targets:
             if isinstance(target, FuncRef) and target.node is function:
                 return True
@@ -565,6 +561,13 @@ class Evaluator:
         elif obj.qualname in T.MODEL_WRAPPERS:
             for inner in self._wrapped(obj):
                 yield from self._apply(inner, call, module)
+
+
+def _method_call(call: cst.Call, function: cst.FunctionDef, module: ModuleModel) -> bool:
+    """``model.train()``, ``criteria[i].train()``: a method of some object, never the
+    script's own top-level ``def train(...)`` (an attribute call reaches that only through
+    an import of the script, which resolves)."""
+    return isinstance(call.func, cst.Attribute) and module.method_class(function) is None
 
 
 def _built_by(value: Value, factory: FuncRef, call: cst.Call, module: ModuleModel) -> Value:

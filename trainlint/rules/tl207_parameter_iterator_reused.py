@@ -6,7 +6,7 @@ import libcst as cst
 
 from trainlint.analysis.engine import Occurrence
 from trainlint.analysis.ir import Op, OpKind
-from trainlint.analysis.keys import variable
+from trainlint.analysis.keys import home
 from trainlint.analysis.lifetimes import one_shot
 from trainlint.analysis.module import ModuleModel
 from trainlint.analysis.training import call_text, earliest
@@ -36,7 +36,7 @@ class ParameterIteratorReused(Rule):
             op = occurrence.op
             if op.module is not ctx.model or op.target is None or id(op.target) in reported:
                 continue
-            before = occurrence.state.iterators.get(variable(occurrence.frame, op.name or ""))
+            before = occurrence.state.iterators.get(home(occurrence.frame, op.name or ""))
             if not before or None in before:
                 continue  # not tracked here, or fresh on some way here
             reported.add(id(op.target))
