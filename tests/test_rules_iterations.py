@@ -8,6 +8,8 @@ suite fast.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from trainlint.testing import expected_lines, lint_files, lint_snippet
 
 CODES = ("TL206", "TL207", "TL208", "TL210", "TL211", "TL212", "TL605", "TL803")
@@ -602,6 +604,107 @@ def test_a_train_function_is_not_called_by_model_train() -> None:
     )
     assert "p.requires_grad = False" in frozen_by_flag and "no_grad" not in frozen_by_flag
     _check(frozen_by_flag)
+
+
+SIBLING_COMMON = """
+import torch
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, n), nn.BatchNorm1d(n), nn.Linear(n, 10))
+
+    def forward(self, x):
+        return self.body(x)
+
+def define_net(n, cuda=True):
+    net = Net(n)
+    if cuda:
+        net = torch.nn.DataParallel(net).cuda()
+    return net
+"""
+
+SIBLING_BASE = """
+import torch
+import torch.nn.functional as F
+from common import define_net
+
+def main():
+    net = define_net(64)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    nets = {'net': net}
+    for epoch in range(10):
+        train(train_loader, nets, optimizer)
+        test(test_loader, nets)
+
+def train(loader, nets, optimizer):
+    net = nets['net']
+    net.train()
+    for x, y in loader:
+        loss = F.cross_entropy(net(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+def test(loader, nets):
+    net = nets['net']
+    net.eval()
+    with torch.no_grad():
+        for x, y in loader:
+            net(x)
+
+if __name__ == '__main__':
+    main()
+"""
+
+SIBLING_KD = """
+import torch
+import torch.nn.functional as F
+from common import define_net
+
+def main():
+    snet = define_net(64)
+    tnet = define_net(256)
+    for p in tnet.parameters():
+        p.requires_grad = False
+    optimizer = torch.optim.SGD(snet.parameters(), lr=0.1)
+    nets = {'snet': snet, 'tnet': tnet}
+    for epoch in range(10):
+        train(train_loader, nets, optimizer)
+        test(test_loader, nets)
+
+def train(loader, nets, optimizer):
+    snet = nets['snet']
+    tnet = nets['tnet']
+    snet.train()
+    for x, y in loader:
+        t = tnet(x)  # expect: TL605
+        loss = F.cross_entropy(snet(x), y) + F.mse_loss(snet(x), t)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+def test(loader, nets):
+    snet = nets['snet']
+    snet.eval()
+    with torch.no_grad():
+        for x, y in loader:
+            snet(x)
+
+if __name__ == '__main__':
+    main()
+"""
+
+
+def test_sibling_scripts_with_train_and_test_functions() -> None:
+    # Knowledge-Distillation-Zoo: train_base.py, train_kd.py... each define train() and
+    # test() that call net.train() / net.eval() on models held in a dict. Those method
+    # calls are no callers of the scripts' train(): the teacher's freezing in main() is
+    # seen, and test()'s eval() is undone by the next train() call.
+    files = {"common.py": SIBLING_COMMON, "train_base.py": SIBLING_BASE, "train_kd.py": SIBLING_KD}
+    found = lint_files(files, select=["TL603", "TL605"])
+    assert [(d.code, Path(d.path).name, d.line) for d in found] == [("TL605", "train_kd.py", expected_lines(SIBLING_KD, "TL605")[0])]
 
 
 # -- TL803 ddp-wrapper-bypassed -----------------------------------------------------------

@@ -42,6 +42,15 @@ for x, y in default_loader:
     loss = F.cross_entropy(out, y)
     single = out.argmax()
 
+images, labels = next(iter(train_loader))  # one batch, as notebooks draw it
+ps = torch.exp(model(images))
+top_class = ps.argmax()  # expect: TL105
+equals = top_class == labels.view(*top_class.shape)
+it = iter(default_loader)
+image, label = next(it)
+guess = torch.exp(model(image)).argmax()
+same = guess == label
+
 for x, y in unbatched:
     out = model(x)
     loss = F.cross_entropy(out, y)

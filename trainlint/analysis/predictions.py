@@ -187,6 +187,8 @@ def _batch_level(expr: cst.BaseExpression, module: ModuleModel, engine: Engine, 
         return _batch_level(expr.func.value, module, engine, depth + 1)
     if isinstance(expr, cst.Call) and expr.args and engine.ev.callee(expr, module) & T.TENSOR_WRAPPERS:
         return _batch_level(expr.args[0].value, module, engine, depth + 1)  # ``Variable(x)``
+    if isinstance(expr, cst.Call) and terminal_name(expr.func) == "next" and expr.args:
+        return CONTAINER if _drawn_from_loader(expr.args[0].value, module, engine) else None
     if isinstance(expr, cst.DictComp) and isinstance(expr.for_in.iter, cst.Call):
         items = expr.for_in.iter.func
         if isinstance(items, cst.Attribute) and items.attr.value == "items":
@@ -273,6 +275,20 @@ def _batched_loop(loop: cst.For, module: ModuleModel, engine: Engine) -> bool:
     source = unwrapped(iterated(loop), module, engine.ev)
     loaders = [v for v in engine.ev.eval(source, module) if isinstance(v, Obj) and brains.kind_of(v.qualname) is Kind.LOADER]
     return all(_batches(loader) for loader in loaders)
+
+
+def _drawn_from_loader(expr: cst.BaseExpression, module: ModuleModel, engine: Engine) -> bool:
+    """``next(iter(loader))`` / ``next(it)`` with ``it = iter(loader)``: one batch of a
+    loader that yields batches of more than one sample."""
+    if isinstance(expr, cst.Name):
+        bindings = engine.ev.reaching(expr, module)
+        if len(bindings) != 1 or bindings[0].kind != "assign" or bindings[0].value is None or bindings[0].path:
+            return False
+        expr = bindings[0].value
+    if not (isinstance(expr, cst.Call) and terminal_name(expr.func) == "iter" and expr.args):
+        return False
+    loaders = [v for v in engine.ev.eval(expr.args[0].value, module) if isinstance(v, Obj) and brains.kind_of(v.qualname) is Kind.LOADER]
+    return bool(loaders) and all(_batches(loader) for loader in loaders)
 
 
 def _batches(loader: Obj) -> bool:

@@ -386,9 +386,11 @@ class Evaluator:
         """Does ``call`` (in ``caller``) invoke ``function``? A same-named function of another
         script must not lend it its arguments. Unresolvable receivers count only within the
         defining module."""
+        if self._method_call(call, caller, function, module):
+            return False
         targets = self.eval(call.func, caller)
         if not targets:
-            return caller is module and not _method_call(call, function, module)
+            return caller is module
         for target in targets:
             if isinstance(target, FuncRef) and target.node is function:
                 return True
@@ -397,6 +399,16 @@ class Evaluator:
             ):
                 return True
         return False
+
+    def _method_call(self, call: cst.Call, caller: ModuleModel, function: cst.FunctionDef, module: ModuleModel) -> bool:
+        """``model.train()``, ``criteria[i].train()``: a method of some object, never the
+        script's own top-level ``def train(...)``, which an attribute call reaches only
+        through a name an import binds. Decided without evaluating the receiver."""
+        func = call.func
+        if not isinstance(func, cst.Attribute) or module.method_class(function) is not None:
+            return False
+        receiver = func.value
+        return not isinstance(receiver, cst.Name) or not any(b.kind == "import" for b in self.reaching(receiver, caller))
 
     def _select(self, values: Iterable[Value], path: tuple[int, ...]) -> list[Value]:
         current = list(values)
@@ -561,13 +573,6 @@ class Evaluator:
         elif obj.qualname in T.MODEL_WRAPPERS:
             for inner in self._wrapped(obj):
                 yield from self._apply(inner, call, module)
-
-
-def _method_call(call: cst.Call, function: cst.FunctionDef, module: ModuleModel) -> bool:
-    """``model.train()``, ``criteria[i].train()``: a method of some object, never the
-    script's own top-level ``def train(...)`` (an attribute call reaches that only through
-    an import of the script, which resolves)."""
-    return isinstance(call.func, cst.Attribute) and module.method_class(function) is None
 
 
 def _built_by(value: Value, factory: FuncRef, call: cst.Call, module: ModuleModel) -> Value:
