@@ -24,8 +24,19 @@ class LossCall:
     constructor: cst.Call | None  # ``nn.CrossEntropyLoss(...)`` for module losses
 
 
-def loss_calls(module: ModuleModel, ev: Evaluator, family: frozenset[str]) -> Iterator[LossCall]:
-    """Calls in ``module`` that compute one of the losses in ``family`` (qualified names)."""
+def loss_calls(module: ModuleModel, ev: Evaluator, family: frozenset[str]) -> tuple[LossCall, ...]:
+    """Calls in ``module`` that compute one of the losses in ``family`` (qualified names),
+    in source order (found once per module: rules ask for every prediction and finding)."""
+    return module.cached(("loss_calls", family, ev), lambda: tuple(_loss_calls(module, ev, family)))
+
+
+def loss_call_at(call: cst.Call, module: ModuleModel, ev: Evaluator, family: frozenset[str]) -> LossCall | None:
+    """The loss call of ``family`` that ``call`` is, if it is one."""
+    index = module.cached(("loss_call_index", family, ev), lambda: {id(loss.call): loss for loss in loss_calls(module, ev, family)})
+    return index.get(id(call))
+
+
+def _loss_calls(module: ModuleModel, ev: Evaluator, family: frozenset[str]) -> Iterator[LossCall]:
     # A loss takes an input and a target: calls with fewer arguments are not evaluated.
     for call in (c for c in module.calls if len(c.args) >= 2):
         for qualname in ev.callee(call, module) & family:
@@ -94,4 +105,4 @@ def _verb(tensor: TensorV) -> str:
     return {"probs": "softmax", "log_probs": "log_softmax", "sigmoid": "sigmoid"}.get(tensor.kind, tensor.kind)
 
 
-__all__ = ["LossCall", "describe_origin", "input_kinds", "loss_calls", "short_name"]
+__all__ = ["LossCall", "describe_origin", "input_kinds", "loss_call_at", "loss_calls", "short_name"]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import libcst as cst
 
 from trainlint.analysis.brains.torch import BCE_WITH_LOGITS, CROSS_ENTROPY
-from trainlint.analysis.losses import input_kinds, loss_calls
+from trainlint.analysis.losses import input_kinds, loss_call_at
 from trainlint.analysis.module import ModuleModel, Scope
 from trainlint.analysis.names import root_name, terminal_name
 from trainlint.analysis.values import Evaluator, LibRef, call_arg
@@ -26,9 +26,8 @@ class _DropActivation(Fixer):
     activation = ""
 
     def edits(self, node: cst.CSTNode, model: ModuleModel, evaluator: Evaluator) -> Sequence[Edit]:
-        for loss in loss_calls(model, evaluator, self.family):
-            if loss.call is not node or loss.input is None:
-                continue
+        loss = loss_call_at(node, model, evaluator, self.family) if isinstance(node, cst.Call) else None
+        if loss is not None and loss.input is not None:
             origins = [t.origin for t in input_kinds(loss, model, evaluator) if t.kind == self.kind and t.module is model]
             if len(origins) == 1 and isinstance(origins[0], cst.Call) and _used_only_by(origins[0], loss.input, model):
                 operand = self._operand(origins[0], model, evaluator)
