@@ -32,12 +32,12 @@ def data_sources(loop: Loop, ev: Evaluator) -> list[cst.BaseExpression]:
         return []
     sources = [
         unwrapped(call.args[0].value, module, ev)
-        for call in module.calls_by_name.get("next", [])
-        if call.args and isinstance(call.func, cst.Name) and module.is_within(call, node.body)
+        for call in module.within(module.calls_by_name.get("next", []), node.body)
+        if call.args and isinstance(call.func, cst.Name)
     ]
     for name in NEXT_METHODS:
-        for call in module.calls_by_name.get(name, []):
-            if isinstance(call.func, cst.Attribute) and module.is_within(call, node) and not call.args:
+        for call in module.within(module.calls_by_name.get(name, []), node):
+            if isinstance(call.func, cst.Attribute) and not call.args:
                 sources.append(unwrapped(call.func.value, module, ev))
     return sources
 

@@ -230,14 +230,16 @@ def _unknown(name: str) -> frozenset[Total]:
 
 def _changed_in_place(name: cst.Name, module: ModuleModel) -> bool:
     """``reg.add_(p.norm())``: an in-place update may attach the tensor to a graph."""
-    function = module.enclosing_function(name)
-    for call in module.calls_by_function.get(function, []):
-        func = call.func
-        if (
-            isinstance(func, cst.Attribute)
-            and func.attr.value.endswith("_")
-            and isinstance(func.value, cst.Name)
-            and func.value.value == name.value
-        ):
-            return True
-    return False
+    updated = module.cached("updated_in_place", lambda: _updated_in_place(module))
+    return name.value in updated.get(module.enclosing_function(name), frozenset())
+
+
+def _updated_in_place(module: ModuleModel) -> dict[cst.FunctionDef | None, frozenset[str]]:
+    """Per function: the names an in-place method (``x.add_(...)``) is called on."""
+    found: dict[cst.FunctionDef | None, set[str]] = {}
+    for function, calls in module.calls_by_function.items():
+        for call in calls:
+            func = call.func
+            if isinstance(func, cst.Attribute) and func.attr.value.endswith("_") and isinstance(func.value, cst.Name):
+                found.setdefault(function, set()).add(func.value.value)
+    return {function: frozenset(names) for function, names in found.items()}

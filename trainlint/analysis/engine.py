@@ -60,6 +60,7 @@ _ROOT = re.compile(r"([A-Za-z_][A-Za-z_0-9]*)(?![A-Za-z_0-9(])")
 MAX_FIXPOINT = 6
 MAX_CALLER_DEPTH = 3
 T = TypeVar("T")
+E = TypeVar("E", bound=tuple)  # type: ignore[type-arg]
 _MISSING = object()
 
 
@@ -287,9 +288,13 @@ class Engine:
     # -- recording ----------------------------------------------------------------------
 
     def record(self, node: cst.CSTNode, states: list[State], frame: Frame) -> None:
-        found = self._snapshots.setdefault(id(node), {})
+        found = self._snapshots.get(id(node))
+        if found is None:
+            found = self._snapshots[id(node)] = {}
         for state in states:
-            found.setdefault((id(state), id(frame)), Snapshot(state, frame))
+            key = (id(state), id(frame))
+            if key not in found:
+                found[key] = Snapshot(state, frame)
 
     def record_op(self, op: Op, states: list[State], frame: Frame) -> None:
         found = self._occurrences.setdefault(id(op), {})
@@ -358,9 +363,12 @@ class Engine:
     def ops_in(self, module: ModuleModel, kind: OpKind) -> list[Op]:
         """Ops of ``kind`` written in ``module`` that some activation ran, in source order."""
         self.analyse(module)
+        return list(self.memo(("ops_in", id(module), kind), lambda: self._ops_in(module, kind)))
+
+    def _ops_in(self, module: ModuleModel, kind: OpKind) -> tuple[Op, ...]:
         found = [next(iter(o.values())).op for o in self._occurrences.values() if o]
         ops = [op for op in found if op.kind is kind and op.module is module]
-        return sorted(ops, key=lambda op: module.order_of(op.node, 0))
+        return tuple(sorted(ops, key=lambda op: module.order_of(op.node, 0)))
 
     def occurrences_of(self, op: Op) -> list[Occurrence]:
         self.analyse(op.module)
@@ -930,8 +938,8 @@ def _enter(state: State, seen: LoopFacts, first: bool, values: Interner) -> Stat
     on it no longer hold."""
     loop = seen.loop
     key = id(loop.node)
-    stepped = frozenset(entry for entry in state.stepped if entry[1] != key)
-    schedules = frozenset(entry for entry in state.schedules if entry[2] != key)
+    stepped = _without_loop(state.stepped, 1, key)
+    schedules = _without_loop(state.schedules, 2, key)
     if first:
         return state.with_(loops=(*state.loops, Iteration(key, True, seen.table)), stepped=stepped, schedules=schedules)
     loops = (*state.loops[:-1], Iteration(key, False, seen.table))
@@ -949,11 +957,14 @@ def _leave(state: State) -> State:
     if not state.loops:
         return state
     key = state.loops[-1].loop
-    return state.with_(
-        loops=state.loops[:-1],
-        stepped=frozenset(entry for entry in state.stepped if entry[1] != key),
-        schedules=frozenset(entry for entry in state.schedules if entry[2] != key),
-    )
+    return state.with_(loops=state.loops[:-1], stepped=_without_loop(state.stepped, 1, key), schedules=_without_loop(state.schedules, 2, key))
+
+
+def _without_loop(entries: frozenset[E], position: int, loop: int) -> frozenset[E]:
+    """The entries (``stepped``, ``schedules``) not about ``loop`` (the same set when none is)."""
+    if not any(entry[position] == loop for entry in entries):  # type: ignore[index]
+        return entries
+    return frozenset(entry for entry in entries if entry[position] != loop)  # type: ignore[index]
 
 
 def _unassigned_attribute(expr: cst.BaseExpression, module: ModuleModel, ev: Evaluator) -> bool:

@@ -42,14 +42,31 @@ class Key:
     label: str = field(compare=False)
     kind: Kind | None = field(compare=False, default=None)
     values: tuple[Value, ...] = field(compare=False, default=())
+    # Keys index every table of every state and are compared with every other key of a
+    # state by each clear: their hash and what ``relation`` reads are computed once (the
+    # hash the generated ``__hash__`` would give, so that tables keep their order).
+    _hash: int = field(init=False, compare=False, repr=False)
+    sites: frozenset[object] = field(init=False, compare=False, repr=False)  # allocation sites, when known
+    text: str | None = field(init=False, compare=False, repr=False)  # the scoped text, when sites are unknown
+    _scope: str | None = field(init=False, compare=False, repr=False)
+    _copies: frozenset[object] = field(init=False, compare=False, repr=False)
+    _selves: frozenset[int] = field(init=False, compare=False, repr=False)  # classes whose ``self`` it may be
+    _classes: frozenset[int] = field(init=False, compare=False, repr=False)  # classes it may be an instance of
 
-    @property
-    def sites(self) -> frozenset[object]:
-        return self.ident[1] if self.ident[0] == "s" else frozenset()  # type: ignore[return-value]
+    def __post_init__(self) -> None:
+        sites: frozenset[object] = self.ident[1] if self.ident[0] == "s" else frozenset()  # type: ignore[assignment]
+        instances = [v for v in self.values if isinstance(v, Instance)]
+        text: str | None = self.ident[1] if self.ident[0] == "t" else None  # type: ignore[assignment]
+        object.__setattr__(self, "_hash", hash((self.ident,)))
+        object.__setattr__(self, "sites", sites)
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "_scope", _scope(text) if text is not None else None)
+        object.__setattr__(self, "_copies", frozenset(site for site in sites if isinstance(site, tuple) and site[0] == "copy"))
+        object.__setattr__(self, "_selves", frozenset(id(v.cls.node) for v in instances if v.site is None))
+        object.__setattr__(self, "_classes", frozenset(id(v.cls.node) for v in instances))
 
-    @property
-    def text(self) -> str | None:
-        return self.ident[1] if self.ident[0] == "t" else None  # type: ignore[return-value]
+    def __hash__(self) -> int:
+        return self._hash
 
     def built_at(self, node: cst.CSTNode) -> bool:
         """The object may have been constructed by ``node`` (directly or in a factory)."""
@@ -64,18 +81,18 @@ class Key:
 
 
 def relation(a: Key, b: Key) -> Relation:
-    if a.ident == b.ident:
+    if a is b or a.ident == b.ident:
         return Relation.SAME
-    if a.text is not None and b.text is not None and _scope(a.text) == _scope(b.text):
+    if a._scope is not None and a._scope == b._scope:
         # Two names (or attributes) of one scope are two objects, unless one is part of the
         # other: aliases (``net = model``) resolve to the same key.
         return Relation.MAYBE if a.is_part_of(b) or b.is_part_of(a) else Relation.DIFFERENT
     if a.kind is not None and b.kind is not None and a.kind is not b.kind:
         return Relation.DIFFERENT
-    if _copy(a) != _copy(b):
+    if a._copies != b._copies:
         return Relation.DIFFERENT  # a deep copy (an EMA model) is no other object
     if a.sites and b.sites:
-        if a.sites & b.sites or _constructors(_plain(a.sites)) & _constructors(b.sites) or _constructors(_plain(b.sites)) & _constructors(a.sites):
+        if not a.sites.isdisjoint(b.sites) or _constructors(_plain(a.sites)) & _constructors(b.sites) or _constructors(_plain(b.sites)) & _constructors(a.sites):
             return Relation.MAYBE  # one constructor, and not two calls of a factory known apart
         return Relation.MAYBE if _same_class(a, b) else Relation.DIFFERENT
     return Relation.MAYBE
@@ -83,10 +100,6 @@ def relation(a: Key, b: Key) -> Relation:
 
 def _scope(text: str) -> str:
     return text.rsplit(":", 1)[0]
-
-
-def _copy(key: Key) -> frozenset[object]:
-    return frozenset(site for site in key.sites if isinstance(site, tuple) and site[0] == "copy")
 
 
 def _plain(sites: frozenset[object]) -> frozenset[object]:
@@ -100,11 +113,7 @@ def _constructors(sites: frozenset[object]) -> frozenset[object]:
 
 def _same_class(a: Key, b: Key) -> bool:
     """``self`` inside a class's methods may be any instance of it."""
-    classes_a = {id(v.cls.node) for v in a.values if isinstance(v, Instance) and v.site is None}
-    classes_b = {id(v.cls.node) for v in b.values if isinstance(v, Instance) and v.site is None}
-    any_a = {id(v.cls.node) for v in a.values if isinstance(v, Instance)}
-    any_b = {id(v.cls.node) for v in b.values if isinstance(v, Instance)}
-    return bool(classes_a & any_b or classes_b & any_a)
+    return bool(a._selves & b._classes or b._selves & a._classes)
 
 
 @dataclass(eq=False)

@@ -23,8 +23,19 @@ class LossCall:
     constructor: cst.Call | None  # ``nn.CrossEntropyLoss(...)`` for module losses
 
 
-def loss_calls(module: ModuleModel, ev: Evaluator, family: frozenset[str]) -> Iterator[LossCall]:
-    """Calls in ``module`` that compute one of the losses in ``family`` (qualified names)."""
+def loss_calls(module: ModuleModel, ev: Evaluator, family: frozenset[str]) -> tuple[LossCall, ...]:
+    """Calls in ``module`` that compute one of the losses in ``family`` (qualified names),
+    in source order (found once per module: rules ask for every prediction and finding)."""
+    return module.cached(("loss_calls", family, ev), lambda: tuple(_loss_calls(module, ev, family)))
+
+
+def loss_call_at(call: cst.Call, module: ModuleModel, ev: Evaluator, family: frozenset[str]) -> LossCall | None:
+    """The loss call of ``family`` that ``call`` is, if it is one."""
+    index = module.cached(("loss_call_index", family, ev), lambda: {id(loss.call): loss for loss in loss_calls(module, ev, family)})
+    return index.get(id(call))
+
+
+def _loss_calls(module: ModuleModel, ev: Evaluator, family: frozenset[str]) -> Iterator[LossCall]:
     # A loss takes an input and a target: calls with fewer arguments are not evaluated.
     for call in (c for c in module.calls if len(c.args) >= 2):
         for qualname in ev.callee(call, module) & family:
@@ -84,13 +95,13 @@ def removable_activation(
     result is the input of the ``family`` loss computed by ``call``, with the operand that
     can replace it: only when that result is used by the loss alone, so dropping the
     activation changes nothing else."""
-    for loss in loss_calls(module, ev, family):
-        if loss.call is not call or loss.input is None:
-            continue
-        origins = [t.origin for t in input_kinds(loss, module, ev) if t.kind == kind and t.module is module]
-        if len(origins) == 1 and isinstance(origins[0], cst.Call) and _used_only_by(origins[0], loss.input, module):
-            operand = _activation_operand(origins[0], activation, module, ev)
-            return (origins[0], operand) if operand is not None else None
+    loss = loss_call_at(call, module, ev, family)
+    if loss is None or loss.input is None:
+        return None
+    origins = [t.origin for t in input_kinds(loss, module, ev) if t.kind == kind and t.module is module]
+    if len(origins) == 1 and isinstance(origins[0], cst.Call) and _used_only_by(origins[0], loss.input, module):
+        operand = _activation_operand(origins[0], activation, module, ev)
+        return (origins[0], operand) if operand is not None else None
     return None
 
 
@@ -165,4 +176,4 @@ def _verb(tensor: TensorV) -> str:
     return {"probs": "softmax", "log_probs": "log_softmax", "sigmoid": "sigmoid"}.get(tensor.kind, tensor.kind)
 
 
-__all__ = ["LossCall", "describe_origin", "input_kinds", "loss_calls", "removable_activation", "short_name"]
+__all__ = ["LossCall", "describe_origin", "input_kinds", "loss_call_at", "loss_calls", "removable_activation", "short_name"]

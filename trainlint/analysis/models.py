@@ -259,9 +259,7 @@ def _functional_layers(klass: ClassRef, ev: Evaluator, q: LayerQuestion) -> bool
     if q.reads_training and _reads_training(klass):
         return True  # ``if not self.training: return x``: a hand-written dropout
     unknown = False
-    for call in module.calls:
-        if not module.is_within(call, klass.node):
-            continue
+    for call in module.within(module.calls, klass.node):
         name = terminal_name(call.func)
         if name in q.functional and any(q_.startswith("torch.") for q_ in ev.callee(call, module)):
             return True

@@ -6,10 +6,12 @@ never re-walk the tree.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal, TypeVar, Union
 
 import libcst as cst
 from libcst.metadata import CodeRange
@@ -20,6 +22,9 @@ from trainlint.analysis.positions import Positions
 from trainlint.analysis.walk import iter_children
 
 ScopeNode = Union[cst.Module, cst.FunctionDef, cst.ClassDef, cst.Lambda]
+N = TypeVar("N", bound=cst.CSTNode)
+T = TypeVar("T")
+_MISSING = object()
 Loop = Union[cst.For, cst.While]
 BindingKind = Literal["assign", "aug", "for", "with", "param", "import", "def", "class"]
 
@@ -98,6 +103,9 @@ class ModuleModel:
         self.aug_assigns: list[cst.AugAssign] = []
         self.assigns: list[cst.Assign] = []
         self._receivers: dict[tuple[str, ...], frozenset[str]] = {}
+        self._index_orders: dict[int, list[int]] = {}
+        self._index_lists: list[object] = []
+        self._derived: dict[Hashable, object] = {}
         self.module_scope = Scope(tree, None)
         self.scopes[tree] = self.module_scope
         _Indexer(self).run()
@@ -203,6 +211,30 @@ class ModuleModel:
         if order is None or start is None:
             return False
         return start < order <= self._ends.get(id(container), start)
+
+    def within(self, nodes: list[N], container: cst.CSTNode) -> list[N]:
+        """The nodes of a source-ordered index list (``calls``, ``calls_by_name[...]``,
+        ``calls_by_function[...]``) that are ``container`` or inside it: ``[n for n in nodes
+        if self.is_within(n, container)]`` by bisection, so that asking it for every loop
+        or class of a large file stays linear."""
+        start = self._orders.get(id(container))
+        if start is None or not nodes:
+            return [node for node in nodes if node is container]
+        orders = self._index_orders.get(id(nodes))
+        if orders is None:
+            orders = [self._orders[id(node)] for node in nodes]
+            self._index_orders[id(nodes)] = orders
+            self._index_lists.append(nodes)  # alive while its id is a key
+        end = self._ends.get(id(container), start)
+        return nodes[bisect_left(orders, start) : bisect_right(orders, end)]
+
+    def cached(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A fact derived from this module alone, computed once (a rule asking it per call
+        site of a large file would otherwise rescan the file each time)."""
+        found = self._derived.get(key, _MISSING)
+        if found is _MISSING:
+            found = self._derived[key] = compute()
+        return found  # type: ignore[return-value]
 
     def conditional_ancestors(self, node: cst.CSTNode, stop: cst.CSTNode | None = None) -> list[
         cst.CSTNode

@@ -308,6 +308,10 @@ def _bound_whole(name: cst.Name, module: ModuleModel, ev: Evaluator, depth: int)
 
 def _freezes_parameters(module: ModuleModel) -> bool:
     """The file freezes parameters: ``p.requires_grad = False`` or ``requires_grad_(False)``."""
+    return module.cached("freezes_parameters", lambda: _scan_freezes(module))
+
+
+def _scan_freezes(module: ModuleModel) -> bool:
     for call in module.calls_by_name.get("requires_grad_", []):
         flag = call_arg(call, 0, "requires_grad")
         if flag is not None and literal_value(flag) is False:

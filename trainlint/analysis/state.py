@@ -10,8 +10,8 @@ kept apart instead of joined.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, NamedTuple, TypeVar
 
 from trainlint.analysis.ir import Op
@@ -77,14 +77,14 @@ class OpTable:
         return found
 
 
-@dataclass(frozen=True)
-class Iteration:
+class Iteration(NamedTuple):
     """One level of the loop stack: which ops the current iteration ran, on some path
-    (``may``) and on every path (``must``), as bits of the loop's :class:`OpTable`."""
+    (``may``) and on every path (``must``), as bits of the loop's :class:`OpTable` (one per
+    loop: equal loops have the same table)."""
 
     loop: int  # id of the loop node
     first: bool
-    table: OpTable = field(compare=False, repr=False)
+    table: OpTable
     may_bits: int = 0
     must_bits: int = 0
 
@@ -150,7 +150,11 @@ class State:
 
     def partition(self) -> tuple[object, ...]:
         """States are joined only within a partition: same known conditions, same loops."""
-        return (self.facts, tuple((it.loop, it.first) for it in self.loops), self.gated)
+        cached = self.__dict__.get("_partition")
+        if cached is None:
+            cached = (self.facts, tuple((it.loop, it.first) for it in self.loops), self.gated)
+            object.__setattr__(self, "_partition", cached)
+        return cached
 
     def with_(self, **changes: object) -> State:
         """A copy with ``changes`` (``dataclasses.replace`` without re-running ``__init__``:
@@ -159,6 +163,7 @@ class State:
         fields = state.__dict__
         fields.update(self.__dict__)
         fields.pop("_identity", None)
+        fields.pop("_partition", None)
         fields.update(changes)
         return state
 
@@ -183,31 +188,76 @@ class Interner:
 
     def __init__(self) -> None:
         self._sets: dict[frozenset[Any], frozenset[Any]] = {}
-        self._mapped: dict[tuple[str, frozenset[Any]], frozenset[Any]] = {}
+        self._mapped: dict[tuple[Hashable, frozenset[Any]], frozenset[Any]] = {}
+        self._unions: dict[tuple[frozenset[Any], frozenset[Any]], frozenset[Any]] = {}
 
     def one(self, values: frozenset[V]) -> frozenset[V]:
         return self._sets.setdefault(values, values)
 
-    def each(self, table: Mapping[K, frozenset[V]], how: str, function: Callable[[V], V]) -> Mapping[K, frozenset[V]]:
-        """``function`` applied to every value of every object (``how`` names it); the
-        same table when that changes nothing."""
-        changed: dict[K, frozenset[V]] | None = None
-        for key, values in table.items():
+    def union(self, a: frozenset[V], b: frozenset[V]) -> frozenset[V]:
+        if a is b:
+            return a
+        found = self._unions.get((a, b))
+        if found is None:
+            found = self._unions[(a, b)] = self.one(a | b)
+        return found
+
+    def each(self, table: Mapping[K, frozenset[V]], how: Hashable, function: Callable[[V], V]) -> Mapping[K, frozenset[V]]:
+        """``function`` applied to every value of every object (``how`` names it, and all
+        it depends on); the same table when that changes nothing."""
+        # A state of a long script tracks hundreds of objects with a handful of distinct
+        # values: each distinct value is mapped once, and the table is rebuilt in C.
+        mapping: dict[frozenset[V], frozenset[V]] = {}
+        changed = False
+        for values in set(table.values()):
             new = self._mapped.get((how, values))
             if new is None:
                 new = self._mapped[(how, values)] = self.one(frozenset(map(function, values)))
-            if new is not values:
-                if changed is None:
-                    changed = dict(table)
-                changed[key] = new
-        return table if changed is None else changed
+            mapping[values] = new
+            changed = changed or new is not values
+        if not changed:
+            return table
+        return dict(zip(table.keys(), map(mapping.__getitem__, table.values())))
 
 
 def _frozen(table: Mapping[Any, frozenset[Any]]) -> frozenset[Any]:
-    return frozenset(table.items())
+    """A table's items as a set. Most ops leave most tables alone, so many states share
+    one: the last few thousand tables frozen are remembered by identity (with the table
+    itself, so that its id stays its own), tables are never changed once in a state."""
+    if not table:
+        return _NOTHING
+    found = _FROZEN.get(id(table))
+    if found is not None:
+        return found[1]
+    frozen = frozenset(table.items())
+    if len(_FROZEN) >= FROZEN_TABLES:
+        _FROZEN.clear()
+    _FROZEN[id(table)] = (table, frozen)
+    return frozen
+
+
+FROZEN_TABLES = 4096
+_FROZEN: dict[int, tuple[Mapping[Any, frozenset[Any]], frozenset[Any]]] = {}
+_NOTHING: frozenset[Any] = frozenset()
 
 
 ModeInitial = Callable[[Key], frozenset[ModeV]]
+
+
+def _state(**fields: object) -> State:
+    """``State(**fields)`` without a frozen dataclass's ``__init__`` (a joined state is made
+    at most branch merges)."""
+    state = object.__new__(State)
+    state.__dict__.update(_DEFAULTS)
+    state.__dict__.update(fields)
+    return state
+
+
+_DEFAULTS = {
+    f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc,operator]
+    for f in fields(State)
+    if f.default is not MISSING or f.default_factory is not MISSING
+}
 
 
 def initial_state() -> State:
@@ -219,6 +269,8 @@ def join(states: Iterable[State], mode_initial: ModeInitial, values: Interner) -
     :data:`MAX_PARTITIONS`, known conditions are forgotten, those of outer loops first:
     the conditions of the loop being run are the ones that keep its paths apart."""
     states = list(states)
+    if len(states) < 2:
+        return states
     groups = _partitions(states)
     depth = 0
     while len(groups) > MAX_PARTITIONS:
@@ -239,14 +291,17 @@ def _partitions(states: list[State]) -> dict[tuple[object, ...], list[State]]:
 
 
 def _join_group(group: list[State], mode_initial: ModeInitial, values: Interner) -> State:
+    distinct = list({id(state): state for state in group}.values())
+    if len(distinct) == 1:
+        return distinct[0]
     unique: dict[tuple[object, ...], State] = {}
-    for state in group:
+    for state in distinct:
         unique.setdefault(state.identity(), state)
     if len(unique) == 1:
         return next(iter(unique.values()))
     states = list(unique.values())
     first = states[0]
-    return State(
+    return _state(
         grads=_union([s.grads for s in states], [s.grads_default for s in states], values),
         grads_default=frozenset().union(*(s.grads_default for s in states)),
         modes=_union([s.modes for s in states], [mode_initial] * len(states), values),
@@ -265,19 +320,27 @@ def _join_group(group: list[State], mode_initial: ModeInitial, values: Interner)
     )
 
 
-def _union(tables: list[Mapping[Any, frozenset[Any]]], defaults: list[Any], interner: Interner) -> dict[Any, frozenset[Any]]:
+def _union(tables: list[Mapping[Any, frozenset[Any]]], defaults: list[Any], interner: Interner) -> Mapping[Any, frozenset[Any]]:
     """Per key, the union of the values; a state that has not met a key yet contributes
     its default for it (a frozenset, or a function of the key)."""
-    keys = {key for table in tables for key in table}
-    merged: dict[Any, frozenset[Any]] = {}
+    first = tables[0]
+    if all(table is first for table in tables):
+        return first
+    # Only the objects whose values differ between the tables (or that some table has not
+    # met) need a union: the rest is copied as it is.
+    keys: set[Any] = set()
+    for table in tables[1:]:
+        if table is not first:
+            keys.update(key for key, _ in first.items() ^ table.items())
+    merged = dict(first)
     for key in keys:
-        values: frozenset[Any] = frozenset()
+        values: frozenset[Any] | None = None
         for table, default in zip(tables, defaults):
             found = table.get(key)
             if found is None:
                 found = default(key) if callable(default) else default
-            values = values | found
-        merged[key] = interner.one(values)
+            values = interner.one(found) if values is None else interner.union(values, found)
+        merged[key] = values  # type: ignore[assignment]
     return merged
 
 

@@ -64,7 +64,7 @@ def _is_torch_module(cls: cst.ClassDef, module: ModuleModel, ev: Evaluator) -> b
 
 
 def _registers_by_name(cls: cst.ClassDef, module: ModuleModel) -> bool:
-    return any(terminal_name(call.func) in DYNAMIC_REGISTRATION and module.is_within(call, cls) for call in module.calls)
+    return any(terminal_name(call.func) in DYNAMIC_REGISTRATION for call in module.within(module.calls, cls))
 
 
 def _plain_holder(
@@ -110,9 +110,9 @@ def _count(source: cst.BaseExpression) -> int | None:
 def _grown(name: str, scope: cst.CSTNode, module: ModuleModel) -> Iterator[cst.Call]:
     """``name.append(x)`` / ``extend`` / ``insert`` calls inside ``scope``."""
     for method in GROWERS:
-        for call in module.calls_by_name.get(method, []):
+        for call in module.within(module.calls_by_name.get(method, []), scope):
             func = call.func
-            if isinstance(func, cst.Attribute) and dotted(func.value) == name and module.is_within(call, scope):
+            if isinstance(func, cst.Attribute) and dotted(func.value) == name:
                 yield call
 
 
@@ -165,8 +165,8 @@ def _parameter_free(call: cst.Call, module: ModuleModel, ev: Evaluator) -> bool:
 def _handed_to_container(names: list[str], cls: cst.ClassDef, module: ModuleModel, ev: Evaluator) -> bool:
     """The list is given to a call (``nn.Sequential(*layers)``, ``nn.ModuleList(layers)``,
     a helper that may register it): its modules may be registered there."""
-    for call in module.calls:
-        if not module.is_within(call, cls) or terminal_name(call.func) in GROWERS or _builtin(call.func):
+    for call in module.within(module.calls, cls):
+        if terminal_name(call.func) in GROWERS or _builtin(call.func):
             continue
         if any(dotted(arg.value) in names for arg in call.args) and _may_register(call, module, ev):
             return True

@@ -3,7 +3,6 @@ or a detached one / a Python number."""
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 
 import libcst as cst
@@ -150,28 +149,23 @@ def output_loss(expr: cst.BaseExpression) -> bool:
 def _backpropagated_in_function(name: cst.Name, module: ModuleModel) -> bool:
     """``name.backward()`` in the same function, or ``loss = name + reg; loss.backward()``:
     what is backpropagated (or summed into it) is a tensor with a graph."""
-    return name.value in _backpropagated_names(module).get(module.enclosing_function(name), frozenset())
-
-
-# Per module, per function: the names backpropagated there or summed into one that is.
-_BACKPROPAGATED: weakref.WeakKeyDictionary[ModuleModel, dict[cst.FunctionDef | None, frozenset[str]]] = weakref.WeakKeyDictionary()
+    names = module.cached("backpropagated_names", lambda: _backpropagated_names(module))
+    return name.value in names.get(module.enclosing_function(name), frozenset())
 
 
 def _backpropagated_names(module: ModuleModel) -> dict[cst.FunctionDef | None, frozenset[str]]:
-    found = _BACKPROPAGATED.get(module)
-    if found is None:
-        targets: dict[cst.FunctionDef | None, set[str]] = {}
-        for call in module.calls_by_name.get("backward", []):
-            if isinstance(call.func, cst.Attribute) and isinstance(call.func.value, cst.Name):
-                targets.setdefault(module.enclosing_function(call), set()).add(call.func.value.value)
-        names = {function: set(found) for function, found in targets.items()}
-        for assign in module.assigns:
-            function = module.enclosing_function(assign)
-            summed = targets.get(function)
-            if summed and any(isinstance(t.target, cst.Name) and t.target.value in summed for t in assign.targets):
-                names[function] |= _added_names(assign.value)
-        found = _BACKPROPAGATED[module] = {function: frozenset(values) for function, values in names.items()}
-    return found
+    """Per function: the names backpropagated there, or summed into one that is."""
+    targets: dict[cst.FunctionDef | None, set[str]] = {}
+    for call in module.calls_by_name.get("backward", []):
+        if isinstance(call.func, cst.Attribute) and isinstance(call.func.value, cst.Name):
+            targets.setdefault(module.enclosing_function(call), set()).add(call.func.value.value)
+    names = {function: set(found) for function, found in targets.items()}
+    for assign in module.assigns:
+        function = module.enclosing_function(assign)
+        summed = targets.get(function)
+        if summed and any(isinstance(t.target, cst.Name) and t.target.value in summed for t in assign.targets):
+            names[function] |= _added_names(assign.value)
+    return {function: frozenset(values) for function, values in names.items()}
 
 
 def _added_names(expr: cst.BaseExpression) -> set[str]:

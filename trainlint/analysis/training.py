@@ -286,7 +286,7 @@ def _model_calls(engine: Engine, loop: LoopFacts) -> list[ModelCall]:
     node, module = loop.loop.node, loop.loop.module
     body = node.body if isinstance(node, (cst.For, cst.While, cst.FunctionDef)) else node
     function = module.enclosing_function(node) if not isinstance(node, cst.FunctionDef) else node
-    calls = [call for call in module.calls_by_function.get(function, []) if module.is_within(call, body)]
+    calls = module.within(module.calls_by_function.get(function, []), body)
     found = [ModelCall(call, module, call) for call in calls if is_model_call(call, module, engine)]
     if found:
         return found

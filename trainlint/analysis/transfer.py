@@ -8,6 +8,7 @@ a missing one is not reported on a guess), switches add their mode next to the o
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from trainlint.analysis.brains import Kind
@@ -61,7 +62,7 @@ class Transfer:
 
         group = state.group if state.group_open else frozenset({op})
         return state.with_(
-            grads={key: frozenset(map(fed, values)) for key, values in state.grads.items()},
+            grads=self.values.each(state.grads, op, fed),  # ``fed`` depends on the op alone
             grads_default=frozenset(map(fed, state.grads_default)),
             modes=self.values.each(state.modes, "trained", _trained),
             group=group,
@@ -72,8 +73,10 @@ class Transfer:
         target = self.target(op, frame)
         model_clear = _model_clear(op, target)
         grads = dict(state.grads)
+        optimizers = list(state.grads)
+        claimed = functools.cache(lambda: self.claimed(target, optimizers) if target is not None else [])
         for key, values in state.grads.items():
-            how = self.clears(target, key, op, list(state.grads))
+            how = self.clears(target, key, op, optimizers, claimed)
             if how is not Relation.DIFFERENT:
                 grads[key] = frozenset(_cleared(g, op, strong=how is Relation.SAME) for g in values)
         default = state.grads_default
@@ -86,10 +89,13 @@ class Transfer:
             grads = {key: values | state.grads.get(key, state.grads_default) for key, values in grads.items()}
         return state.with_(grads=grads, grads_default=default)
 
-    def clears(self, target: Key | None, optimizer: Key, op: Op, optimizers: list[Key]) -> Relation:
+    def clears(
+        self, target: Key | None, optimizer: Key, op: Op, optimizers: list[Key], claimed: Callable[[], list[Key]] | None = None
+    ) -> Relation:
         """Whether clearing ``target`` clears ``optimizer``'s gradients. A model's clear is
         another optimizer's when that one is built over the model (GANs: ``netD.zero_grad()``
-        is not the generator's)."""
+        is not the generator's). ``claimed``: :meth:`claimed` of ``target`` and
+        ``optimizers``, computed once for all the optimizers of a state."""
         if target is None:
             return Relation.MAYBE
         if not _model_clear(op, target):
@@ -107,10 +113,14 @@ class Transfer:
                 return Relation.MAYBE if len(optimizers) <= 1 else Relation.DIFFERENT
             if any(target.is_part_of(owner) for owner in owners):
                 return Relation.MAYBE
-        others = [owner for other in optimizers if other != optimizer for owner in self.owners(other)]
-        if any(relation(target, other) is Relation.SAME for other in others):
-            return Relation.DIFFERENT
+        if any(other != optimizer for other in (claimed() if claimed is not None else self.claimed(target, optimizers))):
+            return Relation.DIFFERENT  # the model is another optimizer's
         return Relation.SAME if len(optimizers) <= 1 else Relation.MAYBE
+
+    def claimed(self, target: Key, optimizers: list[Key]) -> list[Key]:
+        """The optimizers built over the cleared model itself (computed once per clear,
+        not once per optimizer of the state)."""
+        return [other for other in optimizers if any(relation(target, owner) is Relation.SAME for owner in self.owners(other))]
 
     def step(self, op: Op, state: State, frame: Frame) -> State:
         target = self.target(op, frame)

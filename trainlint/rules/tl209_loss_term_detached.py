@@ -85,17 +85,25 @@ def _returned_to_backward(function: cst.FunctionDef, ctx: Context) -> Iterator[t
 def _backpropagated_path(call: cst.Call, caller: ModuleModel, ctx: Context) -> tuple[int, ...] | None:
     """Where in the call's result the backpropagated loss is: ``()`` for the whole value,
     ``(0,)`` for ``loss, parts = call``; ``None`` when no backward of the caller uses it."""
+    paths = ctx.engine.memo(("tl209_paths", id(caller)), lambda: _backpropagated_paths(caller, ctx))
+    return paths.get(id(call))
+
+
+def _backpropagated_paths(caller: ModuleModel, ctx: Context) -> dict[int, tuple[int, ...]]:
+    """For every value a backward of ``caller`` backpropagates (a term of its loss, or what
+    a term's name was assigned from), where the loss is in it; the first backward that
+    uses a value decides (computed once per file: asked for every call site)."""
+    paths: dict[int, tuple[int, ...]] = {}
     for op in ctx.engine.ops_in(caller, OpKind.BACKWARD):
         if op.operand is None:
             continue
         for term in loss_terms(op.operand, caller, ctx.evaluator):
-            if term is call:
-                return ()
+            paths.setdefault(id(term), ())
             if isinstance(term, cst.Name):
                 for binding in ctx.evaluator.reaching(term, caller):
-                    if binding.value is call and binding.kind == "assign":
-                        return binding.path
-    return None
+                    if binding.value is not None and binding.kind == "assign":
+                        paths.setdefault(id(binding.value), binding.path)
+    return paths
 
 
 def _lightning_optimizes(function: cst.FunctionDef, ctx: Context) -> bool:

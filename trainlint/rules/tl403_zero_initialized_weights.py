@@ -46,8 +46,8 @@ class ZeroInitializedWeights(Rule):
     def check(self, ctx: Context) -> Iterator[Report]:
         model, ev = ctx.model, ctx.evaluator
         for scope in _init_scopes(model, ev):
-            for call in model.calls:
-                if model.is_within(call, scope.body) and _zeroes_weight_of(call, scope.var, model, ev):
+            for call in model.within(model.calls, scope.body):
+                if _zeroes_weight_of(call, scope.var, model, ev):
                     if _applies_to_every_weight_layer(call, scope.body, model, ev):
                         written = _init_target(call)
                         assert written is not None, "_zeroes_weight_of found the target"

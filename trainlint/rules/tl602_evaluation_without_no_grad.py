@@ -58,7 +58,7 @@ def _wants_gradients(loop: LoopFacts, ctx: Context) -> bool:
         return True
     node = loop.loop.node
     body = node.body if isinstance(node, (cst.For, cst.While, cst.FunctionDef)) else node
-    return any(_uses_gradients(call) for call in ctx.model.calls if ctx.model.is_within(call, body))
+    return any(_uses_gradients(call) for call in ctx.model.within(ctx.model.calls, body))
 
 
 def _uses_gradients(call: cst.Call) -> bool:
