@@ -180,6 +180,43 @@ def test_modes_are_kept_per_model(tmp_path: Path) -> None:
     assert modes == {"train"}  # model_b.eval() says nothing about model_a
 
 
+def test_a_wrapper_of_code_already_run_is_no_second_root(tmp_path: Path) -> None:
+    """``def run(**kwargs): main(opt)`` (YOLOv5's entry point for notebooks) only calls code
+    the script's own entry point ran: it adds no context, only the cost of a second one.
+    A function that does work of its own still runs as a root."""
+    engine, m = engine_for(
+        tmp_path,
+        train="""
+        import torch
+
+        def train(model, loader, optimizer):
+            for x, y in loader:
+                optimizer.zero_grad()
+                model(x).sum().backward()
+                optimizer.step()
+
+        def main(opt):
+            train(opt.model, opt.loader, opt.optimizer)
+
+        def run(**kwargs):
+            for key, value in kwargs.items():
+                setattr(opt, key, value)
+            main(opt)
+
+        def finetune(opt):
+            opt.model.eval()
+            main(opt)
+
+        if __name__ == "__main__":
+            main(opt)
+        """,
+    )
+    module = m["train"]
+    occurrences = steps(engine, module)
+    assert len({id(o.frame) for o in occurrences}) == 2  # from the script, and from finetune
+    assert {o.frame.parent.parent.function.name.value for o in occurrences if o.frame.parent.parent.function} == {"finetune"}
+
+
 def test_callable_objects_run_their_call_method(tmp_path: Path) -> None:
     engine, m = engine_for(
         tmp_path,

@@ -190,6 +190,8 @@ class Engine:
                 relevant.append(function)
         unseen: list[cst.FunctionDef] = []
         for function in relevant:
+            if id(function) in self._reached:
+                continue  # a root already ran it with its caller's state
             callers = self.ev.call_sites(function, module)
             for call, caller in callers:
                 self._run_callers_root(call, caller, 0)
@@ -198,11 +200,25 @@ class Engine:
         # Functions nobody visibly calls run as roots, outer ones first: methods the
         # language calls (``obj(...)`` runs ``__call__``) are usually reached from them.
         for function in sorted(unseen, key=lambda f: f.name.value.startswith("__")):
-            if id(function) not in self._reached:
-                self._run_root(function, module)
+            self._run_new_code(function, module)
         for function in relevant:
-            if id(function) not in self._reached:
-                self._run_root(function, module)
+            self._run_new_code(function, module)
+
+    def _run_new_code(self, function: cst.FunctionDef, module: ModuleModel) -> None:
+        """Run a function no root reached as a root of its own, unless it only calls
+        functions that other roots ran already (``def run(**kwargs): main(opt)``): another
+        context for code analysed once, with no caller's state, would double the work and
+        add nothing."""
+        if id(function) not in self._reached and self._has_own_work(function, module):
+            self._run_root(function, module)
+
+    def _has_own_work(self, function: cst.FunctionDef, module: ModuleModel) -> bool:
+        for item in walk_items(self.ir.function(function, module)):
+            if isinstance(item, (Op, Region)):
+                return True
+            if isinstance(item, Invoke) and any(id(t.node) not in self._reached for t in self.targets(item)):
+                return True
+        return False
 
     def _run_callers_root(self, call: cst.CSTNode, caller: ModuleModel, depth: int) -> None:
         function = caller.enclosing_function(call)
