@@ -207,7 +207,8 @@ class Project:
 
     def load(self, path: Path) -> ModuleModel | None:
         """The index of a local file, parsing it on first use (``None`` if unparsable)."""
-        resolved = path.resolve()
+        # Modules are keyed by resolved path: a key needs no resolving (a syscall per part).
+        resolved = path if path in self._models else path.resolve()
         if resolved not in self._models:
             self._register(resolved, self._parse(resolved))
         model = self._models[resolved]
