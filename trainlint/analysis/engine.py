@@ -166,6 +166,7 @@ class Engine:
         self._test_names: dict[int, frozenset[str]] = {}
         self._working: dict[tuple[int, frozenset[OpKind]], bool] = {}
         self._reached: set[int] = set()  # functions some activation entered
+        self._callers_explored: dict[int, int] = {}  # function -> least caller depth explored from
         self._relevant: dict[int, bool] = {}
         self._loop_stack: list[tuple[Loop, Frame]] = []
         self._root_frame: Frame | None = None
@@ -225,6 +226,13 @@ class Engine:
         if function is None:
             self._run_root(None, caller)
             return
+        # Callers met again (a method called from a hundred places, each called from a
+        # hundred more) were explored once, at least as far up: exploring again would run
+        # the same roots, at a cost that multiplies with every level.
+        explored = self._callers_explored.get(id(function))
+        if explored is not None and explored <= depth:
+            return
+        self._callers_explored[id(function)] = depth
         outer = self.ev.call_sites(function, caller) if depth < MAX_CALLER_DEPTH and self._library_driven(function, caller) is None else []
         if not outer:
             self._run_root(function, caller)
