@@ -217,6 +217,21 @@ def test_a_wrapper_of_code_already_run_is_no_second_root(tmp_path: Path) -> None
     assert {o.frame.parent.parent.function.name.value for o in occurrences if o.frame.parent.parent.function} == {"finetune"}
 
 
+def test_callers_are_explored_once_per_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A helper called from many functions, each called from many more: the paths up to
+    the roots multiply with every level, the functions on them do not."""
+    width = 12
+    middle = "\n".join(f"def mid{i}(opt):\n" + "".join(f"    low{j}(opt)\n" for j in range(width)) for i in range(width))
+    low = "\n".join(f"def low{j}(opt):\n    step(opt)\n" for j in range(width))
+    top = "\n".join(f"def top{k}(opt):\n" + "".join(f"    mid{i}(opt)\n" for i in range(width)) for k in range(width))
+    engine, m = engine_for(tmp_path, train=f"def step(opt):\n    opt.step()\n\n{low}\n{middle}\n{top}\n")
+    visits: list[object] = []
+    explore = Engine._run_callers_root
+    monkeypatch.setattr(Engine, "_run_callers_root", lambda self, *args: visits.append(args) or explore(self, *args))
+    assert len(steps(engine, m["train"])) == width**3  # every path runs the step
+    assert len(visits) <= 2 * width**2 + width  # once per call site, not once per path
+
+
 def test_callable_objects_run_their_call_method(tmp_path: Path) -> None:
     engine, m = engine_for(
         tmp_path,
