@@ -50,6 +50,8 @@ class Key:
     text: str | None = field(init=False, compare=False, repr=False)  # the scoped text, when sites are unknown
     _scope: str | None = field(init=False, compare=False, repr=False)
     _copies: frozenset[object] = field(init=False, compare=False, repr=False)
+    _made_by: frozenset[object] = field(init=False, compare=False, repr=False)  # constructor calls, via any factory call
+    _made_directly_by: frozenset[object] = field(init=False, compare=False, repr=False)  # those of sites no factory call marks
     _selves: frozenset[int] = field(init=False, compare=False, repr=False)  # classes whose ``self`` it may be
     _classes: frozenset[int] = field(init=False, compare=False, repr=False)  # classes it may be an instance of
 
@@ -62,6 +64,8 @@ class Key:
         object.__setattr__(self, "text", text)
         object.__setattr__(self, "_scope", _scope(text) if text is not None else None)
         object.__setattr__(self, "_copies", frozenset(site for site in sites if isinstance(site, tuple) and site[0] == "copy"))
+        object.__setattr__(self, "_made_by", _constructors(sites))
+        object.__setattr__(self, "_made_directly_by", _constructors(_plain(sites)))
         object.__setattr__(self, "_selves", frozenset(id(v.cls.node) for v in instances if v.site is None))
         object.__setattr__(self, "_classes", frozenset(id(v.cls.node) for v in instances))
 
@@ -70,7 +74,7 @@ class Key:
 
     def built_at(self, node: cst.CSTNode) -> bool:
         """The object may have been constructed by ``node`` (directly or in a factory)."""
-        return id(node) in _constructors(self.sites)
+        return id(node) in self._made_by
 
     def is_part_of(self, other: Key) -> bool:
         """``model.backbone`` is part of ``model`` (by their paths from the same root)."""
@@ -92,7 +96,7 @@ def relation(a: Key, b: Key) -> Relation:
     if a._copies != b._copies:
         return Relation.DIFFERENT  # a deep copy (an EMA model) is no other object
     if a.sites and b.sites:
-        if not a.sites.isdisjoint(b.sites) or _constructors(_plain(a.sites)) & _constructors(b.sites) or _constructors(_plain(b.sites)) & _constructors(a.sites):
+        if not a.sites.isdisjoint(b.sites) or not a._made_directly_by.isdisjoint(b._made_by) or not b._made_directly_by.isdisjoint(a._made_by):
             return Relation.MAYBE  # one constructor, and not two calls of a factory known apart
         return Relation.MAYBE if _same_class(a, b) else Relation.DIFFERENT
     return Relation.MAYBE
